@@ -1,0 +1,182 @@
+//! Command-line and environment configuration of the dataplane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// zeronas dataplane: serves one folder as a share over an HTTP file API.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "zeronas-dataplane", version, about)]
+pub struct Config {
+    /// Folder to serve.
+    #[arg(long, env = "ZERONAS_ROOT")]
+    pub root: PathBuf,
+
+    /// Share name, the `{share}` in `/v1/shares/{share}/...` (a DNS label).
+    #[arg(long, env = "ZERONAS_SHARE", default_value = "default", value_parser = parse_share_name)]
+    pub share: String,
+
+    /// Address of the HTTP file API.
+    #[arg(long, env = "ZERONAS_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+
+    /// Separate address for `/metrics`, `/healthz` and `/readyz` (default: on the HTTP listener).
+    #[arg(long, env = "ZERONAS_METRICS")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Refuse every write.
+    #[arg(long, env = "ZERONAS_READ_ONLY")]
+    pub read_only: bool,
+
+    /// Quota in bytes; accepts Kubernetes quantities such as `10Gi` or `500M`.
+    #[arg(long, env = "ZERONAS_CAPACITY", value_parser = parse_size)]
+    pub capacity: Option<u64>,
+
+    /// How long SIGTERM waits for in-flight requests before exiting anyway (e.g. `30s`, `500ms`).
+    #[arg(long, env = "ZERONAS_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How often usage is re-counted from disk, to notice files written around the server
+    /// (`0s` disables).
+    #[arg(long, env = "ZERONAS_RESCAN_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub rescan_interval: Duration,
+
+    /// Log format.
+    #[arg(long, env = "ZERONAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable key=value lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses a byte size: a plain integer, or an integer with a Kubernetes quantity suffix
+/// (`k`, `M`, `G`, `T`, `P`, `E` in powers of 1000; `Ki` .. `Ei` in powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "{text:?} is not a size: expected digits, e.g. 10Gi or 1048576"
+        ));
+    }
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is too large"))?;
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000u64.pow(2),
+        "G" => 1000u64.pow(3),
+        "T" => 1000u64.pow(4),
+        "P" => 1000u64.pow(5),
+        "E" => 1000u64.pow(6),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        other => {
+            return Err(format!(
+                "unknown size suffix {other:?} in {text:?}: use k, M, G, T, P, E or Ki, Mi, Gi, Ti, Pi, Ei"
+            ));
+        }
+    };
+    n.checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} does not fit in 64 bits"))
+}
+
+/// Parses a duration such as `30s`, `500ms`, `2m` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration, e.g. 30s or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!("unknown duration unit {other:?}: use ms, s or m")),
+    }
+}
+
+/// Checks that a share name is a DNS label (lowercase letters, digits, `-`; at most 63).
+pub fn parse_share_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a valid share name: use 1-63 lowercase letters, digits and '-'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("10Gi"), Ok(10 << 30));
+        assert_eq!(parse_size("500M"), Ok(500_000_000));
+        assert_eq!(parse_size("2k"), Ok(2000));
+        assert!(parse_size("1.5Gi").is_err());
+        assert!(parse_size("Gi").is_err());
+        assert!(parse_size("10GB").is_err());
+        assert!(parse_size("16Ei").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn share_names() {
+        assert!(parse_share_name("media-1").is_ok());
+        for bad in ["", "Media", "-a", "a-", "a_b", "a/b", &"x".repeat(64)] {
+            assert!(parse_share_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_parses() {
+        let c =
+            Config::try_parse_from(["zd", "--root", "/tmp", "--capacity", "1Mi", "--read-only"])
+                .unwrap();
+        assert_eq!(c.capacity, Some(1 << 20));
+        assert!(c.read_only);
+        assert_eq!(c.share, "default");
+        assert_eq!(c.http, "127.0.0.1:8080".parse().unwrap());
+        assert!(Config::try_parse_from(["zd"]).is_err());
+    }
+}

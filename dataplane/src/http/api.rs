@@ -1,0 +1,438 @@
+//! The file operations behind each route: read, upload, delete, list, stats.
+//!
+//! Each handler does its filesystem work on the blocking pool through [`Share`] and
+//! returns a [`Reply`]: a plan from the planner plus the opened file a file-region plan
+//! refers to.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::plan::{self, FileFacts, Preconditions, ReadRequest, ResponsePlan, SharePath};
+use crate::metrics::{Metrics, TRANSFER_PATHS};
+use crate::share::{Share, ShareError};
+use crate::usage::{QuotaExceeded, Usage};
+
+/// Default and maximum page sizes of the list route.
+pub const LIST_DEFAULT_LIMIT: usize = 1000;
+/// Largest `limit` the list route accepts.
+pub const LIST_MAX_LIMIT: usize = 10_000;
+
+/// What a handler answers: the plan, and the file a `PlanBody::File` refers to.
+#[derive(Debug)]
+pub struct Reply {
+    /// The response to send.
+    pub plan: ResponsePlan,
+    /// The opened file for file-region bodies.
+    pub file: Option<Arc<File>>,
+}
+
+impl From<ResponsePlan> for Reply {
+    fn from(plan: ResponsePlan) -> Self {
+        Reply { plan, file: None }
+    }
+}
+
+/// Runs blocking filesystem work on the blocking pool.
+async fn blocking<T, F>(work: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "blocking task failed");
+        ApiError::internal()
+    })?
+}
+
+/// The conditional and range headers of a request.
+pub fn preconditions(headers: &HeaderMap) -> Preconditions<'_> {
+    let get = |name: header::HeaderName| headers.get(name).map(HeaderValue::as_bytes);
+    Preconditions {
+        if_match: get(header::IF_MATCH),
+        if_none_match: get(header::IF_NONE_MATCH),
+        if_modified_since: get(header::IF_MODIFIED_SINCE),
+        if_unmodified_since: get(header::IF_UNMODIFIED_SINCE),
+        if_range: get(header::IF_RANGE),
+    }
+}
+
+/// GET or HEAD of a file.
+pub async fn read_file(
+    share: &Arc<Share>,
+    path: SharePath,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Reply, ApiError> {
+    if path.is_root() {
+        return Err(is_a_directory());
+    }
+    let share = Arc::clone(share);
+    let content_type = plan::content_type_for(&path);
+    let (file, stat) = blocking(move || {
+        share.open_file(&path).map_err(|e| match e {
+            ShareError::IsADirectory => is_a_directory(),
+            other => other.into(),
+        })
+    })
+    .await?;
+    let facts = FileFacts {
+        len: stat.st_size as u64,
+        validators: crate::share::validators(&stat),
+        content_type,
+    };
+    let request = ReadRequest {
+        head,
+        preconditions: preconditions(headers),
+        range: headers.get(header::RANGE).map(HeaderValue::as_bytes),
+    };
+    Ok(Reply {
+        plan: plan::plan_read(&request, &facts),
+        file: Some(Arc::new(file)),
+    })
+}
+
+fn is_a_directory() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "is_a_directory",
+        "the path is a directory: list it with GET /v1/shares/{share}/list?path=...",
+    )
+}
+
+fn quota_error(err: QuotaExceeded) -> ApiError {
+    ApiError::insufficient_storage(err.to_string())
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
+}
+
+/// PUT: streams the body into a temp file beside the target, fsyncs, renames.
+pub async fn upload<B>(
+    share: &Arc<Share>,
+    usage: &Arc<Usage>,
+    metrics: &Metrics,
+    path: SharePath,
+    headers: HeaderMap,
+    mut body: B,
+) -> Result<Reply, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    if share.read_only() {
+        return Err(ApiError::read_only());
+    }
+    if path.is_root() {
+        return Err(ApiError::invalid_path(
+            "cannot upload to the share root: name a file",
+        ));
+    }
+    // Fail fast on preconditions and quota before reading any body.
+    let current = {
+        let (share, path) = (Arc::clone(share), path.clone());
+        blocking(move || Ok(share.current_file(&path)?)).await?
+    };
+    plan::check_write_preconditions(&preconditions(&headers), current.as_ref().map(|(v, _)| v))?;
+    let declared = content_length(&headers)?;
+    let mut reservation = usage.reservation();
+    if let Some(len) = declared {
+        let old_len = current.as_ref().map_or(0, |(_, len)| *len);
+        reservation
+            .grow(len.saturating_sub(old_len))
+            .map_err(quota_error)?;
+    }
+
+    let upload = {
+        let (share, path) = (Arc::clone(share), path.clone());
+        blocking(move || Ok(share.begin_upload(&path)?)).await?
+    };
+    // A blocking writer drains a bounded queue, so reading the socket overlaps writing
+    // the disk. When this function returns early the queue closes, the writer hands the
+    // upload back and dropping it removes the temp file.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut upload = upload;
+        while let Some(chunk) = rx.blocking_recv() {
+            upload.file.write_all(&chunk)?;
+        }
+        Ok::<_, std::io::Error>(upload)
+    });
+    let mut received: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("upload body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let n = data.len() as u64;
+        received += n;
+        metrics.add_received(n);
+        if declared.is_none() {
+            reservation.grow(n).map_err(quota_error)?;
+        }
+        if tx.send(data).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let upload = writer
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "upload writer failed");
+            ApiError::internal()
+        })?
+        .map_err(|e| ShareError::from_io("write", &path, e))?;
+    if declared.is_some_and(|d| d != received) {
+        return Err(ApiError::bad_request(
+            "the body is shorter than Content-Length",
+        ));
+    }
+    metrics.transfer_counter("http", "copy").inc_by(received);
+
+    let share_for_commit = Arc::clone(share);
+    let (etag, new_len, old_len) = blocking(move || {
+        let share = share_for_commit;
+        let _guard = share.lock_path(&path);
+        // Re-check under the lock: another writer may have replaced the file meanwhile.
+        let current = share.current_file(&path)?;
+        plan::check_write_preconditions(
+            &preconditions(&headers),
+            current.as_ref().map(|(v, _)| v),
+        )?;
+        let (validators, new_len) = upload.commit()?;
+        Ok((validators.etag, new_len, current.map(|(_, len)| len)))
+    })
+    .await?;
+    usage.record_write(old_len, new_len);
+    drop(reservation);
+
+    let mut plan = if old_len.is_some() {
+        ResponsePlan::new(StatusCode::NO_CONTENT, plan::PlanBody::Empty)
+    } else {
+        let body = serde_json::json!({ "size": new_len, "etag": etag }).to_string();
+        ResponsePlan::json(StatusCode::CREATED, body)
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        plan.headers.insert(header::ETAG, v);
+    }
+    Ok(plan.into())
+}
+
+/// DELETE of a file, symlink or empty directory.
+pub async fn delete(
+    share: &Arc<Share>,
+    usage: &Usage,
+    path: SharePath,
+    headers: HeaderMap,
+) -> Result<Reply, ApiError> {
+    if share.read_only() {
+        return Err(ApiError::read_only());
+    }
+    if path.is_root() {
+        return Err(ApiError::invalid_path("cannot delete the share root"));
+    }
+    let share = Arc::clone(share);
+    let removed = blocking(move || {
+        let _guard = share.lock_path(&path);
+        let pre = preconditions(&headers);
+        if pre.if_match.is_some()
+            || pre.if_unmodified_since.is_some()
+            || pre.if_none_match.is_some()
+        {
+            let current = match share.current_file(&path) {
+                Err(ShareError::IsADirectory) => None,
+                other => other?,
+            };
+            plan::check_write_preconditions(&pre, current.as_ref().map(|(v, _)| v))?;
+        }
+        Ok(share.remove(&path)?)
+    })
+    .await?;
+    usage.record_remove(removed.files, removed.bytes);
+    Ok(ResponsePlan::new(StatusCode::NO_CONTENT, plan::PlanBody::Empty).into())
+}
+
+/// Query parameters of the list route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Folder to list.
+    pub path: SharePath,
+    /// Page size.
+    pub limit: usize,
+    /// Name after which the page starts (decoded cursor).
+    pub after: Option<Vec<u8>>,
+}
+
+impl ListQuery {
+    /// Parses `path=&limit=&cursor=` (unknown parameters are ignored).
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut parsed = ListQuery {
+            path: SharePath::root(),
+            limit: LIST_DEFAULT_LIMIT,
+            after: None,
+        };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = value.replace('+', " ");
+            match key {
+                "path" => parsed.path = SharePath::from_encoded(&value)?,
+                "limit" => {
+                    parsed.limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|l| (1..=LIST_MAX_LIMIT).contains(l))
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_limit",
+                                format!("limit must be a whole number from 1 to {LIST_MAX_LIMIT}"),
+                            )
+                        })?;
+                }
+                "cursor" if value.is_empty() => parsed.after = None,
+                "cursor" => {
+                    parsed.after = Some(decode_cursor(&value).ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_cursor",
+                            "cursor is not one this server issued",
+                        )
+                    })?);
+                }
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Cursors are the hex of the last name returned: opaque to clients, stable across pages.
+pub fn encode_cursor(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len() * 2);
+    for b in name {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn decode_cursor(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.len() > 2 * 4096 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ListEntryJson {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    size: u64,
+    mtime: i64,
+}
+
+/// GET list: one sorted page of a directory.
+pub async fn list(share: &Arc<Share>, query: ListQuery) -> Result<Reply, ApiError> {
+    let share = Arc::clone(share);
+    let path_display = query.path.display();
+    let listing =
+        blocking(move || Ok(share.list(&query.path, query.after.as_deref(), query.limit)?)).await?;
+    let next_cursor = if listing.more {
+        listing.entries.last().map(|e| encode_cursor(&e.name))
+    } else {
+        None
+    };
+    let entries: Vec<ListEntryJson> = listing
+        .entries
+        .into_iter()
+        .map(|e| ListEntryJson {
+            name: String::from_utf8_lossy(&e.name).into_owned(),
+            kind: e.kind,
+            size: e.size,
+            mtime: e.mtime,
+        })
+        .collect();
+    let body =
+        serde_json::json!({ "path": path_display, "entries": entries, "next_cursor": next_cursor });
+    Ok(ResponsePlan::json(StatusCode::OK, body.to_string()).into())
+}
+
+/// GET stats: capacity, usage and counters.
+pub fn stats(share: &Share, usage: &Usage, metrics: &Metrics) -> Reply {
+    let transfer: serde_json::Map<String, serde_json::Value> = TRANSFER_PATHS
+        .iter()
+        .map(|p| ((*p).to_owned(), metrics.transferred("http", p).into()))
+        .collect();
+    let filesystem = share.filesystem_space().map(
+        |(size, available)| serde_json::json!({ "size_bytes": size, "available_bytes": available }),
+    );
+    let body = serde_json::json!({
+        "share": share.name(),
+        "read_only": share.read_only(),
+        "capacity_bytes": usage.capacity(),
+        "used_bytes": usage.used(),
+        "reserved_bytes": usage.reserved(),
+        "files": usage.files(),
+        "filesystem": filesystem,
+        "requests_total": metrics.requests_total(),
+        "bytes_received": metrics.bytes_received(),
+        "transfer_bytes": transfer,
+    });
+    ResponsePlan::json(StatusCode::OK, body.to_string()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query() {
+        let q = ListQuery::parse(Some("path=a/b/c+d%21&limit=5&cursor=6162")).unwrap();
+        assert_eq!(q.path.as_bytes(), b"a/b/c d!");
+        assert_eq!(q.limit, 5);
+        assert_eq!(q.after.as_deref(), Some(b"ab".as_slice()));
+        assert_eq!(ListQuery::parse(None).unwrap().limit, LIST_DEFAULT_LIMIT);
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=x",
+            "limit=10001",
+            "cursor=zz",
+            "cursor=abc",
+            "path=../x",
+        ] {
+            assert!(ListQuery::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        for name in [b"a".as_slice(), b"\xff\x00z", "é".as_bytes()] {
+            assert_eq!(decode_cursor(&encode_cursor(name)).as_deref(), Some(name));
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The response body type of the hyper service.
+//!
+//! File regions are read with `pread` on the blocking pool, one chunk at a time, so a slow
+//! client holds at most one chunk in memory and never blocks the reactor on a cold page.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use tokio::task::JoinHandle;
+
+/// Bytes read per `pread` when streaming a file through hyper.
+const CHUNK: u64 = 256 * 1024;
+
+/// A response body: nothing, one buffer, or a region of a file.
+#[derive(Debug)]
+pub enum Body {
+    /// No bytes.
+    Empty,
+    /// One buffer, taken on the first poll.
+    Full(Option<Bytes>),
+    /// A file region.
+    File(FileBody),
+}
+
+impl Body {
+    /// A body of one buffer.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Body::Full(Some(bytes.into()))
+    }
+}
+
+/// Streams `len` bytes of `file` from `offset`, counting them in `counter`.
+#[derive(Debug)]
+pub struct FileBody {
+    file: Arc<File>,
+    offset: u64,
+    remaining: u64,
+    pending: Option<JoinHandle<io::Result<Bytes>>>,
+    counter: Counter,
+}
+
+impl FileBody {
+    /// A body for `[offset, offset + len)` of `file`.
+    pub fn new(file: Arc<File>, offset: u64, len: u64, counter: Counter) -> Self {
+        Self {
+            file,
+            offset,
+            remaining: len,
+            pending: None,
+            counter,
+        }
+    }
+
+    fn read_chunk(file: Arc<File>, offset: u64, want: usize) -> io::Result<Bytes> {
+        let mut buf = BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf.freeze())
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::File(body) => body.poll_next(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(bytes) => bytes.is_none(),
+            Body::File(body) => body.remaining == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::File(body) => SizeHint::with_exact(body.remaining),
+        }
+    }
+}
+
+impl FileBody {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.pending.is_none() {
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let want = self.remaining.min(CHUNK) as usize;
+            let (file, offset) = (Arc::clone(&self.file), self.offset);
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                Self::read_chunk(file, offset, want)
+            }));
+        }
+        let Some(pending) = self.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = ready!(Pin::new(pending).poll(cx));
+        self.pending = None;
+        let chunk = match result {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Err(join) => return Poll::Ready(Some(Err(io::Error::other(join)))),
+        };
+        if chunk.is_empty() {
+            // The file shrank after Content-Length was sent: abort the response (the
+            // connection closes) rather than send a short body.
+            self.remaining = 0;
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file truncated while it was being sent",
+            ))));
+        }
+        let n = chunk.len() as u64;
+        self.offset += n;
+        self.remaining -= n.min(self.remaining);
+        self.counter.inc_by(n);
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+}

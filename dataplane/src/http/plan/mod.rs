@@ -1,0 +1,404 @@
+//! The HTTP planner: every HTTP rule of the file API, as pure functions.
+//!
+//! Given what a request asks for and what the share holds, the planner returns a
+//! [`ResponsePlan`]: a status, headers, and a body that is empty, a byte buffer, or a region
+//! of the opened file. It does not know how bytes get sent: the hyper service and the
+//! zero-copy front end execute the same plans.
+
+pub mod conditional;
+pub mod path;
+pub mod range;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
+
+pub use conditional::{Outcome, Preconditions, Validators};
+pub use path::{Route, SharePath, TEMP_PREFIX};
+pub use range::{ByteRange, RangeDecision};
+
+use super::error::ApiError;
+
+/// What a response body consists of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanBody {
+    /// No body and no `Content-Length` (204, 304).
+    Empty,
+    /// A small in-memory body (JSON, metrics text).
+    Bytes(Bytes),
+    /// A region of the file the request resolved to.
+    File {
+        /// Offset of the first byte.
+        offset: u64,
+        /// Number of bytes.
+        len: u64,
+    },
+}
+
+impl PlanBody {
+    /// The `Content-Length` this body implies, if any.
+    pub fn content_length(&self) -> Option<u64> {
+        match self {
+            PlanBody::Empty => None,
+            PlanBody::Bytes(b) => Some(b.len() as u64),
+            PlanBody::File { len, .. } => Some(*len),
+        }
+    }
+}
+
+/// A complete description of a response, independent of how it is sent.
+#[derive(Debug, Clone)]
+pub struct ResponsePlan {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers, without `Content-Length` (derived from the body by the executor).
+    pub headers: HeaderMap,
+    /// The body the method implies.
+    pub body: PlanBody,
+    /// False for HEAD: send the headers (with the body's `Content-Length`) and no body bytes.
+    pub send_body: bool,
+}
+
+impl ResponsePlan {
+    /// A plan with a status and a body, no extra headers.
+    pub fn new(status: StatusCode, body: PlanBody) -> Self {
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body,
+            send_body: true,
+        }
+    }
+
+    /// A JSON response.
+    pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Self {
+        let mut plan = Self::new(status, PlanBody::Bytes(body.into()));
+        plan.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        plan
+    }
+
+    /// The JSON error response for `err`.
+    pub fn error(err: &ApiError) -> Self {
+        Self::json(err.status, err.to_json())
+    }
+
+    /// A plain-text response.
+    pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        let mut plan = Self::new(status, PlanBody::Bytes(body.into()));
+        plan.headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        plan
+    }
+
+    /// Marks the plan as the answer to a HEAD request.
+    pub fn head_only(mut self, head: bool) -> Self {
+        self.send_body = !head;
+        self
+    }
+}
+
+/// A GET or HEAD of a file, as the planner needs it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadRequest<'a> {
+    /// True for HEAD.
+    pub head: bool,
+    /// Conditional headers.
+    pub preconditions: Preconditions<'a>,
+    /// The raw `Range` header.
+    pub range: Option<&'a [u8]>,
+}
+
+/// What the planner knows about the file being read.
+#[derive(Debug, Clone)]
+pub struct FileFacts {
+    /// Size in bytes.
+    pub len: u64,
+    /// ETag and Last-Modified.
+    pub validators: Validators,
+    /// `Content-Type` to announce.
+    pub content_type: HeaderValue,
+}
+
+/// Plans the response to a GET or HEAD of a regular file.
+pub fn plan_read(req: &ReadRequest<'_>, file: &FileFacts) -> ResponsePlan {
+    let mut headers = HeaderMap::new();
+    if let Ok(etag) = HeaderValue::from_str(&file.validators.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    let last_modified = httpdate::fmt_http_date(file.validators.last_modified());
+    if let Ok(v) = HeaderValue::from_str(&last_modified) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+
+    match conditional::evaluate(&req.preconditions, Some(&file.validators), true) {
+        Outcome::Proceed => {}
+        Outcome::NotModified => {
+            return ResponsePlan {
+                status: StatusCode::NOT_MODIFIED,
+                headers,
+                body: PlanBody::Empty,
+                send_body: false,
+            };
+        }
+        Outcome::Failed => {
+            let err = ApiError::precondition_failed(
+                "the file does not match the request's preconditions",
+            );
+            return with_headers(ResponsePlan::error(&err), headers).head_only(req.head);
+        }
+    }
+
+    let range = match req.preconditions.if_range {
+        Some(if_range) if !conditional::if_range_matches(if_range, &file.validators) => None,
+        _ => req.range,
+    };
+    let plan = match range::decide(range, file.len) {
+        RangeDecision::Full => {
+            headers.insert(header::CONTENT_TYPE, file.content_type.clone());
+            ResponsePlan {
+                status: StatusCode::OK,
+                headers,
+                body: PlanBody::File {
+                    offset: 0,
+                    len: file.len,
+                },
+                send_body: true,
+            }
+        }
+        RangeDecision::Partial(r) => {
+            headers.insert(header::CONTENT_TYPE, file.content_type.clone());
+            let content_range = format!("bytes {}-{}/{}", r.start, r.last(), file.len);
+            if let Ok(v) = HeaderValue::from_str(&content_range) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            ResponsePlan {
+                status: StatusCode::PARTIAL_CONTENT,
+                headers,
+                body: PlanBody::File {
+                    offset: r.start,
+                    len: r.len,
+                },
+                send_body: true,
+            }
+        }
+        RangeDecision::Unsatisfiable => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", file.len)) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            let err = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!(
+                    "the Range header selects nothing in a {}-byte file",
+                    file.len
+                ),
+            );
+            with_headers(ResponsePlan::error(&err), headers)
+        }
+    };
+    plan.head_only(req.head)
+}
+
+/// Checks the preconditions of a PUT or DELETE against the current file (`None` when absent).
+pub fn check_write_preconditions(
+    pre: &Preconditions<'_>,
+    current: Option<&Validators>,
+) -> Result<(), ApiError> {
+    match conditional::evaluate(pre, current, false) {
+        Outcome::Proceed => Ok(()),
+        Outcome::NotModified | Outcome::Failed => Err(ApiError::precondition_failed(
+            "the file does not match the request's preconditions",
+        )),
+    }
+}
+
+/// The `Content-Type` for a file name, guessed from its extension.
+pub fn content_type_for(path: &SharePath) -> HeaderValue {
+    let name = path
+        .split_last()
+        .map(|(_, n)| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    HeaderValue::from_str(mime.as_ref())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"))
+}
+
+fn with_headers(mut plan: ResponsePlan, headers: HeaderMap) -> ResponsePlan {
+    for (name, value) in headers.iter() {
+        plan.headers.entry(name).or_insert_with(|| value.clone());
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(len: u64) -> FileFacts {
+        FileFacts {
+            len,
+            validators: Validators {
+                etag: "\"e1\"".into(),
+                last_modified_secs: 1_700_000_000,
+            },
+            content_type: HeaderValue::from_static("text/plain"),
+        }
+    }
+
+    fn header(plan: &ResponsePlan, name: header::HeaderName) -> &str {
+        plan.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    #[test]
+    fn full_get() {
+        let plan = plan_read(&ReadRequest::default(), &facts(100));
+        assert_eq!(plan.status, StatusCode::OK);
+        assert_eq!(
+            plan.body,
+            PlanBody::File {
+                offset: 0,
+                len: 100
+            }
+        );
+        assert_eq!(header(&plan, header::ETAG), "\"e1\"");
+        assert_eq!(header(&plan, header::ACCEPT_RANGES), "bytes");
+        assert_eq!(
+            header(&plan, header::LAST_MODIFIED),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
+        assert!(plan.send_body);
+    }
+
+    #[test]
+    fn head_keeps_length_and_drops_body() {
+        let plan = plan_read(
+            &ReadRequest {
+                head: true,
+                ..Default::default()
+            },
+            &facts(100),
+        );
+        assert_eq!(plan.body.content_length(), Some(100));
+        assert!(!plan.send_body);
+    }
+
+    #[test]
+    fn partial_and_unsatisfiable() {
+        let req = ReadRequest {
+            range: Some(b"bytes=10-19"),
+            ..Default::default()
+        };
+        let plan = plan_read(&req, &facts(100));
+        assert_eq!(plan.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            plan.body,
+            PlanBody::File {
+                offset: 10,
+                len: 10
+            }
+        );
+        assert_eq!(header(&plan, header::CONTENT_RANGE), "bytes 10-19/100");
+
+        let req = ReadRequest {
+            range: Some(b"bytes=100-"),
+            ..Default::default()
+        };
+        let plan = plan_read(&req, &facts(100));
+        assert_eq!(plan.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(header(&plan, header::CONTENT_RANGE), "bytes */100");
+        assert_eq!(header(&plan, header::CONTENT_TYPE), "application/json");
+    }
+
+    #[test]
+    fn if_range_mismatch_sends_everything() {
+        let pre = Preconditions {
+            if_range: Some(b"\"old\""),
+            ..Default::default()
+        };
+        let req = ReadRequest {
+            range: Some(b"bytes=0-0"),
+            preconditions: pre,
+            ..Default::default()
+        };
+        assert_eq!(plan_read(&req, &facts(100)).status, StatusCode::OK);
+        let pre = Preconditions {
+            if_range: Some(b"\"e1\""),
+            ..Default::default()
+        };
+        let req = ReadRequest {
+            range: Some(b"bytes=0-0"),
+            preconditions: pre,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_read(&req, &facts(100)).status,
+            StatusCode::PARTIAL_CONTENT
+        );
+    }
+
+    #[test]
+    fn conditionals() {
+        let pre = Preconditions {
+            if_none_match: Some(b"\"e1\""),
+            ..Default::default()
+        };
+        let plan = plan_read(
+            &ReadRequest {
+                preconditions: pre,
+                ..Default::default()
+            },
+            &facts(5),
+        );
+        assert_eq!(plan.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(plan.body, PlanBody::Empty);
+        assert_eq!(header(&plan, header::ETAG), "\"e1\"");
+
+        let pre = Preconditions {
+            if_match: Some(b"\"other\""),
+            ..Default::default()
+        };
+        let plan = plan_read(
+            &ReadRequest {
+                preconditions: pre,
+                ..Default::default()
+            },
+            &facts(5),
+        );
+        assert_eq!(plan.status, StatusCode::PRECONDITION_FAILED);
+    }
+
+    #[test]
+    fn write_preconditions() {
+        let v = Validators {
+            etag: "\"e1\"".into(),
+            last_modified_secs: 1,
+        };
+        let create_only = Preconditions {
+            if_none_match: Some(b"*"),
+            ..Default::default()
+        };
+        assert!(check_write_preconditions(&create_only, None).is_ok());
+        assert!(check_write_preconditions(&create_only, Some(&v)).is_err());
+        let replace = Preconditions {
+            if_match: Some(b"\"e1\""),
+            ..Default::default()
+        };
+        assert!(check_write_preconditions(&replace, Some(&v)).is_ok());
+        assert!(check_write_preconditions(&replace, None).is_err());
+    }
+
+    #[test]
+    fn content_types() {
+        let p = SharePath::from_encoded("a/b.json").unwrap();
+        assert_eq!(content_type_for(&p), "application/json");
+        let p = SharePath::from_encoded("noext").unwrap();
+        assert_eq!(content_type_for(&p), "application/octet-stream");
+    }
+}

@@ -1,0 +1,285 @@
+//! The hyper service: request ids, routing, plan execution, metrics and the access log.
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use super::api::{self, ListQuery, Reply};
+use super::body::{Body, FileBody};
+use super::error::ApiError;
+use super::plan::{PlanBody, ResponsePlan, Route};
+use crate::metrics::Metrics;
+use crate::share::Share;
+use crate::usage::Usage;
+
+/// The request-id header, echoed when valid and generated otherwise.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Everything a request handler needs, shared by all connections.
+#[derive(Debug)]
+pub struct App {
+    /// The exported folder.
+    pub share: Arc<Share>,
+    /// Space accounting and quota.
+    pub usage: Arc<Usage>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// False once shutdown starts: `/readyz` then answers 503.
+    pub ready: AtomicBool,
+}
+
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The file API; `metrics` says whether `/metrics` is served here too.
+    Api {
+        /// Serve `/metrics` on this listener.
+        metrics: bool,
+    },
+    /// The separate metrics/probe listener.
+    Admin,
+}
+
+/// Handles one request. Never fails: errors become JSON error responses.
+pub async fn handle<B>(
+    app: Arc<App>,
+    listener: Listener,
+    req: Request<B>,
+) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let started = Instant::now();
+    let request_id = request_id(req.headers());
+    let method = req.method().clone();
+    let target = req.uri().path().to_owned();
+    let (route_label, reply) = match Route::parse(req.uri().path()) {
+        Ok(route) => {
+            let label = route.label();
+            (
+                label,
+                dispatch(&app, listener, route, req)
+                    .await
+                    .unwrap_or_else(|e| ResponsePlan::error(&e).into()),
+            )
+        }
+        Err(e) => ("files", ResponsePlan::error(&e).into()),
+    };
+    let status = reply.plan.status;
+    let length = reply.plan.body.content_length().unwrap_or(0);
+    let mut response = execute(reply, &app.metrics, method == Method::HEAD);
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = if route_label == "files" {
+            "GET, HEAD, PUT, DELETE"
+        } else {
+            "GET, HEAD"
+        };
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    let elapsed = started.elapsed();
+    app.metrics
+        .observe_request(route_label, &method, status.as_u16(), elapsed.as_secs_f64());
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        path = %target,
+        status = status.as_u16(),
+        bytes = length,
+        duration_us = elapsed.as_micros() as u64,
+        "request"
+    );
+    Ok(response)
+}
+
+async fn dispatch<B>(
+    app: &App,
+    listener: Listener,
+    route: Route,
+    req: Request<B>,
+) -> Result<Reply, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let method = req.method().clone();
+    let head = method == Method::HEAD;
+    let read_only_route = |allowed: bool| -> Result<(), ApiError> {
+        if !allowed {
+            return Err(ApiError::not_found("no such route"));
+        }
+        if method != Method::GET && method != Method::HEAD {
+            return Err(method_not_allowed("GET, HEAD"));
+        }
+        Ok(())
+    };
+    match route {
+        Route::Healthz => {
+            read_only_route(true)?;
+            Ok(ResponsePlan::text(StatusCode::OK, "text/plain", "ok\n")
+                .head_only(head)
+                .into())
+        }
+        Route::Readyz => {
+            read_only_route(true)?;
+            let plan = if app.ready.load(Ordering::Relaxed) {
+                ResponsePlan::text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                ResponsePlan::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n",
+                )
+            };
+            Ok(plan.head_only(head).into())
+        }
+        Route::Metrics => {
+            read_only_route(matches!(
+                listener,
+                Listener::Admin | Listener::Api { metrics: true }
+            ))?;
+            let text = app.metrics.render(&app.usage);
+            Ok(ResponsePlan::text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
+            .head_only(head)
+            .into())
+        }
+        _ if listener == Listener::Admin => {
+            Err(ApiError::not_found("no such route on the metrics listener"))
+        }
+        Route::Unknown => Err(ApiError::not_found("no such route")),
+        Route::List { share } => {
+            check_share(app, &share)?;
+            read_only_route(true)?;
+            let query = ListQuery::parse(req.uri().query())?;
+            Ok(with_head(api::list(&app.share, query).await?, head))
+        }
+        Route::Stats { share } => {
+            check_share(app, &share)?;
+            read_only_route(true)?;
+            Ok(with_head(
+                api::stats(&app.share, &app.usage, &app.metrics),
+                head,
+            ))
+        }
+        Route::File { share, path } => {
+            check_share(app, &share)?;
+            match method {
+                Method::GET | Method::HEAD => {
+                    api::read_file(&app.share, path, req.headers(), head).await
+                }
+                Method::PUT => {
+                    let (parts, body) = req.into_parts();
+                    api::upload(
+                        &app.share,
+                        &app.usage,
+                        &app.metrics,
+                        path,
+                        parts.headers,
+                        body,
+                    )
+                    .await
+                }
+                Method::DELETE => {
+                    api::delete(&app.share, &app.usage, path, req.into_parts().0.headers).await
+                }
+                _ => Err(method_not_allowed("GET, HEAD, PUT, DELETE")),
+            }
+        }
+    }
+}
+
+fn with_head(mut reply: Reply, head: bool) -> Reply {
+    reply.plan = reply.plan.head_only(head);
+    reply
+}
+
+fn check_share(app: &App, share: &str) -> Result<(), ApiError> {
+    if share == app.share.name() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_share",
+            format!("no share named {share:?} here"),
+        ))
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("allowed methods: {allow}"),
+    )
+}
+
+/// Turns a plan into a hyper response.
+fn execute(reply: Reply, metrics: &Metrics, head: bool) -> Response<Body> {
+    let Reply { plan, file } = reply;
+    let mut headers = plan.headers;
+    if let Some(len) = plan.body.content_length() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    let body = if !plan.send_body || head {
+        Body::Empty
+    } else {
+        match (plan.body, file) {
+            (PlanBody::Empty, _) => Body::Empty,
+            (PlanBody::Bytes(bytes), _) => Body::full(bytes),
+            (PlanBody::File { offset, len }, Some(file)) => {
+                Body::File(file_body(file, offset, len, metrics))
+            }
+            (PlanBody::File { .. }, None) => {
+                tracing::error!("a file plan without an opened file");
+                Body::Empty
+            }
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = plan.status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn file_body(file: Arc<File>, offset: u64, len: u64, metrics: &Metrics) -> FileBody {
+    FileBody::new(file, offset, len, metrics.transfer_counter("http", "copy"))
+}
+
+/// The request id to use: the client's if it is short visible ASCII, else a new one.
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(request_id(&h).len(), 32);
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+    }
+}
