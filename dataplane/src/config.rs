@@ -43,6 +43,14 @@ pub struct Config {
     #[arg(long, env = "ZERONAS_RESCAN_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub rescan_interval: Duration,
 
+    /// Worker threads (default: the CPUs allowed by affinity and cpuset, capped by the CPU quota).
+    #[arg(long, env = "ZERONAS_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Pin each worker thread to one allowed CPU.
+    #[arg(long, env = "ZERONAS_PIN_CPUS")]
+    pub pin_cpus: bool,
+
     /// Log format.
     #[arg(long, env = "ZERONAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -3,11 +3,16 @@
 //! Layers, from the outside in: [`server`] accepts connections and drains them on
 //! shutdown; [`http::service`] routes requests; [`http::api`] performs the file operations
 //! on a [`share::Share`]; [`http::plan`] holds every HTTP rule as pure functions.
+//! [`cgroup`] and [`runtime`] size and pin the worker threads from the cgroup's limits;
+//! [`budget`] keeps I/O buffers inside the memory limit.
 
+pub mod budget;
+pub mod cgroup;
 pub mod config;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod runtime;
 pub mod server;
 pub mod share;
 pub mod usage;

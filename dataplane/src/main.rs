@@ -5,24 +5,23 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use zeronas_dataplane::config::Config;
-use zeronas_dataplane::logging;
 use zeronas_dataplane::server::{Server, shutdown_signal};
+use zeronas_dataplane::{logging, runtime};
 
 fn main() -> ExitCode {
     let config = Config::parse();
     logging::init(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let (rt, report) = match runtime::start(config.workers, config.pin_cpus) {
+        Ok(started) => started,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            tracing::error!(error = %e, "start-up failed");
+            eprintln!("zeronas-dataplane: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        let server = match Server::bind(&config).await {
+    report.log();
+    rt.block_on(async {
+        let server = match Server::bind(&config, report).await {
             Ok(server) => server,
             Err(e) => {
                 tracing::error!(error = %e, "start-up failed");

@@ -2,6 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::budget::BufferBudget;
+use crate::runtime::RuntimeReport;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -38,6 +41,20 @@ pub struct TransferLabels {
     pub path: &'static str,
 }
 
+/// Labels of `zeronas_worker_pinned`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CpuLabels {
+    /// CPU number.
+    pub cpu: u32,
+}
+
+/// Labels of `zeronas_cgroup_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CgroupInfoLabels {
+    /// `v2`, `hybrid`, `v1` or `none`.
+    pub hierarchy: &'static str,
+}
+
 /// Every way file bytes can move, in the order the stats route reports them.
 pub const TRANSFER_PATHS: [&str; 4] = ["sendfile", "splice", "mmap", "copy"];
 
@@ -51,6 +68,15 @@ pub struct Metrics {
     share_capacity: Gauge,
     share_used: Gauge,
     share_files: Gauge,
+    cgroup_info: Family<CgroupInfoLabels, Gauge>,
+    cpus_allowed: Gauge,
+    cpu_quota_cores: Gauge<f64, AtomicU64>,
+    memory_max: Gauge,
+    memory_high: Gauge,
+    worker_threads: Gauge,
+    worker_pinned: Family<CpuLabels, Gauge>,
+    buffer_budget: Gauge,
+    buffer_in_use: Gauge,
     requests_total: AtomicU64,
     bytes_received: AtomicU64,
 }
@@ -104,8 +130,71 @@ impl Metrics {
             "Regular files in the share",
             share_files.clone(),
         );
+        let cgroup_info = Family::<CgroupInfoLabels, Gauge>::default();
+        registry.register(
+            "zeronas_cgroup_info",
+            "The host's cgroup layout (always 1)",
+            cgroup_info.clone(),
+        );
+        let cpus_allowed = Gauge::default();
+        registry.register(
+            "zeronas_cgroup_cpus_allowed",
+            "CPUs the process may use (affinity and cpuset)",
+            cpus_allowed.clone(),
+        );
+        let cpu_quota_cores = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "zeronas_cgroup_cpu_quota_cores",
+            "cpu.max as cores (0: no quota)",
+            cpu_quota_cores.clone(),
+        );
+        let memory_max = Gauge::default();
+        registry.register(
+            "zeronas_cgroup_memory_max_bytes",
+            "memory.max (0: no limit)",
+            memory_max.clone(),
+        );
+        let memory_high = Gauge::default();
+        registry.register(
+            "zeronas_cgroup_memory_high_bytes",
+            "memory.high (0: no limit)",
+            memory_high.clone(),
+        );
+        let worker_threads = Gauge::default();
+        registry.register(
+            "zeronas_worker_threads",
+            "Worker threads of the async runtime",
+            worker_threads.clone(),
+        );
+        let worker_pinned = Family::<CpuLabels, Gauge>::default();
+        registry.register(
+            "zeronas_worker_pinned",
+            "Workers pinned to each CPU",
+            worker_pinned.clone(),
+        );
+        let buffer_budget = Gauge::default();
+        registry.register(
+            "zeronas_memory_budget_bytes",
+            "Bytes I/O buffers may hold (from the memory limit)",
+            buffer_budget.clone(),
+        );
+        let buffer_in_use = Gauge::default();
+        registry.register(
+            "zeronas_memory_buffers_bytes",
+            "Bytes I/O buffers hold now",
+            buffer_in_use.clone(),
+        );
         Self {
             registry,
+            cgroup_info,
+            cpus_allowed,
+            cpu_quota_cores,
+            memory_max,
+            memory_high,
+            worker_threads,
+            worker_pinned,
+            buffer_budget,
+            buffer_in_use,
             http_requests,
             http_duration,
             transfer_bytes,
@@ -168,8 +257,32 @@ impl Metrics {
             .get()
     }
 
+    /// Records what start-up found about the cgroup and decided about workers.
+    pub fn record_runtime(&self, report: &RuntimeReport) {
+        self.cgroup_info
+            .get_or_create(&CgroupInfoLabels {
+                hierarchy: report.limits.hierarchy.as_str(),
+            })
+            .set(1);
+        self.cpus_allowed.set(report.plan.allowed.len() as i64);
+        self.cpu_quota_cores
+            .set(report.limits.cpu_quota_cores.unwrap_or(0.0));
+        self.memory_max
+            .set(clamp_i64(report.limits.memory_max.unwrap_or(0)));
+        self.memory_high
+            .set(clamp_i64(report.limits.memory_high.unwrap_or(0)));
+        self.worker_threads.set(report.plan.workers as i64);
+        for p in report.pinned.iter().filter(|p| p.error.is_none()) {
+            self.worker_pinned
+                .get_or_create(&CpuLabels { cpu: p.cpu as u32 })
+                .inc();
+        }
+        self.buffer_budget.set(clamp_i64(report.buffer_budget));
+    }
+
     /// Renders the Prometheus text format, refreshing the share gauges first.
-    pub fn render(&self, usage: &Usage) -> String {
+    pub fn render(&self, usage: &Usage, budget: &BufferBudget) -> String {
+        self.buffer_in_use.set(clamp_i64(budget.in_use_bytes()));
         self.share_capacity
             .set(clamp_i64(usage.capacity().unwrap_or(0)));
         self.share_used.set(clamp_i64(usage.used()));
@@ -213,7 +326,7 @@ mod tests {
             0.001,
         );
         m.transfer_counter("http", "copy").inc_by(10);
-        let text = m.render(&Usage::new(Some(5)));
+        let text = m.render(&Usage::new(Some(5)), &BufferBudget::new(1 << 20));
         assert!(text.contains(
             "zeronas_http_requests_total{route=\"files\",method=\"GET\",code=\"200\"} 1"
         ));

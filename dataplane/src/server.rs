@@ -12,9 +12,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::budget::BufferBudget;
 use crate::config::Config;
 use crate::http::service::{self, App, Listener};
 use crate::metrics::Metrics;
+use crate::runtime::RuntimeReport;
 use crate::share::Share;
 use crate::usage::Usage;
 
@@ -56,8 +58,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens and scans the share, then binds the listeners.
-    pub async fn bind(config: &Config) -> Result<Self, StartError> {
+    /// Opens and scans the share, then binds the listeners. `runtime` describes the
+    /// cgroup limits and workers the caller found and started.
+    pub async fn bind(config: &Config, runtime: RuntimeReport) -> Result<Self, StartError> {
         let share = Share::open(&config.share, &config.root, config.read_only)
             .map_err(StartError::Share)?;
         let share = Arc::new(share);
@@ -101,11 +104,15 @@ impl Server {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let metrics = Metrics::new();
+        metrics.record_runtime(&runtime);
         let app = App {
             share,
             usage,
-            metrics: Metrics::new(),
+            metrics,
             ready: AtomicBool::new(true),
+            budget: BufferBudget::new(runtime.buffer_budget),
+            runtime,
         };
         Ok(Self {
             app: Arc::new(app),

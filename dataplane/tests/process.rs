@@ -2,37 +2,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn spawn(root: &std::path::Path, extra: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zeronas-dataplane"))
-        .arg("--root")
-        .arg(root)
-        .args(["--http", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dataplane");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON listening line");
-    assert_eq!(v["event"], "listening");
-    let addr = v["http"]
-        .as_str()
-        .expect("http address")
-        .parse()
-        .expect("socket address");
-    (child, addr)
+    common::spawn_dataplane(&[], root, extra)
 }
 
 fn sigterm(child: &Child) {

@@ -14,10 +14,13 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use serde::Serialize;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::ApiError;
 use super::plan::{self, FileFacts, Preconditions, ReadRequest, ResponsePlan, SharePath};
-use crate::metrics::{Metrics, TRANSFER_PATHS};
+use super::service::App;
+use crate::metrics::TRANSFER_PATHS;
+use crate::runtime::format_cpus;
 use crate::share::{Share, ShareError};
 use crate::usage::{QuotaExceeded, Usage};
 
@@ -126,9 +129,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 /// PUT: streams the body into a temp file beside the target, fsyncs, renames.
 pub async fn upload<B>(
-    share: &Arc<Share>,
-    usage: &Arc<Usage>,
-    metrics: &Metrics,
+    app: &App,
     path: SharePath,
     headers: HeaderMap,
     mut body: B,
@@ -137,6 +138,7 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    let (share, usage, metrics) = (&app.share, &app.usage, &app.metrics);
     if share.read_only() {
         return Err(ApiError::read_only());
     }
@@ -167,10 +169,11 @@ where
     // A blocking writer drains a bounded queue, so reading the socket overlaps writing
     // the disk. When this function returns early the queue closes, the writer hands the
     // upload back and dropping it removes the temp file.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    // Queued chunks hold bytes of the buffer budget until they are on disk.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(16);
     let writer = tokio::task::spawn_blocking(move || {
         let mut upload = upload;
-        while let Some(chunk) = rx.blocking_recv() {
+        while let Some((chunk, _permit)) = rx.blocking_recv() {
             upload.file.write_all(&chunk)?;
         }
         Ok::<_, std::io::Error>(upload)
@@ -188,7 +191,8 @@ where
         if declared.is_none() {
             reservation.grow(n).map_err(quota_error)?;
         }
-        if tx.send(data).await.is_err() {
+        let permit = app.budget.acquire(data.len()).await;
+        if tx.send((data, permit)).await.is_err() {
             break;
         }
     }
@@ -382,7 +386,13 @@ pub async fn list(share: &Arc<Share>, query: ListQuery) -> Result<Reply, ApiErro
 }
 
 /// GET stats: capacity, usage and counters.
-pub fn stats(share: &Share, usage: &Usage, metrics: &Metrics) -> Reply {
+pub fn stats(app: &App) -> Reply {
+    let (share, usage, metrics, runtime) = (&app.share, &app.usage, &app.metrics, &app.runtime);
+    let pinned: Vec<serde_json::Value> = runtime
+        .pinned
+        .iter()
+        .map(|p| serde_json::json!({ "worker": p.worker, "cpu": p.cpu, "tid": p.tid, "error": p.error }))
+        .collect();
     let transfer: serde_json::Map<String, serde_json::Value> = TRANSFER_PATHS
         .iter()
         .map(|p| ((*p).to_owned(), metrics.transferred("http", p).into()))
@@ -401,6 +411,19 @@ pub fn stats(share: &Share, usage: &Usage, metrics: &Metrics) -> Reply {
         "requests_total": metrics.requests_total(),
         "bytes_received": metrics.bytes_received(),
         "transfer_bytes": transfer,
+        "cgroup": {
+            "hierarchy": runtime.limits.hierarchy.as_str(),
+            "path": runtime.limits.path.as_ref().map(|p| p.display().to_string()),
+            "cpus_allowed": format_cpus(&runtime.plan.allowed),
+            "cpu_quota_cores": runtime.limits.cpu_quota_cores,
+            "memory_max_bytes": runtime.limits.memory_max,
+            "memory_high_bytes": runtime.limits.memory_high,
+        },
+        "workers": { "threads": runtime.plan.workers, "reason": runtime.plan.reason, "pinned": pinned },
+        "memory": {
+            "buffer_budget_bytes": app.budget.total_bytes(),
+            "buffer_bytes_in_use": app.budget.in_use_bytes(),
+        },
     });
     ResponsePlan::json(StatusCode::OK, body.to_string()).into()
 }

@@ -13,7 +13,12 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
+
+use crate::budget::{BufferBudget, budgeted_bytes};
+
+type PermitFuture = Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>;
 
 /// Bytes read per `pread` when streaming a file through hyper.
 const CHUNK: u64 = 256 * 1024;
@@ -36,29 +41,53 @@ impl Body {
     }
 }
 
-/// Streams `len` bytes of `file` from `offset`, counting them in `counter`.
-#[derive(Debug)]
+/// Streams `len` bytes of `file` from `offset`, counting them in `counter`. Each chunk
+/// holds bytes of the shared [`BufferBudget`] until hyper has written it.
 pub struct FileBody {
     file: Arc<File>,
     offset: u64,
     remaining: u64,
+    budget: BufferBudget,
+    permit: Option<PermitFuture>,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
     counter: Counter,
 }
 
+impl std::fmt::Debug for FileBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBody")
+            .field("offset", &self.offset)
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
 impl FileBody {
     /// A body for `[offset, offset + len)` of `file`.
-    pub fn new(file: Arc<File>, offset: u64, len: u64, counter: Counter) -> Self {
+    pub fn new(
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+        budget: BufferBudget,
+        counter: Counter,
+    ) -> Self {
         Self {
             file,
             offset,
             remaining: len,
+            budget,
+            permit: None,
             pending: None,
             counter,
         }
     }
 
-    fn read_chunk(file: Arc<File>, offset: u64, want: usize) -> io::Result<Bytes> {
+    fn read_chunk(
+        file: Arc<File>,
+        offset: u64,
+        want: usize,
+        permit: OwnedSemaphorePermit,
+    ) -> io::Result<Bytes> {
         let mut buf = BytesMut::zeroed(want);
         let mut filled = 0;
         while filled < want {
@@ -70,7 +99,7 @@ impl FileBody {
             }
         }
         buf.truncate(filled);
-        Ok(buf.freeze())
+        Ok(budgeted_bytes(buf, permit))
     }
 }
 
@@ -113,9 +142,15 @@ impl FileBody {
                 return Poll::Ready(None);
             }
             let want = self.remaining.min(CHUNK) as usize;
+            let permit = self.permit.get_or_insert_with(|| {
+                let budget = self.budget.clone();
+                Box::pin(async move { budget.acquire(want).await })
+            });
+            let permit = ready!(permit.as_mut().poll(cx));
+            self.permit = None;
             let (file, offset) = (Arc::clone(&self.file), self.offset);
             self.pending = Some(tokio::task::spawn_blocking(move || {
-                Self::read_chunk(file, offset, want)
+                Self::read_chunk(file, offset, want, permit)
             }));
         }
         let Some(pending) = self.pending.as_mut() else {

@@ -13,7 +13,9 @@ use super::api::{self, ListQuery, Reply};
 use super::body::{Body, FileBody};
 use super::error::ApiError;
 use super::plan::{PlanBody, ResponsePlan, Route};
+use crate::budget::BufferBudget;
 use crate::metrics::Metrics;
+use crate::runtime::RuntimeReport;
 use crate::share::Share;
 use crate::usage::Usage;
 
@@ -31,6 +33,10 @@ pub struct App {
     pub metrics: Metrics,
     /// False once shutdown starts: `/readyz` then answers 503.
     pub ready: AtomicBool,
+    /// The memory budget of I/O buffers.
+    pub budget: BufferBudget,
+    /// cgroup limits and the worker plan found at start-up.
+    pub runtime: RuntimeReport,
 }
 
 /// Which listener a request arrived on.
@@ -73,7 +79,7 @@ where
     };
     let status = reply.plan.status;
     let length = reply.plan.body.content_length().unwrap_or(0);
-    let mut response = execute(reply, &app.metrics, method == Method::HEAD);
+    let mut response = execute(reply, &app, method == Method::HEAD);
     if status == StatusCode::METHOD_NOT_ALLOWED {
         let allow = if route_label == "files" {
             "GET, HEAD, PUT, DELETE"
@@ -148,7 +154,7 @@ where
                 listener,
                 Listener::Admin | Listener::Api { metrics: true }
             ))?;
-            let text = app.metrics.render(&app.usage);
+            let text = app.metrics.render(&app.usage, &app.budget);
             Ok(ResponsePlan::text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -170,10 +176,7 @@ where
         Route::Stats { share } => {
             check_share(app, &share)?;
             read_only_route(true)?;
-            Ok(with_head(
-                api::stats(&app.share, &app.usage, &app.metrics),
-                head,
-            ))
+            Ok(with_head(api::stats(app), head))
         }
         Route::File { share, path } => {
             check_share(app, &share)?;
@@ -183,15 +186,7 @@ where
                 }
                 Method::PUT => {
                     let (parts, body) = req.into_parts();
-                    api::upload(
-                        &app.share,
-                        &app.usage,
-                        &app.metrics,
-                        path,
-                        parts.headers,
-                        body,
-                    )
-                    .await
+                    api::upload(app, path, parts.headers, body).await
                 }
                 Method::DELETE => {
                     api::delete(&app.share, &app.usage, path, req.into_parts().0.headers).await
@@ -228,7 +223,7 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
 }
 
 /// Turns a plan into a hyper response.
-fn execute(reply: Reply, metrics: &Metrics, head: bool) -> Response<Body> {
+fn execute(reply: Reply, app: &App, head: bool) -> Response<Body> {
     let Reply { plan, file } = reply;
     let mut headers = plan.headers;
     if let Some(len) = plan.body.content_length() {
@@ -241,7 +236,7 @@ fn execute(reply: Reply, metrics: &Metrics, head: bool) -> Response<Body> {
             (PlanBody::Empty, _) => Body::Empty,
             (PlanBody::Bytes(bytes), _) => Body::full(bytes),
             (PlanBody::File { offset, len }, Some(file)) => {
-                Body::File(file_body(file, offset, len, metrics))
+                Body::File(file_body(file, offset, len, app))
             }
             (PlanBody::File { .. }, None) => {
                 tracing::error!("a file plan without an opened file");
@@ -255,8 +250,9 @@ fn execute(reply: Reply, metrics: &Metrics, head: bool) -> Response<Body> {
     response
 }
 
-fn file_body(file: Arc<File>, offset: u64, len: u64, metrics: &Metrics) -> FileBody {
-    FileBody::new(file, offset, len, metrics.transfer_counter("http", "copy"))
+fn file_body(file: Arc<File>, offset: u64, len: u64, app: &App) -> FileBody {
+    let counter = app.metrics.transfer_counter("http", "copy");
+    FileBody::new(file, offset, len, app.budget.clone(), counter)
 }
 
 /// The request id to use: the client's if it is short visible ASCII, else a new one.

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use zeronas_dataplane::config::Config;
 use zeronas_dataplane::http::service::App;
+use zeronas_dataplane::runtime::RuntimeReport;
 use zeronas_dataplane::server::Server;
 
 /// A running in-process dataplane over a temp folder.
@@ -47,7 +48,8 @@ impl TestServer {
         ];
         args.extend_from_slice(extra);
         let config = Config::try_parse_from(args).expect("config");
-        let server = Server::bind(&config).await.expect("bind");
+        let report = RuntimeReport::detect(config.workers, false).expect("runtime report");
+        let server = Server::bind(&config, report).await.expect("bind");
         let addr = server.http_addr().expect("addr");
         let metrics_addr = server.metrics_addr();
         let app = server.app();
@@ -104,6 +106,48 @@ impl TestServer {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// Starts the dataplane binary (optionally behind a wrapper such as `taskset -c 1`) on
+/// 127.0.0.1:0 and returns it with the address from its "listening" line.
+pub fn spawn_dataplane(
+    wrapper: &[&str],
+    root: &Path,
+    extra: &[&str],
+) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_zeronas-dataplane");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    let mut child = command
+        .arg("--root")
+        .arg(root)
+        .args(["--http", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dataplane");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("no listening line ({e}): {line:?}"));
+    assert_eq!(v["event"], "listening");
+    let addr = v["http"]
+        .as_str()
+        .expect("http address")
+        .parse()
+        .expect("socket address");
+    (child, addr)
 }
 
 /// A parsed HTTP response.
