@@ -51,9 +51,26 @@ pub struct Config {
     #[arg(long, env = "ZERONAS_PIN_CPUS")]
     pub pin_cpus: bool,
 
+    /// Data path for HTTP: `auto` (zero-copy front end; small bodies by writev, larger by
+    /// sendfile, uploads by splice), `sendfile` (front end, every file body by sendfile), or
+    /// `copy` (hyper only, user-space buffers; for comparison and odd filesystems).
+    #[arg(long, env = "ZERONAS_ZERO_COPY", value_enum, default_value_t = ZeroCopy::Auto)]
+    pub zero_copy: ZeroCopy,
+
     /// Log format.
     #[arg(long, env = "ZERONAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The HTTP data path (`spec.dataPath.zeroCopy` of a NasVolume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ZeroCopy {
+    /// Zero-copy front end with the small-body threshold.
+    Auto,
+    /// Zero-copy front end, sendfile for every file body.
+    Sendfile,
+    /// hyper only.
+    Copy,
 }
 
 /// How log lines are written (to stderr).

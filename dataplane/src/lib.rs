@@ -10,6 +10,7 @@ pub mod budget;
 pub mod cgroup;
 pub mod config;
 pub mod http;
+pub mod io;
 pub mod logging;
 pub mod metrics;
 pub mod runtime;

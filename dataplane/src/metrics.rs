@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::budget::BufferBudget;
+use crate::io::{FallbackReason, Transfer};
 use crate::runtime::RuntimeReport;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +42,33 @@ pub struct TransferLabels {
     pub path: &'static str,
 }
 
+/// Labels of `zeronas_zero_copy_fallback_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// `http` or `nfs`.
+    pub protocol: &'static str,
+    /// One of the documented reasons (`FallbackReason::label`).
+    pub reason: &'static str,
+}
+
+/// Labels of metrics by protocol only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// `http` or `nfs`.
+    pub protocol: &'static str,
+}
+
+/// Labels of `zeronas_transport_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// Transport in use (`tcp`).
+    pub transport: &'static str,
+    /// `available`, `unavailable` or `disabled`.
+    pub rdma: &'static str,
+    /// Why RDMA is not used (`no_device`, `disabled`, `not_implemented`), or `none`.
+    pub reason: &'static str,
+}
+
 /// Labels of `zeronas_worker_pinned`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CpuLabels {
@@ -65,6 +93,9 @@ pub struct Metrics {
     http_requests: Family<HttpRequestLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
     transfer_bytes: Family<TransferLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    fallback_duration: Family<ProtocolLabels, Histogram>,
+    transport_info: Family<TransportLabels, Gauge>,
     share_capacity: Gauge,
     share_used: Gauge,
     share_files: Gauge,
@@ -111,6 +142,26 @@ impl Metrics {
             "zeronas_transfer_bytes",
             "File bytes moved, by protocol and by the path they took (sendfile, splice, mmap, copy)",
             transfer_bytes.clone(),
+        );
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "zeronas_zero_copy_fallback",
+            "Responses, uploads and connections that left the zero-copy path, by reason",
+            fallbacks.clone(),
+        );
+        let fallback_duration = Family::<ProtocolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+        });
+        registry.register(
+            "zeronas_fallback_duration_seconds",
+            "Time spent moving bytes along copy paths taken as a fallback",
+            fallback_duration.clone(),
+        );
+        let transport_info = Family::<TransportLabels, Gauge>::default();
+        registry.register(
+            "zeronas_transport_info",
+            "The transport in use and RDMA availability (always 1)",
+            transport_info.clone(),
         );
         let share_capacity = Gauge::default();
         registry.register(
@@ -198,6 +249,9 @@ impl Metrics {
             http_requests,
             http_duration,
             transfer_bytes,
+            fallbacks,
+            fallback_duration,
+            transport_info,
             share_capacity,
             share_used,
             share_files,
@@ -233,6 +287,49 @@ impl Metrics {
         self.transfer_bytes
             .get_or_create(&TransferLabels { protocol, path })
             .clone()
+    }
+
+    /// Counts the legs of a transfer by path, and its fallbacks by reason.
+    pub fn record_transfer(&self, protocol: &'static str, transfer: &Transfer) {
+        for leg in &transfer.legs {
+            if leg.bytes > 0 {
+                self.transfer_counter(protocol, leg.path.label())
+                    .inc_by(leg.bytes);
+            }
+            if let Some(reason) = leg.fallback {
+                self.record_fallback(protocol, reason);
+            }
+        }
+        if !transfer.fallback_time.is_zero() {
+            self.fallback_duration
+                .get_or_create(&ProtocolLabels { protocol })
+                .observe(transfer.fallback_time.as_secs_f64());
+        }
+    }
+
+    /// Counts one fallback.
+    pub fn record_fallback(&self, protocol: &'static str, reason: FallbackReason) {
+        self.fallbacks
+            .get_or_create(&FallbackLabels {
+                protocol,
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    /// Fallbacks counted for `protocol` and `reason` since start.
+    pub fn fallbacks(&self, protocol: &'static str, reason: FallbackReason) -> u64 {
+        self.fallbacks
+            .get_or_create(&FallbackLabels {
+                protocol,
+                reason: reason.label(),
+            })
+            .get()
+    }
+
+    /// Records the transport in use.
+    pub fn record_transport(&self, labels: TransportLabels) {
+        self.transport_info.get_or_create(&labels).set(1);
     }
 
     /// Counts upload body bytes received.

@@ -13,8 +13,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::budget::BufferBudget;
-use crate::config::Config;
+use crate::config::{Config, ZeroCopy};
+use crate::http::fastpath::{self, FrontEnd, SMALL_BODY_MAX};
 use crate::http::service::{self, App, Listener};
+use crate::io::splice::PipePool;
 use crate::metrics::Metrics;
 use crate::runtime::RuntimeReport;
 use crate::share::Share;
@@ -55,6 +57,7 @@ pub struct Server {
     admin: Option<TcpListener>,
     drain_timeout: Duration,
     rescan_interval: Duration,
+    zero_copy: ZeroCopy,
 }
 
 impl Server {
@@ -112,6 +115,7 @@ impl Server {
             metrics,
             ready: AtomicBool::new(true),
             budget: BufferBudget::new(runtime.buffer_budget),
+            pipes: PipePool::new(64),
             runtime,
         };
         Ok(Self {
@@ -120,6 +124,7 @@ impl Server {
             admin,
             drain_timeout: config.drain_timeout,
             rescan_interval: config.rescan_interval,
+            zero_copy: config.zero_copy,
         })
     }
 
@@ -147,6 +152,7 @@ impl Server {
             admin,
             drain_timeout,
             rescan_interval,
+            zero_copy,
         } = self;
         let rescans = tokio::spawn(rescan_periodically(Arc::clone(&app), rescan_interval));
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -161,6 +167,21 @@ impl Server {
         let api_listener = Listener::Api {
             metrics: admin.is_none(),
         };
+        let (stop_front_end, front_end_stopping) = tokio::sync::watch::channel(false);
+        let front_end = match zero_copy {
+            ZeroCopy::Copy => None,
+            mode => Some(FrontEnd::new(
+                Arc::clone(&app),
+                api_listener,
+                Arc::clone(&builder),
+                front_end_stopping,
+                if mode == ZeroCopy::Sendfile {
+                    0
+                } else {
+                    SMALL_BODY_MAX
+                },
+            )),
+        };
         tokio::pin!(shutdown);
         loop {
             let (accepted, listener) = tokio::select! {
@@ -168,11 +189,15 @@ impl Server {
                 a = accept_optional(admin.as_ref()) => (a, Listener::Admin),
                 () = &mut shutdown => break,
             };
-            match accepted {
-                Ok((stream, peer)) => {
+            match (accepted, &front_end) {
+                (Ok((stream, peer)), Some(fe)) if listener != Listener::Admin => {
+                    let (fe, watcher) = (Arc::clone(fe), graceful.watcher());
+                    tokio::spawn(fastpath::serve_connection(fe, stream, peer, watcher));
+                }
+                (Ok((stream, peer)), _) => {
                     serve_connection(&builder, &graceful, &app, listener, stream, peer)
                 }
-                Err(e) => {
+                (Err(e), _) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -180,6 +205,7 @@ impl Server {
             }
         }
         app.ready.store(false, Ordering::Relaxed);
+        let _ = stop_front_end.send(true);
         rescans.abort();
         drop(api);
         drop(admin);
@@ -242,7 +268,7 @@ fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let app = Arc::clone(app);
-    let service = service_fn(move |req| service::handle(Arc::clone(&app), listener, req));
+    let service = service_fn(move |req| service::handle(Arc::clone(&app), listener, req, None));
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
@@ -366,7 +366,7 @@ impl Share {
         let fd = rustix::fs::openat(&dir, temp_name.as_str(), flags, Mode::from_raw_mode(0o644))
             .map_err(|e| ShareError::from_errno("create", path, e))?;
         Ok(Upload {
-            file: File::from(fd),
+            file: Arc::new(File::from(fd)),
             dir,
             temp_name,
             name: name.to_os_string(),
@@ -495,7 +495,7 @@ pub fn validators(stat: &Stat) -> Validators {
 #[derive(Debug)]
 pub struct Upload {
     /// The temp file to write the body into.
-    pub file: File,
+    pub file: Arc<File>,
     dir: OwnedFd,
     temp_name: String,
     name: OsString,
@@ -569,8 +569,8 @@ mod tests {
     #[test]
     fn upload_is_atomic_and_cleans_up() {
         let (dir, share) = share();
-        let mut upload = share.begin_upload(&p("a/b/c.txt")).unwrap();
-        upload.file.write_all(b"hello").unwrap();
+        let upload = share.begin_upload(&p("a/b/c.txt")).unwrap();
+        (&*upload.file).write_all(b"hello").unwrap();
         assert!(!dir.path().join("a/b/c.txt").exists());
         let (_, len) = upload.commit().unwrap();
         assert_eq!(len, 5);
@@ -579,8 +579,8 @@ mod tests {
             b"hello"
         );
 
-        let mut abandoned = share.begin_upload(&p("a/d.txt")).unwrap();
-        abandoned.file.write_all(b"x").unwrap();
+        let abandoned = share.begin_upload(&p("a/d.txt")).unwrap();
+        (&*abandoned.file).write_all(b"x").unwrap();
         drop(abandoned);
         let names: Vec<_> = std::fs::read_dir(dir.path().join("a"))
             .unwrap()

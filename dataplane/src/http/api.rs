@@ -7,18 +7,22 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use serde::Serialize;
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::ApiError;
 use super::plan::{self, FileFacts, Preconditions, ReadRequest, ResponsePlan, SharePath};
 use super::service::App;
+use crate::io::{self, FallbackReason, Transfer, TransferPath};
 use crate::metrics::TRANSFER_PATHS;
 use crate::runtime::format_cpus;
 use crate::share::{Share, ShareError};
@@ -127,18 +131,23 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
 }
 
-/// PUT: streams the body into a temp file beside the target, fsyncs, renames.
-pub async fn upload<B>(
+/// An upload whose preconditions and quota passed and whose temp file exists.
+struct PreparedUpload {
+    upload: crate::share::Upload,
+    reservation: crate::usage::Reservation,
+    declared: Option<u64>,
+    path: SharePath,
+    headers: HeaderMap,
+}
+
+/// Checks everything that can fail before the body is read: read-only share, the root,
+/// preconditions, the quota for a declared length; then creates the temp file.
+async fn prepare_upload(
     app: &App,
     path: SharePath,
     headers: HeaderMap,
-    mut body: B,
-) -> Result<Reply, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
-    let (share, usage, metrics) = (&app.share, &app.usage, &app.metrics);
+) -> Result<PreparedUpload, ApiError> {
+    let share = &app.share;
     if share.read_only() {
         return Err(ApiError::read_only());
     }
@@ -147,73 +156,53 @@ where
             "cannot upload to the share root: name a file",
         ));
     }
-    // Fail fast on preconditions and quota before reading any body.
     let current = {
         let (share, path) = (Arc::clone(share), path.clone());
         blocking(move || Ok(share.current_file(&path)?)).await?
     };
     plan::check_write_preconditions(&preconditions(&headers), current.as_ref().map(|(v, _)| v))?;
     let declared = content_length(&headers)?;
-    let mut reservation = usage.reservation();
+    let mut reservation = app.usage.reservation();
     if let Some(len) = declared {
         let old_len = current.as_ref().map_or(0, |(_, len)| *len);
         reservation
             .grow(len.saturating_sub(old_len))
             .map_err(quota_error)?;
     }
-
     let upload = {
         let (share, path) = (Arc::clone(share), path.clone());
         blocking(move || Ok(share.begin_upload(&path)?)).await?
     };
-    // A blocking writer drains a bounded queue, so reading the socket overlaps writing
-    // the disk. When this function returns early the queue closes, the writer hands the
-    // upload back and dropping it removes the temp file.
-    // Queued chunks hold bytes of the buffer budget until they are on disk.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(16);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut upload = upload;
-        while let Some((chunk, _permit)) = rx.blocking_recv() {
-            upload.file.write_all(&chunk)?;
-        }
-        Ok::<_, std::io::Error>(upload)
-    });
-    let mut received: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("upload body could not be read: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let n = data.len() as u64;
-        received += n;
-        metrics.add_received(n);
-        if declared.is_none() {
-            reservation.grow(n).map_err(quota_error)?;
-        }
-        let permit = app.budget.acquire(data.len()).await;
-        if tx.send((data, permit)).await.is_err() {
-            break;
-        }
-    }
-    drop(tx);
-    let upload = writer
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "upload writer failed");
-            ApiError::internal()
-        })?
-        .map_err(|e| ShareError::from_io("write", &path, e))?;
+    Ok(PreparedUpload {
+        upload,
+        reservation,
+        declared,
+        path,
+        headers,
+    })
+}
+
+/// Flushes and renames the temp file over the target (re-checking preconditions under the
+/// path's lock), updates usage, and answers 201 or 204.
+async fn commit_upload(
+    app: &App,
+    prepared: PreparedUpload,
+    received: u64,
+) -> Result<Reply, ApiError> {
+    let PreparedUpload {
+        upload,
+        reservation,
+        declared,
+        path,
+        headers,
+    } = prepared;
     if declared.is_some_and(|d| d != received) {
         return Err(ApiError::bad_request(
             "the body is shorter than Content-Length",
         ));
     }
-    metrics.transfer_counter("http", "copy").inc_by(received);
-
-    let share_for_commit = Arc::clone(share);
+    let share = Arc::clone(&app.share);
     let (etag, new_len, old_len) = blocking(move || {
-        let share = share_for_commit;
         let _guard = share.lock_path(&path);
         // Re-check under the lock: another writer may have replaced the file meanwhile.
         let current = share.current_file(&path)?;
@@ -225,7 +214,7 @@ where
         Ok((validators.etag, new_len, current.map(|(_, len)| len)))
     })
     .await?;
-    usage.record_write(old_len, new_len);
+    app.usage.record_write(old_len, new_len);
     drop(reservation);
 
     let mut plan = if old_len.is_some() {
@@ -238,6 +227,161 @@ where
         plan.headers.insert(header::ETAG, v);
     }
     Ok(plan.into())
+}
+
+/// PUT through hyper: streams body frames into the temp file, then commits.
+pub async fn upload<B>(
+    app: &App,
+    path: SharePath,
+    headers: HeaderMap,
+    mut body: B,
+) -> Result<Reply, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut prepared = prepare_upload(app, path, headers).await?;
+    let file = Arc::clone(&prepared.upload.file);
+    // A blocking writer drains a bounded queue, so reading the socket overlaps writing the
+    // disk; queued chunks hold bytes of the buffer budget until they are on disk. When this
+    // function returns early, `prepared` drops and its temp file is removed.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some((chunk, _permit)) = rx.blocking_recv() {
+            (&*file).write_all(&chunk)?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut received: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("upload body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let n = data.len() as u64;
+        received += n;
+        app.metrics.add_received(n);
+        if prepared.declared.is_none() {
+            prepared.reservation.grow(n).map_err(quota_error)?;
+        }
+        let permit = app.budget.acquire(data.len()).await;
+        if tx.send((data, permit)).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "upload writer failed");
+            ApiError::internal()
+        })?
+        .map_err(|e| ShareError::from_io("write", &prepared.path, e))?;
+    app.metrics.record_transfer(
+        "http",
+        &Transfer::single(TransferPath::Copy, received, None),
+    );
+    commit_upload(app, prepared, received).await
+}
+
+/// An upload body still on the socket, for the zero-copy front end: `prefix` holds the bytes
+/// that arrived with the request head, the rest (`len - prefix.len()`) is spliced.
+#[derive(Debug)]
+pub struct SocketUpload<'a> {
+    /// The client connection.
+    pub stream: &'a TcpStream,
+    /// Body bytes already read with the head.
+    pub prefix: Bytes,
+    /// The whole body length (Content-Length).
+    pub len: u64,
+    /// Set to the bytes taken off the connection, so the caller knows whether the body was
+    /// consumed (and the connection can be reused) after an early error.
+    pub consumed: &'a AtomicU64,
+}
+
+/// PUT through the front end: the read-ahead prefix is written, the rest spliced
+/// socket → pipe → temp file; then commits.
+pub async fn upload_from_socket(
+    app: &App,
+    path: SharePath,
+    headers: HeaderMap,
+    source: SocketUpload<'_>,
+) -> Result<Reply, ApiError> {
+    let prepared = prepare_upload(app, path, headers).await?;
+    let file = Arc::clone(&prepared.upload.file);
+    let mut transfer = Transfer::default();
+    let prefix_len = source.prefix.len() as u64;
+    if prefix_len > 0 {
+        let (f, prefix) = (Arc::clone(&file), source.prefix.clone());
+        blocking(move || {
+            f.write_all_at(&prefix, 0).map_err(|e| {
+                tracing::error!(error = %e, "upload write failed");
+                ApiError::internal()
+            })
+        })
+        .await?;
+        transfer.push(
+            TransferPath::Copy,
+            prefix_len,
+            Some(FallbackReason::ReadAhead),
+        );
+    }
+    source.consumed.store(prefix_len, Ordering::Relaxed);
+    let rest = source.len - prefix_len;
+    if rest > 0 {
+        let spliced = match app.pipes.take() {
+            Ok(pipe) => io::splice::socket_to_file(source.stream, &file, prefix_len, rest, pipe)
+                .await
+                .map(|n| (n, TransferPath::Splice, None)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no pipe for splice; copying the upload");
+                copy_socket_to_file(source.stream, &file, prefix_len, rest, app)
+                    .await
+                    .map(|n| (n, TransferPath::Copy, Some(FallbackReason::PipeUnavailable)))
+            }
+        };
+        let (n, path_taken, reason) = spliced
+            .map_err(|e| ApiError::bad_request(format!("upload body could not be read: {e}")))?;
+        transfer.push(path_taken, n, reason);
+    }
+    source.consumed.store(source.len, Ordering::Relaxed);
+    app.metrics.add_received(source.len);
+    app.metrics.record_transfer("http", &transfer);
+    commit_upload(app, prepared, source.len).await
+}
+
+/// Reads `len` bytes from the socket into the file with a buffer (the no-pipe fallback).
+async fn copy_socket_to_file(
+    stream: &TcpStream,
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+    app: &App,
+) -> std::io::Result<u64> {
+    let mut moved = 0u64;
+    while moved < len {
+        let want = (len - moved).min(256 * 1024) as usize;
+        let permit = app.budget.acquire(want).await;
+        let mut buf = vec![0u8; want];
+        stream.readable().await?;
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        buf.truncate(n);
+        let (f, at) = (Arc::clone(file), offset + moved);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f.write_all_at(&buf, at)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        moved += n as u64;
+    }
+    Ok(moved)
 }
 
 /// DELETE of a file, symlink or empty directory.
@@ -393,6 +537,10 @@ pub fn stats(app: &App) -> Reply {
         .iter()
         .map(|p| serde_json::json!({ "worker": p.worker, "cpu": p.cpu, "tid": p.tid, "error": p.error }))
         .collect();
+    let fallbacks: serde_json::Map<String, serde_json::Value> = FallbackReason::ALL
+        .iter()
+        .map(|r| (r.label().to_owned(), metrics.fallbacks("http", *r).into()))
+        .collect();
     let transfer: serde_json::Map<String, serde_json::Value> = TRANSFER_PATHS
         .iter()
         .map(|p| ((*p).to_owned(), metrics.transferred("http", p).into()))
@@ -411,6 +559,7 @@ pub fn stats(app: &App) -> Reply {
         "requests_total": metrics.requests_total(),
         "bytes_received": metrics.bytes_received(),
         "transfer_bytes": transfer,
+        "fallbacks": fallbacks,
         "cgroup": {
             "hierarchy": runtime.limits.hierarchy.as_str(),
             "path": runtime.limits.path.as_ref().map(|p| p.display().to_string()),

@@ -82,6 +82,11 @@ impl FileBody {
         }
     }
 
+    /// The file region this body would stream, for executors that send it themselves.
+    pub fn into_region(self) -> (Arc<File>, u64, u64) {
+        (self.file, self.offset, self.remaining)
+    }
+
     fn read_chunk(
         file: Arc<File>,
         offset: u64,

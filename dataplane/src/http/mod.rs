@@ -1,8 +1,10 @@
-//! The HTTP file API: a pure planner and the hyper service that executes its plans.
+//! The HTTP file API: a pure planner, the hyper service that executes its plans, and the
+//! zero-copy HTTP/1.1 front end that executes them with sendfile and splice.
 
 pub mod api;
 pub mod body;
 pub mod error;
+pub mod fastpath;
 pub mod plan;
 pub mod service;
 

@@ -9,11 +9,12 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use super::api::{self, ListQuery, Reply};
+use super::api::{self, ListQuery, Reply, SocketUpload};
 use super::body::{Body, FileBody};
 use super::error::ApiError;
 use super::plan::{PlanBody, ResponsePlan, Route};
 use crate::budget::BufferBudget;
+use crate::io::splice::PipePool;
 use crate::metrics::Metrics;
 use crate::runtime::RuntimeReport;
 use crate::share::Share;
@@ -37,6 +38,8 @@ pub struct App {
     pub budget: BufferBudget,
     /// cgroup limits and the worker plan found at start-up.
     pub runtime: RuntimeReport,
+    /// Pipes for spliced uploads.
+    pub pipes: Arc<PipePool>,
 }
 
 /// Which listener a request arrived on.
@@ -51,11 +54,14 @@ pub enum Listener {
     Admin,
 }
 
-/// Handles one request. Never fails: errors become JSON error responses.
+/// Handles one request. Never fails: errors become JSON error responses. The zero-copy
+/// front end passes a PUT's body as `socket_upload` (and an empty `req` body); hyper passes
+/// `None` and the body in `req`.
 pub async fn handle<B>(
     app: Arc<App>,
     listener: Listener,
     req: Request<B>,
+    socket_upload: Option<SocketUpload<'_>>,
 ) -> Result<Response<Body>, Infallible>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
@@ -70,7 +76,7 @@ where
             let label = route.label();
             (
                 label,
-                dispatch(&app, listener, route, req)
+                dispatch(&app, listener, route, req, socket_upload)
                     .await
                     .unwrap_or_else(|e| ResponsePlan::error(&e).into()),
             )
@@ -113,6 +119,7 @@ async fn dispatch<B>(
     listener: Listener,
     route: Route,
     req: Request<B>,
+    socket_upload: Option<SocketUpload<'_>>,
 ) -> Result<Reply, ApiError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
@@ -186,7 +193,12 @@ where
                 }
                 Method::PUT => {
                     let (parts, body) = req.into_parts();
-                    api::upload(app, path, parts.headers, body).await
+                    match socket_upload {
+                        Some(source) => {
+                            api::upload_from_socket(app, path, parts.headers, source).await
+                        }
+                        None => api::upload(app, path, parts.headers, body).await,
+                    }
                 }
                 Method::DELETE => {
                     api::delete(&app.share, &app.usage, path, req.into_parts().0.headers).await

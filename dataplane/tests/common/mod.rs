@@ -225,6 +225,69 @@ pub async fn send_raw(addr: SocketAddr, raw: &[u8], head: bool) -> HttpResponse 
     parse_response(&buf, head)
 }
 
+/// Reads one response from a keep-alive connection: the head, then `Content-Length` bytes
+/// (none for HEAD or when absent). Bytes past it stay in `pending` for the next response.
+pub async fn read_response(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    head: bool,
+) -> HttpResponse {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head_len) =
+            response.parse(pending).expect("valid response head")
+        {
+            let length = response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| {
+                    std::str::from_utf8(h.value)
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                })
+                .unwrap_or(0);
+            let body_len = if head { 0 } else { length };
+            while pending.len() < head_len + body_len {
+                read_more(stream, pending).await;
+            }
+            let rest = pending.split_off(head_len + body_len);
+            let parsed = parse_response(pending, head);
+            *pending = rest;
+            return parsed;
+        }
+        read_more(stream, pending).await;
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, pending: &mut Vec<u8>) {
+    let mut chunk = vec![0u8; 256 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+        .await
+        .expect("data within 30 s")
+        .expect("read");
+    assert!(n > 0, "connection closed mid-response");
+    pending.extend_from_slice(&chunk[..n]);
+}
+
+/// The value of a metric line (`name{labels} value`), 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().expect("numeric metric"))
+        .unwrap_or(0.0)
+}
+
+/// Fetches `/metrics` from `addr`.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    String::from_utf8(send(addr, "GET", "/metrics", &[], b"").await.body).expect("utf-8 metrics")
+}
+
 /// Parses one response; the body is what follows the head (checked against Content-Length).
 pub fn parse_response(buf: &[u8], head: bool) -> HttpResponse {
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -233,6 +296,10 @@ pub fn parse_response(buf: &[u8], head: bool) -> HttpResponse {
     else {
         panic!("incomplete response: {:?}", String::from_utf8_lossy(buf));
     };
+    if response.code.is_some_and(|c| (100..200).contains(&c)) {
+        // An interim response (100 Continue): the final one follows.
+        return parse_response(&buf[head_len..], head);
+    }
     let headers: Vec<(String, String)> = response
         .headers
         .iter()

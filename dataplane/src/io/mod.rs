@@ -1,0 +1,156 @@
+//! The zero-copy engine: how file bytes move between files and sockets.
+//!
+//! - [`sendfile`]: file → socket with `sendfile(2)`; cold ranges are sent from the blocking
+//!   pool so a page-cache miss never stalls the reactor; falls back to `pread` + `write`
+//!   from the same offset when the filesystem cannot do sendfile.
+//! - [`splice`]: socket → pipe → file with `splice(2)` for uploads, with a pool of pipes.
+//! - [`small`]: bodies under a threshold read with one `pread` and sent with the head in one
+//!   `writev`.
+//!
+//! Every transfer reports the path it took and, when it was not a zero-copy path, why
+//! ([`FallbackReason`]); the callers turn that into metrics.
+
+pub mod sendfile;
+pub mod small;
+pub mod splice;
+
+use std::time::Duration;
+
+/// How bytes moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransferPath {
+    /// `sendfile(2)`: page cache → socket, no user-space copy.
+    Sendfile,
+    /// `splice(2)` through a pipe: socket → file, no user-space copy.
+    Splice,
+    /// A read-only memory mapping handed to the HTTP stack.
+    Mmap,
+    /// Through a user-space buffer.
+    Copy,
+}
+
+impl TransferPath {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransferPath::Sendfile => "sendfile",
+            TransferPath::Splice => "splice",
+            TransferPath::Mmap => "mmap",
+            TransferPath::Copy => "copy",
+        }
+    }
+}
+
+/// Why bytes or a request did not take the zero-copy front end. A closed set: each value is
+/// documented in the README and is a label of `zeronas_zero_copy_fallback_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackReason {
+    /// The body is below the `writev` threshold: one `pread` + `writev` beats sendfile.
+    SmallBody,
+    /// `sendfile` returned EINVAL/ENOSYS/EOPNOTSUPP; finished with `pread` + `write`.
+    SendfileUnsupported,
+    /// Upload bytes that arrived with the request head, already in user space.
+    ReadAhead,
+    /// No pipe could be created for `splice`; the upload was copied.
+    PipeUnavailable,
+    /// The connection spoke HTTP/2 (prior knowledge) and went to hyper.
+    Http2,
+    /// `Expect: 100-continue`: handed to hyper.
+    ExpectContinue,
+    /// A chunked request body: handed to hyper.
+    ChunkedBody,
+    /// A request body on a method the front end does not stream: handed to hyper.
+    RequestBody,
+    /// A feature the front end does not implement (Upgrade, odd targets or versions).
+    Unsupported,
+}
+
+impl FallbackReason {
+    /// Every reason, in documentation order.
+    pub const ALL: [FallbackReason; 9] = [
+        FallbackReason::SmallBody,
+        FallbackReason::SendfileUnsupported,
+        FallbackReason::ReadAhead,
+        FallbackReason::PipeUnavailable,
+        FallbackReason::Http2,
+        FallbackReason::ExpectContinue,
+        FallbackReason::ChunkedBody,
+        FallbackReason::RequestBody,
+        FallbackReason::Unsupported,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FallbackReason::SmallBody => "small_body",
+            FallbackReason::SendfileUnsupported => "sendfile_unsupported",
+            FallbackReason::ReadAhead => "read_ahead",
+            FallbackReason::PipeUnavailable => "pipe_unavailable",
+            FallbackReason::Http2 => "http2",
+            FallbackReason::ExpectContinue => "expect_continue",
+            FallbackReason::ChunkedBody => "chunked_body",
+            FallbackReason::RequestBody => "request_body",
+            FallbackReason::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One leg of a transfer: bytes moved along a path, and why it was not zero-copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leg {
+    /// The path.
+    pub path: TransferPath,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Set when `path` is a copy path.
+    pub fallback: Option<FallbackReason>,
+}
+
+/// The result of moving one body: up to two legs (e.g. sendfile, then pread/write after
+/// sendfile turned out to be unsupported), and time spent on fallback legs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// The legs, in order.
+    pub legs: Vec<Leg>,
+    /// Time spent moving bytes along fallback legs.
+    pub fallback_time: Duration,
+}
+
+impl Transfer {
+    /// A single-leg transfer.
+    pub fn single(path: TransferPath, bytes: u64, fallback: Option<FallbackReason>) -> Self {
+        Self {
+            legs: vec![Leg {
+                path,
+                bytes,
+                fallback,
+            }],
+            fallback_time: Duration::ZERO,
+        }
+    }
+
+    /// Appends a leg (skipped when empty).
+    pub fn push(&mut self, path: TransferPath, bytes: u64, fallback: Option<FallbackReason>) {
+        if bytes > 0 || fallback.is_some() {
+            self.legs.push(Leg {
+                path,
+                bytes,
+                fallback,
+            });
+        }
+    }
+
+    /// Total bytes over all legs.
+    pub fn bytes(&self) -> u64 {
+        self.legs.iter().map(|l| l.bytes).sum()
+    }
+}
+
+/// Errno values meaning "this file or socket cannot do sendfile/splice".
+pub fn is_unsupported(err: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(err),
+        Some(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)
+    )
+}
