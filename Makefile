@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
-APT_PACKAGES := curl ca-certificates
+APT_PACKAGES := curl ca-certificates python3-seccomp
 
 .PHONY: run test deps fmt lint unit build help
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::transport::RdmaMode;
+
 /// zeronas dataplane: serves one folder as a share over an HTTP file API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "zeronas-dataplane", version, about)]
@@ -56,6 +58,11 @@ pub struct Config {
     /// `copy` (hyper only, user-space buffers; for comparison and odd filesystems).
     #[arg(long, env = "ZERONAS_ZERO_COPY", value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,
+
+    /// RDMA: `auto` (use when available, else TCP), `disabled`, or `required` (fail start-up
+    /// without it).
+    #[arg(long, env = "ZERONAS_RDMA", value_enum, default_value_t = RdmaMode::Auto)]
+    pub rdma: RdmaMode,
 
     /// Log format.
     #[arg(long, env = "ZERONAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod share;
+pub mod transport;
 pub mod usage;

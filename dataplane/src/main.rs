@@ -11,7 +11,7 @@ use zeronas_dataplane::{logging, runtime};
 fn main() -> ExitCode {
     let config = Config::parse();
     logging::init(config.log_format);
-    let (rt, report) = match runtime::start(config.workers, config.pin_cpus) {
+    let (rt, report) = match runtime::start(config.workers, config.pin_cpus, config.rdma) {
         Ok(started) => started,
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");

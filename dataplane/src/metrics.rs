@@ -375,6 +375,11 @@ impl Metrics {
                 .inc();
         }
         self.buffer_budget.set(clamp_i64(report.buffer_budget));
+        self.record_transport(TransportLabels {
+            transport: report.transport.transport_label(),
+            rdma: report.transport.rdma,
+            reason: report.transport.reason,
+        });
     }
 
     /// Renders the Prometheus text format, refreshing the share gauges first.

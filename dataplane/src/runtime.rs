@@ -252,11 +252,18 @@ pub struct RuntimeReport {
     pub pinned: Vec<Pinned>,
     /// Bytes the I/O buffers may hold.
     pub buffer_budget: u64,
+    /// The transport chosen and what the RDMA probe found.
+    pub transport: crate::transport::TransportReport,
 }
 
 impl RuntimeReport {
     /// Discovers the cgroup limits and plans the workers, without building a runtime.
-    pub fn detect(workers: Option<usize>, pin: bool) -> Result<Self, String> {
+    pub fn detect(
+        workers: Option<usize>,
+        pin: bool,
+        rdma: crate::transport::RdmaMode,
+    ) -> Result<Self, String> {
+        let transport = crate::transport::probe(rdma)?;
         let limits = crate::cgroup::discover();
         let affinity = current_affinity().map_err(|e| format!("sched_getaffinity: {e}"))?;
         let plan = plan_workers(&affinity, &limits, workers, pin)?;
@@ -266,6 +273,7 @@ impl RuntimeReport {
             plan,
             pinned: Vec::new(),
             buffer_budget,
+            transport,
         })
     }
 
@@ -285,7 +293,14 @@ impl RuntimeReport {
             workers = self.plan.workers,
             reason = %self.plan.reason,
             pin = self.plan.pin,
-            "cgroup limits and worker plan"
+                        "cgroup limits and worker plan"
+        );
+        tracing::info!(
+            transport = self.transport.transport_label(),
+            rdma = self.transport.rdma,
+            reason = self.transport.reason,
+            devices = ?self.transport.devices,
+            "transport"
         );
         for p in &self.pinned {
             match &p.error {
@@ -305,8 +320,9 @@ impl RuntimeReport {
 pub fn start(
     workers: Option<usize>,
     pin: bool,
+    rdma: crate::transport::RdmaMode,
 ) -> Result<(tokio::runtime::Runtime, RuntimeReport), String> {
-    let mut report = RuntimeReport::detect(workers, pin)?;
+    let mut report = RuntimeReport::detect(workers, pin, rdma)?;
     let record = Arc::new(PinRecord::default());
     let runtime = build_runtime(&report.plan, Arc::clone(&record))
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;

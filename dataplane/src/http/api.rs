@@ -559,7 +559,13 @@ pub fn stats(app: &App) -> Reply {
         "requests_total": metrics.requests_total(),
         "bytes_received": metrics.bytes_received(),
         "transfer_bytes": transfer,
-        "fallbacks": fallbacks,
+                "fallbacks": fallbacks,
+        "transport": {
+            "transport": runtime.transport.transport_label(),
+            "rdma": runtime.transport.rdma,
+            "reason": runtime.transport.reason,
+            "devices": runtime.transport.devices,
+        },
         "cgroup": {
             "hierarchy": runtime.limits.hierarchy.as_str(),
             "path": runtime.limits.path.as_ref().map(|p| p.display().to_string()),

@@ -48,7 +48,8 @@ impl TestServer {
         ];
         args.extend_from_slice(extra);
         let config = Config::try_parse_from(args).expect("config");
-        let report = RuntimeReport::detect(config.workers, false).expect("runtime report");
+        let report =
+            RuntimeReport::detect(config.workers, false, config.rdma).expect("runtime report");
         let server = Server::bind(&config, report).await.expect("bind");
         let addr = server.http_addr().expect("addr");
         let metrics_addr = server.metrics_addr();
