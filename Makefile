@@ -5,7 +5,7 @@ ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
 APT_PACKAGES := curl ca-certificates python3-seccomp
 
-.PHONY: run test deps fmt lint unit build help
+.PHONY: run test deps fmt lint unit build help bench
 
 help:
 	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP)"
@@ -38,3 +38,7 @@ unit: deps
 	$(CARGO) test --workspace --locked
 
 test: deps fmt lint unit
+
+## bench: zeronas vs nginx (sendfile on/off) with wrk; table on stdout, JSON in target/bench/
+bench: deps
+	python3 dataplane/bench/http_bench.py

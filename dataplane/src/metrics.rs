@@ -369,17 +369,22 @@ impl Metrics {
         self.memory_high
             .set(clamp_i64(report.limits.memory_high.unwrap_or(0)));
         self.worker_threads.set(report.plan.workers as i64);
-        for p in report.pinned.iter().filter(|p| p.error.is_none()) {
-            self.worker_pinned
-                .get_or_create(&CpuLabels { cpu: p.cpu as u32 })
-                .inc();
-        }
+
         self.buffer_budget.set(clamp_i64(report.buffer_budget));
         self.record_transport(TransportLabels {
             transport: report.transport.transport_label(),
             rdma: report.transport.rdma,
             reason: report.transport.reason,
         });
+    }
+
+    /// Records which CPU each worker was pinned to.
+    pub fn record_pinned(&self, pinned: &[crate::runtime::Pinned]) {
+        for p in pinned.iter().filter(|p| p.error.is_none()) {
+            self.worker_pinned
+                .get_or_create(&CpuLabels { cpu: p.cpu as u32 })
+                .inc();
+        }
     }
 
     /// Renders the Prometheus text format, refreshing the share gauges first.

@@ -1,19 +1,14 @@
-//! Worker sizing and CPU pinning of the tokio runtime.
+//! Worker sizing and CPU pinning.
 //!
 //! The worker count follows the CPUs the process may run on (`sched_getaffinity` ∩ the
-//! cgroup's cpuset), capped by the CPU quota rounded up; `--workers` overrides it. With
-//! `--pin-cpus` each worker thread is pinned to one allowed CPU, round robin.
-//!
-//! How workers are told apart: tokio names threads with `thread_name_fn` at spawn time, in
-//! spawn order, and it spawns its N worker threads first, inside `Builder::build`, before any
-//! blocking task can exist. So the first N names go to workers (`zn-worker-<i>`) and later
-//! ones to the blocking pool (`zn-blocking`); `on_thread_start` pins by name. The dataplane
-//! never calls `block_in_place`, which would hand a worker's queue to a new thread. Blocking
-//! threads get the whole allowed set explicitly: Linux threads inherit the affinity of the
-//! thread that spawned them, which would otherwise be one worker's single CPU.
+//! cgroup's cpuset), capped by the CPU quota rounded up; `--workers` overrides it. Each
+//! worker is an OS thread named `zn-worker-<i>` running its own single-threaded tokio
+//! runtime (see `server.rs`); with `--pin-cpus` worker *i* pins itself to the *i*-th allowed
+//! CPU before it starts serving. Blocking-pool threads are named `zn-blocking` and get the
+//! whole allowed set explicitly: Linux threads inherit the affinity of the thread that
+//! spawned them, which would otherwise be one worker's single CPU.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustix::thread::CpuSet;
@@ -156,67 +151,47 @@ impl PinRecord {
         v.sort_by_key(|p| p.worker);
         v
     }
+}
 
-    /// Waits until `n` workers have reported (they start asynchronously), up to `timeout`.
-    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Pinned> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let snapshot = self.snapshot();
-            if snapshot.len() >= n || Instant::now() >= deadline {
-                return snapshot;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+/// Pins the calling worker thread to its CPU when the plan says so, and records it.
+pub fn pin_worker(plan: &WorkerPlan, index: usize, record: &PinRecord) {
+    if let Some(cpu) = plan.cpu_for(index) {
+        let error = set_affinity(&[cpu]).err().map(|e| e.to_string());
+        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        record.push(Pinned {
+            worker: index,
+            cpu,
+            tid,
+            error,
+        });
     }
 }
 
-/// Builds the multi-thread runtime the plan describes.
-pub fn build_runtime(
-    plan: &WorkerPlan,
-    record: Arc<PinRecord>,
-) -> std::io::Result<tokio::runtime::Runtime> {
-    let spawned = Arc::new(AtomicUsize::new(0));
-    let workers = plan.workers;
-    let start_plan = plan.clone();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .thread_name_fn(move || {
-            let n = spawned.fetch_add(1, Ordering::Relaxed);
-            if n < workers {
-                format!("{WORKER_PREFIX}{n}")
-            } else {
-                BLOCKING_NAME.to_owned()
-            }
-        })
-        .on_thread_start(move || on_thread_start(&start_plan, &record))
-        .build()
-}
-
-fn on_thread_start(plan: &WorkerPlan, record: &PinRecord) {
-    let current = std::thread::current();
-    let name = current.name().unwrap_or_default();
-    let worker = name
-        .strip_prefix(WORKER_PREFIX)
-        .and_then(|i| i.parse::<usize>().ok());
-    match (worker, worker.and_then(|w| plan.cpu_for(w))) {
-        (Some(worker), Some(cpu)) => {
-            let error = set_affinity(&[cpu]).err().map(|e| e.to_string());
-            let tid = rustix::thread::gettid().as_raw_nonzero().get();
-            record.push(Pinned {
-                worker,
-                cpu,
-                tid,
-                error,
-            });
-        }
-        (None, _) if plan.pin => {
-            // A blocking thread spawned from a pinned worker inherited one CPU: widen it.
-            if let Err(e) = set_affinity(&plan.allowed) {
+/// The single-threaded runtime of one worker; its blocking-pool threads keep the whole
+/// allowed CPU set.
+pub fn worker_runtime(plan: &WorkerPlan) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all().thread_name(BLOCKING_NAME);
+    if plan.pin {
+        let allowed = plan.allowed.clone();
+        builder.on_thread_start(move || {
+            if let Err(e) = set_affinity(&allowed) {
                 tracing::warn!(error = %e, "cannot reset a blocking thread's affinity");
             }
+        });
+    }
+    builder.build()
+}
+
+/// Logs each worker's pinning.
+pub fn log_pinned(pinned: &[Pinned]) {
+    for p in pinned {
+        match &p.error {
+            None => tracing::info!(worker = p.worker, cpu = p.cpu, tid = p.tid, "worker pinned"),
+            Some(e) => {
+                tracing::error!(worker = p.worker, cpu = p.cpu, error = %e, "worker pinning failed")
+            }
         }
-        _ => {}
     }
 }
 
@@ -248,8 +223,6 @@ pub struct RuntimeReport {
     pub limits: CgroupLimits,
     /// The worker plan.
     pub plan: WorkerPlan,
-    /// Worker pinnings (empty without `--pin-cpus`).
-    pub pinned: Vec<Pinned>,
     /// Bytes the I/O buffers may hold.
     pub buffer_budget: u64,
     /// The transport chosen and what the RDMA probe found.
@@ -271,7 +244,6 @@ impl RuntimeReport {
         Ok(Self {
             limits,
             plan,
-            pinned: Vec::new(),
             buffer_budget,
             transport,
         })
@@ -302,55 +274,14 @@ impl RuntimeReport {
             devices = ?self.transport.devices,
             "transport"
         );
-        for p in &self.pinned {
-            match &p.error {
-                None => {
-                    tracing::info!(worker = p.worker, cpu = p.cpu, tid = p.tid, "worker pinned")
-                }
-                Some(e) => {
-                    tracing::error!(worker = p.worker, cpu = p.cpu, error = %e, "worker pinning failed")
-                }
-            }
-        }
     }
-}
-
-/// Detects limits, plans workers and builds the runtime, pinning workers when asked.
-/// Fails when pinning was asked for and any worker could not be pinned.
-pub fn start(
-    workers: Option<usize>,
-    pin: bool,
-    rdma: crate::transport::RdmaMode,
-) -> Result<(tokio::runtime::Runtime, RuntimeReport), String> {
-    let mut report = RuntimeReport::detect(workers, pin, rdma)?;
-    let record = Arc::new(PinRecord::default());
-    let runtime = build_runtime(&report.plan, Arc::clone(&record))
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    if pin {
-        report.pinned = record.wait_for(report.plan.workers, Duration::from_secs(10));
-        if report.pinned.len() < report.plan.workers {
-            return Err(format!(
-                "only {} of {} workers reported their pinning",
-                report.pinned.len(),
-                report.plan.workers
-            ));
-        }
-        if let Some(failed) = report.pinned.iter().find(|p| p.error.is_some()) {
-            return Err(format!(
-                "cannot pin worker {} to CPU {}: {}",
-                failed.worker,
-                failed.cpu,
-                failed.error.as_deref().unwrap_or_default()
-            ));
-        }
-    }
-    Ok((runtime, report))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cgroup::Hierarchy;
+    use std::sync::Arc;
 
     fn limits(cpuset: Option<Vec<usize>>, quota: Option<f64>) -> CgroupLimits {
         CgroupLimits {
@@ -394,31 +325,16 @@ mod tests {
     }
 
     #[test]
-    fn runtime_names_and_pins_its_workers() {
+    fn a_worker_pins_itself_and_its_blocking_threads_keep_the_set() {
         let affinity = current_affinity().unwrap();
         let plan = plan_workers(&affinity, &limits(None, None), Some(1), true).unwrap();
         let record = Arc::new(PinRecord::default());
-        let rt = build_runtime(&plan, Arc::clone(&record)).unwrap();
-        let pinned = record.wait_for(1, Duration::from_secs(5));
-        assert_eq!(pinned.len(), 1);
-        assert_eq!(
-            (pinned[0].cpu, pinned[0].error.clone()),
-            (affinity[0], None)
-        );
-        let (worker_name, worker_cpus) = rt.block_on(async {
-            tokio::spawn(async {
-                (
-                    std::thread::current().name().map(str::to_owned),
-                    current_affinity().unwrap(),
-                )
-            })
-            .await
-            .unwrap()
-        });
-        assert_eq!(worker_name.as_deref(), Some("zn-worker-0"));
-        assert_eq!(worker_cpus, vec![affinity[0]]);
-        let (blocking_name, blocking_cpus) = rt.block_on(async {
-            tokio::spawn(async {
+        let (plan2, record2) = (plan.clone(), Arc::clone(&record));
+        let seen = std::thread::spawn(move || {
+            pin_worker(&plan2, 0, &record2);
+            let rt = worker_runtime(&plan2).unwrap();
+            let worker_cpus = current_affinity().unwrap();
+            let blocking = rt.block_on(async {
                 tokio::task::spawn_blocking(|| {
                     (
                         std::thread::current().name().map(str::to_owned),
@@ -427,11 +343,19 @@ mod tests {
                 })
                 .await
                 .unwrap()
-            })
-            .await
-            .unwrap()
-        });
-        assert_eq!(blocking_name.as_deref(), Some(BLOCKING_NAME));
-        assert_eq!(blocking_cpus, plan.allowed);
+            });
+            (worker_cpus, blocking)
+        })
+        .join()
+        .unwrap();
+        let pinned = record.snapshot();
+        assert_eq!(pinned.len(), 1);
+        assert_eq!(
+            (pinned[0].cpu, pinned[0].error.clone()),
+            (affinity[0], None)
+        );
+        assert_eq!(seen.0, vec![affinity[0]]);
+        assert_eq!(seen.1.0.as_deref(), Some(BLOCKING_NAME));
+        assert_eq!(seen.1.1, plan.allowed);
     }
 }

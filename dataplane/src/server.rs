@@ -1,16 +1,25 @@
 //! Listeners, connections and graceful shutdown.
+//!
+//! The dataplane runs thread-per-core, like nginx: each worker thread owns a
+//! single-threaded tokio runtime and its own `SO_REUSEPORT` listener on the HTTP address,
+//! so the kernel spreads connections across workers and a connection never migrates
+//! between threads (no cross-thread wake-ups on the hot path, and pinning a worker pins
+//! its connections). The main thread runs the control runtime: signals, the periodic
+//! rescan and the metrics listener. Tests run every listener on one runtime with
+//! [`Server::run`].
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::budget::BufferBudget;
 use crate::config::{Config, ZeroCopy};
@@ -18,7 +27,7 @@ use crate::http::fastpath::{self, FrontEnd, SMALL_BODY_MAX};
 use crate::http::service::{self, App, Listener};
 use crate::io::splice::PipePool;
 use crate::metrics::Metrics;
-use crate::runtime::RuntimeReport;
+use crate::runtime::{self, PinRecord, RuntimeReport, WORKER_PREFIX, WorkerPlan};
 use crate::share::Share;
 use crate::usage::Usage;
 
@@ -28,6 +37,8 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 128;
 /// A client has this long to send a complete request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Listen backlog of each listener.
+const BACKLOG: i32 = 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,20 +60,54 @@ pub enum StartError {
     Scan(String),
 }
 
-/// A bound, not yet running dataplane.
-#[derive(Debug)]
-pub struct Server {
-    app: Arc<App>,
-    api: TcpListener,
-    admin: Option<TcpListener>,
+/// What the connection loops need to know besides the app.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
     drain_timeout: Duration,
     rescan_interval: Duration,
     zero_copy: ZeroCopy,
 }
 
+/// A bound, not yet running dataplane.
+#[derive(Debug)]
+pub struct Server {
+    app: Arc<App>,
+    api: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
+    settings: Settings,
+}
+
+/// Binds `count` listeners on `addr` with `SO_REUSEPORT` (the first picks the port when
+/// `addr` has port 0; the others join it).
+fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    use socket2::{Domain, Socket, Type};
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    let mut target = addr;
+    for _ in 0..count.max(1) {
+        let err = |source| StartError::Bind {
+            addr: target,
+            source,
+        };
+        let socket = Socket::new(Domain::for_address(target), Type::STREAM, None).map_err(err)?;
+        socket.set_reuse_address(true).map_err(err)?;
+        socket.set_reuse_port(true).map_err(err)?;
+        socket.set_nonblocking(true).map_err(err)?;
+        socket.set_cloexec(true).map_err(err)?;
+        socket.bind(&target.into()).map_err(err)?;
+        socket.listen(BACKLOG).map_err(err)?;
+        let listener: std::net::TcpListener = socket.into();
+        target = listener.local_addr().map_err(err)?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
 impl Server {
-    /// Opens and scans the share, then binds the listeners. `runtime` describes the
-    /// cgroup limits and workers the caller found and started.
+    /// Opens and scans the share, then binds one HTTP listener per worker of `runtime`'s
+    /// plan (and the metrics listener).
     pub async fn bind(config: &Config, runtime: RuntimeReport) -> Result<Self, StartError> {
         let share = Share::open(&config.share, &config.root, config.read_only)
             .map_err(StartError::Share)?;
@@ -97,14 +142,9 @@ impl Server {
             }
         }
 
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        };
-        let api = bind(config.http).await?;
+        let api = bind_reuseport(config.http, runtime.plan.workers)?;
         let admin = match config.metrics {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => Some(bind_reuseport(addr, 1)?.remove(0)),
             None => None,
         };
         let metrics = Metrics::new();
@@ -116,21 +156,28 @@ impl Server {
             ready: AtomicBool::new(true),
             budget: BufferBudget::new(runtime.buffer_budget),
             pipes: PipePool::new(64),
+            pinned: OnceLock::new(),
             runtime,
+        };
+        let settings = Settings {
+            drain_timeout: config.drain_timeout,
+            rescan_interval: config.rescan_interval,
+            zero_copy: config.zero_copy,
         };
         Ok(Self {
             app: Arc::new(app),
             api,
             admin,
-            drain_timeout: config.drain_timeout,
-            rescan_interval: config.rescan_interval,
-            zero_copy: config.zero_copy,
+            settings,
         })
     }
 
     /// The bound address of the file API.
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
-        self.api.local_addr()
+        match self.api.first() {
+            Some(l) => l.local_addr(),
+            None => Err(std::io::Error::other("no HTTP listener")),
+        }
     }
 
     /// The bound address of the metrics listener, if separate.
@@ -143,80 +190,253 @@ impl Server {
         Arc::clone(&self.app)
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
-    /// finish for up to the drain timeout, and returns.
+    fn api_kind(&self) -> Listener {
+        Listener::Api {
+            metrics: self.admin.is_none(),
+        }
+    }
+
+    /// Serves every listener on the current runtime until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let api_kind = self.api_kind();
         let Server {
             app,
             api,
             admin,
-            drain_timeout,
-            rescan_interval,
-            zero_copy,
+            settings,
         } = self;
-        let rescans = tokio::spawn(rescan_periodically(Arc::clone(&app), rescan_interval));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEAD_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .max_headers(MAX_HEADERS);
-        let builder = Arc::new(builder);
-        let graceful = GracefulShutdown::new();
-        let api_listener = Listener::Api {
-            metrics: admin.is_none(),
-        };
-        let (stop_front_end, front_end_stopping) = tokio::sync::watch::channel(false);
-        let front_end = match zero_copy {
-            ZeroCopy::Copy => None,
-            mode => Some(FrontEnd::new(
+        let (stop, stopping) = watch::channel(false);
+        let rescans = tokio::spawn(rescan_periodically(
+            Arc::clone(&app),
+            settings.rescan_interval,
+        ));
+        let mut loops = Vec::new();
+        for listener in api {
+            loops.push(tokio::spawn(accept_loop(
                 Arc::clone(&app),
-                api_listener,
-                Arc::clone(&builder),
-                front_end_stopping,
-                if mode == ZeroCopy::Sendfile {
-                    0
-                } else {
-                    SMALL_BODY_MAX
-                },
-            )),
-        };
-        tokio::pin!(shutdown);
-        loop {
-            let (accepted, listener) = tokio::select! {
-                a = api.accept() => (a, api_listener),
-                a = accept_optional(admin.as_ref()) => (a, Listener::Admin),
-                () = &mut shutdown => break,
-            };
-            match (accepted, &front_end) {
-                (Ok((stream, peer)), Some(fe)) if listener != Listener::Admin => {
-                    let (fe, watcher) = (Arc::clone(fe), graceful.watcher());
-                    tokio::spawn(fastpath::serve_connection(fe, stream, peer, watcher));
+                listener,
+                api_kind,
+                settings,
+                stopping.clone(),
+            )));
+        }
+        if let Some(listener) = admin {
+            loops.push(tokio::spawn(accept_loop(
+                Arc::clone(&app),
+                listener,
+                Listener::Admin,
+                settings,
+                stopping.clone(),
+            )));
+        }
+        shutdown.await;
+        begin_drain(&app, &stop, settings);
+        rescans.abort();
+        for l in loops {
+            let _ = l.await;
+        }
+    }
+
+    /// Production mode: one thread per worker of `plan`, each with its own single-threaded
+    /// runtime and listener, pinned when the plan says so; the calling thread drives
+    /// `control` (signals, rescans, metrics listener) until `shutdown`, then every worker
+    /// drains. Fails when a worker cannot be pinned.
+    pub fn run_on_workers(
+        self,
+        control: &tokio::runtime::Runtime,
+        plan: &WorkerPlan,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), String> {
+        let api_kind = self.api_kind();
+        let Server {
+            app,
+            api,
+            admin,
+            settings,
+        } = self;
+        let (stop, stopping) = watch::channel(false);
+        let record = Arc::new(PinRecord::default());
+        // Workers pin themselves, then wait until the pins are checked and recorded, so no
+        // request is served by an unpinned worker or before the metrics say where it runs.
+        let pinned_barrier = Arc::new(std::sync::Barrier::new(plan.workers + 1));
+        let go_barrier = Arc::clone(&pinned_barrier);
+        let mut threads = Vec::new();
+        for (index, listener) in api.into_iter().enumerate() {
+            let (app, stopping, plan, record) = (
+                Arc::clone(&app),
+                stopping.clone(),
+                plan.clone(),
+                Arc::clone(&record),
+            );
+            let barrier = Arc::clone(&pinned_barrier);
+            let thread = std::thread::Builder::new().name(format!("{WORKER_PREFIX}{index}")).spawn(move || {
+                                runtime::pin_worker(&plan, index, &record);
+                barrier.wait();
+                barrier.wait();
+                match runtime::worker_runtime(&plan) {
+                    Ok(rt) => rt.block_on(accept_loop(app, listener, api_kind, settings, stopping)),
+                    Err(e) => tracing::error!(worker = index, error = %e, "cannot start a worker runtime"),
                 }
-                (Ok((stream, peer)), _) => {
-                    serve_connection(&builder, &graceful, &app, listener, stream, peer)
-                }
-                (Err(e), _) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+            match thread {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // The started workers wait at the barrier forever; exit the process.
+                    return Err(format!("cannot start worker thread {index}: {e}"));
                 }
             }
         }
-        app.ready.store(false, Ordering::Relaxed);
-        let _ = stop_front_end.send(true);
-        rescans.abort();
-        drop(api);
-        drop(admin);
-        tracing::info!(
-            timeout_ms = drain_timeout.as_millis() as u64,
-            "shutting down: draining in-flight requests"
-        );
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("drained; exiting"),
-            () = tokio::time::sleep(drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
+        let mut result = Ok(());
+        go_barrier.wait();
+        if plan.pin {
+            let pinned = record.snapshot();
+            if let Some(failed) = pinned.iter().find(|p| p.error.is_some()) {
+                result = Err(format!(
+                    "cannot pin worker {} to CPU {}: {}",
+                    failed.worker,
+                    failed.cpu,
+                    failed.error.as_deref().unwrap_or_default()
+                ));
+            } else if pinned.len() < plan.workers {
+                result = Err(format!(
+                    "only {} of {} workers reported their pinning",
+                    pinned.len(),
+                    plan.workers
+                ));
+            }
+            runtime::log_pinned(&pinned);
+            app.metrics.record_pinned(&pinned);
+            let _ = app.pinned.set(pinned);
         }
+        if result.is_err() {
+            let _ = stop.send(true);
+        }
+        go_barrier.wait();
+        control.block_on(async {
+            let rescans = tokio::spawn(rescan_periodically(
+                Arc::clone(&app),
+                settings.rescan_interval,
+            ));
+            let admin_loop = admin.map(|l| {
+                tokio::spawn(accept_loop(
+                    Arc::clone(&app),
+                    l,
+                    Listener::Admin,
+                    settings,
+                    stopping.clone(),
+                ))
+            });
+            if result.is_ok() {
+                shutdown.await;
+            }
+            begin_drain(&app, &stop, settings);
+            rescans.abort();
+            if let Some(admin_loop) = admin_loop {
+                let _ = admin_loop.await;
+            }
+        });
+        for t in threads {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
+fn begin_drain(app: &App, stop: &watch::Sender<bool>, settings: Settings) {
+    app.ready.store(false, Ordering::Relaxed);
+    tracing::info!(
+        timeout_ms = settings.drain_timeout.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    let _ = stop.send(true);
+}
+
+fn hyper_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    builder
+}
+
+/// Accepts on one listener until `stopping` turns true, then lets its connections finish
+/// for up to the drain timeout.
+async fn accept_loop(
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    kind: Listener,
+    settings: Settings,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register a listener");
+            return;
+        }
+    };
+    let builder = Arc::new(hyper_builder());
+    let front_end = match (kind, settings.zero_copy) {
+        (Listener::Admin, _) | (_, ZeroCopy::Copy) => None,
+        (_, mode) => {
+            let small = if mode == ZeroCopy::Sendfile {
+                0
+            } else {
+                SMALL_BODY_MAX
+            };
+            Some(FrontEnd::new(
+                Arc::clone(&app),
+                kind,
+                Arc::clone(&builder),
+                stopping.clone(),
+                small,
+            ))
+        }
+    };
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopping.wait_for(|stop| *stop) => break,
+        };
+        match (accepted, &front_end) {
+            (Ok((stream, peer)), Some(fe)) => {
+                tokio::spawn(fastpath::serve_connection(
+                    Arc::clone(fe),
+                    stream,
+                    peer,
+                    graceful.watcher(),
+                ));
+            }
+            (Ok((stream, peer)), None) => {
+                let _ = stream.set_nodelay(true);
+                let app = Arc::clone(&app);
+                let service =
+                    service_fn(move |req| service::handle(Arc::clone(&app), kind, req, None));
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            (Err(e), _) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::debug!("listener drained"),
+        () = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
     }
 }
 
@@ -247,37 +467,6 @@ async fn rescan_periodically(app: Arc<App>, every: Duration) {
             Err(e) => tracing::warn!(error = %e, "rescan task failed"),
         }
     }
-}
-
-async fn accept_optional(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn serve_connection(
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
-    app: &Arc<App>,
-    listener: Listener,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
-    let _ = stream.set_nodelay(true);
-    let app = Arc::clone(app);
-    let service = service_fn(move |req| service::handle(Arc::clone(&app), listener, req, None));
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-        }
-    });
 }
 
 /// Completes on SIGTERM or SIGINT.

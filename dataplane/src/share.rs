@@ -252,6 +252,24 @@ impl Share {
         rustix::fs::openat(&dir, *last, flags | OFlags::NOFOLLOW, Mode::empty()).map_err(err)
     }
 
+    /// Opens a regular file for reading without blocking, when every path component is
+    /// already in the kernel's lookup cache (`RESOLVE_CACHED`); `None` means the lookup would
+    /// have to go to disk (or `openat2` is unavailable): call [`Share::open_file`] off the
+    /// reactor instead.
+    pub fn open_file_cached(&self, path: &SharePath) -> Option<Result<(File, Stat), ShareError>> {
+        if !self.has_openat2.load(Ordering::Relaxed) {
+            return None;
+        }
+        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::CACHED;
+        match rustix::fs::openat2(&self.root, path.as_os_str(), flags, Mode::empty(), resolve) {
+            Ok(fd) => Some(Self::regular_file(fd, path)),
+            // EAGAIN: not cached. EINVAL: a kernel without RESOLVE_CACHED. NOSYS/PERM: no openat2.
+            Err(Errno::AGAIN | Errno::INVAL | Errno::NOSYS | Errno::PERM) => None,
+            Err(e) => Some(Err(ShareError::from_errno("open", path, e))),
+        }
+    }
+
     /// Opens a regular file for reading and returns it with its metadata.
     pub fn open_file(&self, path: &SharePath) -> Result<(File, Stat), ShareError> {
         // O_NONBLOCK keeps a FIFO from blocking the open; it is rejected right after.
@@ -260,6 +278,11 @@ impl Share {
             OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK,
             "open",
         )?;
+        Self::regular_file(fd, path)
+    }
+
+    /// Checks that an opened fd is a regular file.
+    fn regular_file(fd: OwnedFd, path: &SharePath) -> Result<(File, Stat), ShareError> {
         let stat = rustix::fs::fstat(&fd).map_err(|e| ShareError::from_errno("fstat", path, e))?;
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::RegularFile => {}

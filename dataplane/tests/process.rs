@@ -125,7 +125,14 @@ fn bad_arguments_fail_with_a_clear_message() {
 #[test]
 fn rdma_required_fails_start_up_with_a_clear_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_zeronas-dataplane"))
-        .args(["--root", "/tmp", "--http", "127.0.0.1:0", "--rdma", "required"])
+        .args([
+            "--root",
+            "/tmp",
+            "--http",
+            "127.0.0.1:0",
+            "--rdma",
+            "required",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -138,7 +145,8 @@ async fn transport_probe_is_reported() {
     let root = tempfile::tempdir().unwrap();
     let (mut child, addr) = common::spawn_dataplane(&[], root.path(), &[]);
     let m = common::metrics_text(addr).await;
-    let devices = zeronas_dataplane::transport::rdma_devices(std::path::Path::new("/sys/class/infiniband"));
+    let devices =
+        zeronas_dataplane::transport::rdma_devices(std::path::Path::new("/sys/class/infiniband"));
     let expected = if devices.is_empty() {
         r#"zeronas_transport_info{transport="tcp",rdma="unavailable",reason="no_device"} 1"#
     } else {
@@ -147,7 +155,12 @@ async fn transport_probe_is_reported() {
     assert!(m.contains(expected), "{m}");
     let (mut off, addr_off) = common::spawn_dataplane(&[], root.path(), &["--rdma", "disabled"]);
     let m = common::metrics_text(addr_off).await;
-    assert!(m.contains(r#"zeronas_transport_info{transport="tcp",rdma="disabled",reason="disabled"} 1"#), "{m}");
+    assert!(
+        m.contains(
+            r#"zeronas_transport_info{transport="tcp",rdma="disabled",reason="disabled"} 1"#
+        ),
+        "{m}"
+    );
     for c in [&mut child, &mut off] {
         let _ = Command::new("kill").arg(c.id().to_string()).status();
         let _ = c.wait();

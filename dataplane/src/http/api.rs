@@ -82,15 +82,19 @@ pub async fn read_file(
     if path.is_root() {
         return Err(is_a_directory());
     }
-    let share = Arc::clone(share);
     let content_type = plan::content_type_for(&path);
-    let (file, stat) = blocking(move || {
-        share.open_file(&path).map_err(|e| match e {
-            ShareError::IsADirectory => is_a_directory(),
-            other => other.into(),
-        })
-    })
-    .await?;
+    let directory_error = |e| match e {
+        ShareError::IsADirectory => is_a_directory(),
+        other => other.into(),
+    };
+    // Open on the reactor when the lookup is cached; a thread hop costs more than the open.
+    let (file, stat) = match share.open_file_cached(&path) {
+        Some(opened) => opened.map_err(directory_error)?,
+        None => {
+            let share = Arc::clone(share);
+            blocking(move || share.open_file(&path).map_err(directory_error)).await?
+        }
+    };
     let facts = FileFacts {
         len: stat.st_size as u64,
         validators: crate::share::validators(&stat),
@@ -532,8 +536,11 @@ pub async fn list(share: &Arc<Share>, query: ListQuery) -> Result<Reply, ApiErro
 /// GET stats: capacity, usage and counters.
 pub fn stats(app: &App) -> Reply {
     let (share, usage, metrics, runtime) = (&app.share, &app.usage, &app.metrics, &app.runtime);
-    let pinned: Vec<serde_json::Value> = runtime
+    let pinned: Vec<serde_json::Value> = app
         .pinned
+        .get()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
         .iter()
         .map(|p| serde_json::json!({ "worker": p.worker, "cpu": p.cpu, "tid": p.tid, "error": p.error }))
         .collect();

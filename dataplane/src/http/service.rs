@@ -40,6 +40,8 @@ pub struct App {
     pub runtime: RuntimeReport,
     /// Pipes for spliced uploads.
     pub pipes: Arc<PipePool>,
+    /// Each worker's CPU, once the workers have pinned themselves.
+    pub pinned: std::sync::OnceLock<Vec<crate::runtime::Pinned>>,
 }
 
 /// Which listener a request arrived on.
