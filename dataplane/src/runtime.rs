@@ -9,7 +9,6 @@
 //! spawned them, which would otherwise be one worker's single CPU.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use rustix::thread::CpuSet;
 
