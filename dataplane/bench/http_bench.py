@@ -84,15 +84,13 @@ def cpu_seconds(pids):
 class Zeronas:
     name = "zeronas"
 
-    def __init__(self, workers, mode="auto"):
-        self.mode = mode
-        if mode != "auto":
-            self.name = f"zeronas-{mode}"
+    def __init__(self, workers, name="zeronas", extra=()):
+        self.name = name
         binary = os.path.join(REPO, "target", "release", "zeronas-dataplane")
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen(
             [binary, "--root", DATA, "--http", "127.0.0.1:0", "--workers", str(workers),
-             "--rescan-interval", "0s", "--zero-copy", mode],
+             "--rescan-interval", "0s", *extra],
             stdout=subprocess.PIPE, stderr=open(os.path.join(OUT, f"{self.name}.log"), "w"), env=env)
         line = json.loads(self.proc.stdout.readline())
         self.base = f"http://{line['http']}/v1/shares/default/files/"
@@ -177,7 +175,8 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--sizes", default=",".join(s[0] for s in SIZES))
-    ap.add_argument("--extra", action="store_true", help="also run zeronas --zero-copy copy and sendfile")
+    ap.add_argument("--extra", action="store_true",
+                    help="also run zeronas through hyper only: pread chunks vs mmap (read-only share)")
     args = ap.parse_args()
     ensure_tools()
     os.makedirs(OUT, exist_ok=True)
@@ -187,7 +186,8 @@ def main():
     threads = min(2, args.workers)
     servers = [Zeronas(args.workers), Nginx(args.workers, True, 18481), Nginx(args.workers, False, 18482)]
     if args.extra:
-        servers += [Zeronas(args.workers, "copy"), Zeronas(args.workers, "sendfile")]
+        servers += [Zeronas(args.workers, "zeronas-hyper-pread", ["--zero-copy", "copy"]),
+                    Zeronas(args.workers, "zeronas-hyper-mmap", ["--zero-copy", "copy", "--read-only", "--mmap-min", "0"])]
     wanted = [s for s in SIZES if s[0] in args.sizes.split(",")]
     results = {s.name: {name: [] for name, _, _ in wanted} for s in servers}
     try:

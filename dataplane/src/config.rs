@@ -59,6 +59,12 @@ pub struct Config {
     #[arg(long, env = "ZERONAS_ZERO_COPY", value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,
 
+    /// On read-only shares, file bodies of at least this size that go through hyper (HTTP/2,
+    /// handed-off connections, `--zero-copy copy`) are memory-mapped instead of read with
+    /// `pread`; `0` maps every body, a huge value never maps.
+    #[arg(long, env = "ZERONAS_MMAP_MIN", default_value = "1Mi", value_parser = parse_size)]
+    pub mmap_min: u64,
+
     /// RDMA: `auto` (use when available, else TCP), `disabled`, or `required` (fail start-up
     /// without it).
     #[arg(long, env = "ZERONAS_RDMA", value_enum, default_value_t = RdmaMode::Auto)]

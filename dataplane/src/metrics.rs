@@ -83,6 +83,17 @@ pub struct CgroupInfoLabels {
     pub hierarchy: &'static str,
 }
 
+/// Protocols with transfer metrics.
+pub const PROTOCOLS: [&str; 2] = ["http", "nfs"];
+/// Route labels of the HTTP metrics.
+pub const ROUTES: [&str; 7] = [
+    "files", "list", "stats", "metrics", "healthz", "readyz", "unknown",
+];
+
+fn protocol_index(protocol: &str) -> usize {
+    PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0)
+}
+
 /// Every way file bytes can move, in the order the stats route reports them.
 pub const TRANSFER_PATHS: [&str; 4] = ["sendfile", "splice", "mmap", "copy"];
 
@@ -91,9 +102,6 @@ pub const TRANSFER_PATHS: [&str; 4] = ["sendfile", "splice", "mmap", "copy"];
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpRequestLabels, Counter>,
-    http_duration: Family<RouteLabels, Histogram>,
-    transfer_bytes: Family<TransferLabels, Counter>,
-    fallbacks: Family<FallbackLabels, Counter>,
     fallback_duration: Family<ProtocolLabels, Histogram>,
     transport_info: Family<TransportLabels, Gauge>,
     share_capacity: Gauge,
@@ -108,6 +116,10 @@ pub struct Metrics {
     worker_pinned: Family<CpuLabels, Gauge>,
     buffer_budget: Gauge,
     buffer_in_use: Gauge,
+    /// Pre-created children, indexed, so the per-request path does no label hashing.
+    transfer_by_path: [[Counter; 4]; PROTOCOLS.len()],
+    fallback_by_reason: [[Counter; FallbackReason::ALL.len()]; PROTOCOLS.len()],
+    duration_by_route: [Histogram; ROUTES.len()],
     requests_total: AtomicU64,
     bytes_received: AtomicU64,
 }
@@ -235,7 +247,29 @@ impl Metrics {
             "Bytes I/O buffers hold now",
             buffer_in_use.clone(),
         );
+        let transfer_by_path = PROTOCOLS.map(|protocol| {
+            TRANSFER_PATHS.map(|path| {
+                transfer_bytes
+                    .get_or_create(&TransferLabels { protocol, path })
+                    .clone()
+            })
+        });
+        let fallback_by_reason = PROTOCOLS.map(|protocol| {
+            FallbackReason::ALL.map(|r| {
+                fallbacks
+                    .get_or_create(&FallbackLabels {
+                        protocol,
+                        reason: r.label(),
+                    })
+                    .clone()
+            })
+        });
+        let duration_by_route =
+            ROUTES.map(|route| http_duration.get_or_create(&RouteLabels { route }).clone());
         Self {
+            transfer_by_path,
+            fallback_by_reason,
+            duration_by_route,
             registry,
             cgroup_info,
             cpus_allowed,
@@ -247,9 +281,6 @@ impl Metrics {
             buffer_budget,
             buffer_in_use,
             http_requests,
-            http_duration,
-            transfer_bytes,
-            fallbacks,
             fallback_duration,
             transport_info,
             share_capacity,
@@ -276,28 +307,32 @@ impl Metrics {
                 code,
             })
             .inc();
-        self.http_duration
-            .get_or_create(&RouteLabels { route })
-            .observe(seconds);
+        let index = ROUTES
+            .iter()
+            .position(|r| *r == route)
+            .unwrap_or(ROUTES.len() - 1);
+        self.duration_by_route[index].observe(seconds);
         self.requests_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counter of file bytes moved by `protocol` along `path`.
     pub fn transfer_counter(&self, protocol: &'static str, path: &'static str) -> Counter {
-        self.transfer_bytes
-            .get_or_create(&TransferLabels { protocol, path })
-            .clone()
+        let index = TRANSFER_PATHS
+            .iter()
+            .position(|p| *p == path)
+            .unwrap_or(TRANSFER_PATHS.len() - 1);
+        self.transfer_by_path[protocol_index(protocol)][index].clone()
     }
 
     /// Counts the legs of a transfer by path, and its fallbacks by reason.
     pub fn record_transfer(&self, protocol: &'static str, transfer: &Transfer) {
+        let p = protocol_index(protocol);
         for leg in &transfer.legs {
             if leg.bytes > 0 {
-                self.transfer_counter(protocol, leg.path.label())
-                    .inc_by(leg.bytes);
+                self.transfer_by_path[p][leg.path.index()].inc_by(leg.bytes);
             }
             if let Some(reason) = leg.fallback {
-                self.record_fallback(protocol, reason);
+                self.fallback_by_reason[p][reason.index()].inc();
             }
         }
         if !transfer.fallback_time.is_zero() {
@@ -309,22 +344,12 @@ impl Metrics {
 
     /// Counts one fallback.
     pub fn record_fallback(&self, protocol: &'static str, reason: FallbackReason) {
-        self.fallbacks
-            .get_or_create(&FallbackLabels {
-                protocol,
-                reason: reason.label(),
-            })
-            .inc();
+        self.fallback_by_reason[protocol_index(protocol)][reason.index()].inc();
     }
 
     /// Fallbacks counted for `protocol` and `reason` since start.
     pub fn fallbacks(&self, protocol: &'static str, reason: FallbackReason) -> u64 {
-        self.fallbacks
-            .get_or_create(&FallbackLabels {
-                protocol,
-                reason: reason.label(),
-            })
-            .get()
+        self.fallback_by_reason[protocol_index(protocol)][reason.index()].get()
     }
 
     /// Records the transport in use.
@@ -349,9 +374,7 @@ impl Metrics {
 
     /// Bytes moved by `protocol` along `path` since start.
     pub fn transferred(&self, protocol: &'static str, path: &'static str) -> u64 {
-        self.transfer_bytes
-            .get_or_create(&TransferLabels { protocol, path })
-            .get()
+        self.transfer_counter(protocol, path).get()
     }
 
     /// Records what start-up found about the cgroup and decided about workers.

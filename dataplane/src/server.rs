@@ -157,6 +157,7 @@ impl Server {
             budget: BufferBudget::new(runtime.buffer_budget),
             pipes: PipePool::new(64),
             pinned: OnceLock::new(),
+            mmap_min: config.mmap_min,
             runtime,
         };
         let settings = Settings {

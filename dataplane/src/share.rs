@@ -289,8 +289,7 @@ impl Share {
             FileType::Directory => return Err(ShareError::IsADirectory),
             _ => return Err(ShareError::NotRegularFile),
         }
-        // Clear O_NONBLOCK again: it has no effect on regular files, but be explicit.
-        let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());
+        // O_NONBLOCK stays set: it has no effect on regular files.
         Ok((File::from(fd), stat))
     }
 

@@ -342,3 +342,41 @@ async fn copy_mode_serves_everything_through_hyper() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_maps_large_files_of_read_only_shares() {
+    const MMAP: &str = r#"zeronas_transfer_bytes_total{protocol="http",path="mmap"}"#;
+    let root = tempfile::tempdir().unwrap();
+    let big = pattern(3 << 20, 17);
+    std::fs::write(root.path().join("big.bin"), &big).unwrap();
+    std::fs::write(root.path().join("small.bin"), pattern(1000, 18)).unwrap();
+    let server = TestServer::start_in(
+        root,
+        &["--zero-copy", "copy", "--read-only", "--mmap-min", "1Mi"],
+    )
+    .await;
+    assert!(server.send("GET", &url("big.bin"), &[], b"").await.body == big);
+    let r = server
+        .send("GET", &url("big.bin"), &[("Range", "bytes=1048576-")], b"")
+        .await;
+    assert!(r.status == 206 && r.body == big[1 << 20..]);
+    assert_eq!(
+        server.send("GET", &url("small.bin"), &[], b"").await.body,
+        pattern(1000, 18)
+    );
+    let m = metrics_text(server.addr).await;
+    assert_eq!(metric(&m, MMAP), ((3 << 20) + (2 << 20)) as f64, "{m}");
+    assert_eq!(metric(&m, COPY), 1000.0, "small bodies stay on pread");
+    server.stop().await;
+
+    // A writable share never maps.
+    let server = TestServer::start(&["--zero-copy", "copy", "--mmap-min", "0"]).await;
+    server.write("big.bin", &big);
+    assert!(server.send("GET", &url("big.bin"), &[], b"").await.body == big);
+    let m = metrics_text(server.addr).await;
+    assert_eq!(
+        (metric(&m, MMAP), metric(&m, COPY)),
+        (0.0, (3 << 20) as f64)
+    );
+    server.stop().await;
+}

@@ -50,7 +50,9 @@ pub struct FileBody {
     budget: BufferBudget,
     permit: Option<PermitFuture>,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
-    counter: Counter,
+    copy_counter: Counter,
+    mmap_counter: Counter,
+    map_min: Option<u64>,
 }
 
 impl std::fmt::Debug for FileBody {
@@ -69,7 +71,8 @@ impl FileBody {
         offset: u64,
         len: u64,
         budget: BufferBudget,
-        counter: Counter,
+        (copy_counter, mmap_counter): (Counter, Counter),
+        map_min: Option<u64>,
     ) -> Self {
         Self {
             file,
@@ -78,8 +81,34 @@ impl FileBody {
             budget,
             permit: None,
             pending: None,
-            counter,
+            copy_counter,
+            mmap_counter,
+            map_min,
         }
+    }
+
+    /// Maps the whole region as one frame, when allowed and large enough. hyper then writes
+    /// straight from the page cache mapping, without a `pread` copy.
+    fn try_map(&mut self) -> Option<Bytes> {
+        let min = self.map_min.take()?;
+        if self.remaining < min.max(1) {
+            return None;
+        }
+        // SAFETY: a mapping turns into SIGBUS if the file is truncated while mapped. Only
+        // read-only shares map (the API never changes their files; see the README's note
+        // on changing files behind a read-only share).
+        let map = unsafe { memmap2::Mmap::map(&*self.file) }.ok()?;
+        let end = usize::try_from(self.offset + self.remaining).ok()?;
+        let start = usize::try_from(self.offset).ok()?;
+        if map.len() < end {
+            return None;
+        }
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let bytes = Bytes::from_owner(map).slice(start..end);
+        self.mmap_counter.inc_by(self.remaining);
+        self.offset += self.remaining;
+        self.remaining = 0;
+        Some(bytes)
     }
 
     /// The file region this body would stream, for executors that send it themselves.
@@ -146,6 +175,9 @@ impl FileBody {
             if self.remaining == 0 {
                 return Poll::Ready(None);
             }
+            if let Some(mapped) = self.try_map() {
+                return Poll::Ready(Some(Ok(Frame::data(mapped))));
+            }
             let want = self.remaining.min(CHUNK) as usize;
             let permit = self.permit.get_or_insert_with(|| {
                 let budget = self.budget.clone();
@@ -180,7 +212,7 @@ impl FileBody {
         let n = chunk.len() as u64;
         self.offset += n;
         self.remaining -= n.min(self.remaining);
-        self.counter.inc_by(n);
+        self.copy_counter.inc_by(n);
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 }

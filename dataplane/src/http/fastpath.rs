@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -391,7 +391,6 @@ impl Connection {
                 let (file, offset, len) = file_body.into_region();
                 let metrics = &self.fe.app.metrics;
                 if len <= self.fe.small_body_max {
-                    let started = Instant::now();
                     let mut buf = self.fe.buffers.take();
                     let read = read_small(&file, offset, &mut buf[..len as usize]).await;
                     let result = match read {
@@ -406,9 +405,9 @@ impl Connection {
                     };
                     self.fe.buffers.give(buf);
                     result?;
-                    let mut transfer =
+                    // A choice, not a fallback: counted by reason, not timed.
+                    let transfer =
                         Transfer::single(TransferPath::Copy, len, Some(FallbackReason::SmallBody));
-                    transfer.fallback_time = started.elapsed();
                     metrics.record_transfer("http", &transfer);
                     Ok(())
                 } else {

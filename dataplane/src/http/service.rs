@@ -40,6 +40,8 @@ pub struct App {
     pub runtime: RuntimeReport,
     /// Pipes for spliced uploads.
     pub pipes: Arc<PipePool>,
+    /// Smallest body hyper sends from a memory mapping (read-only shares only).
+    pub mmap_min: u64,
     /// Each worker's CPU, once the workers have pinned themselves.
     pub pinned: std::sync::OnceLock<Vec<crate::runtime::Pinned>>,
 }
@@ -72,7 +74,8 @@ where
     let started = Instant::now();
     let request_id = request_id(req.headers());
     let method = req.method().clone();
-    let target = req.uri().path().to_owned();
+    // Only copied when the access log is on.
+    let target = tracing::enabled!(tracing::Level::INFO).then(|| req.uri().path().to_owned());
     let (route_label, reply) = match Route::parse(req.uri().path()) {
         Ok(route) => {
             let label = route.label();
@@ -104,15 +107,17 @@ where
     let elapsed = started.elapsed();
     app.metrics
         .observe_request(route_label, &method, status.as_u16(), elapsed.as_secs_f64());
-    tracing::info!(
-        request_id = %request_id,
-        method = %method,
-        path = %target,
-        status = status.as_u16(),
-        bytes = length,
-        duration_us = elapsed.as_micros() as u64,
-        "request"
-    );
+    if let Some(target) = target {
+        tracing::info!(
+            request_id = %request_id,
+            method = %method,
+            path = %target,
+            status = status.as_u16(),
+            bytes = length,
+            duration_us = elapsed.as_micros() as u64,
+            "request"
+        );
+    }
     Ok(response)
 }
 
@@ -265,8 +270,13 @@ fn execute(reply: Reply, app: &App, head: bool) -> Response<Body> {
 }
 
 fn file_body(file: Arc<File>, offset: u64, len: u64, app: &App) -> FileBody {
-    let counter = app.metrics.transfer_counter("http", "copy");
-    FileBody::new(file, offset, len, app.budget.clone(), counter)
+    let counters = (
+        app.metrics.transfer_counter("http", "copy"),
+        app.metrics.transfer_counter("http", "mmap"),
+    );
+    // Mapping is only safe where nobody truncates files under us: a read-only share.
+    let map_min = app.share.read_only().then_some(app.mmap_min);
+    FileBody::new(file, offset, len, app.budget.clone(), counters, map_min)
 }
 
 /// The request id to use: the client's if it is short visible ASCII, else a new one.
@@ -276,7 +286,19 @@ pub fn request_id(headers: &http::HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)))
+        .unwrap_or_else(new_request_id)
+}
+
+/// A new random request id: 32 lowercase hex digits.
+fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for word in [fastrand::u64(..), fastrand::u64(..)] {
+        for shift in (0..16).rev() {
+            id.push(HEX[((word >> (shift * 4)) & 0xf) as usize] as char);
+        }
+    }
+    id
 }
 
 #[cfg(test)]

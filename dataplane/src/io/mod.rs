@@ -30,6 +30,11 @@ pub enum TransferPath {
 }
 
 impl TransferPath {
+    /// Position in `metrics::TRANSFER_PATHS`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The metrics label.
     pub fn label(self) -> &'static str {
         match self {
@@ -78,6 +83,11 @@ impl FallbackReason {
         FallbackReason::RequestBody,
         FallbackReason::Unsupported,
     ];
+
+    /// Position in [`FallbackReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// The metrics label.
     pub fn label(self) -> &'static str {

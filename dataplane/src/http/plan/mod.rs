@@ -218,13 +218,10 @@ pub fn check_write_preconditions(
 
 /// The `Content-Type` for a file name, guessed from its extension.
 pub fn content_type_for(path: &SharePath) -> HeaderValue {
-    let name = path
+    let guess = path
         .split_last()
-        .map(|(_, n)| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mime = mime_guess::from_path(name).first_or_octet_stream();
-    HeaderValue::from_str(mime.as_ref())
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"))
+        .and_then(|(_, name)| mime_guess::from_path(std::path::Path::new(name)).first_raw());
+    HeaderValue::from_static(guess.unwrap_or("application/octet-stream"))
 }
 
 fn with_headers(mut plan: ResponsePlan, headers: HeaderMap) -> ResponsePlan {
