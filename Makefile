@@ -5,7 +5,7 @@ ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
 APT_PACKAGES := curl ca-certificates python3-seccomp
 
-.PHONY: run test deps fmt lint unit build help bench
+.PHONY: run test deps fmt lint unit build help bench crds
 
 help:
 	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP)"
@@ -27,6 +27,10 @@ build: deps
 run: build
 	mkdir -p "$(ROOT)"
 	$(CARGO) run --release --locked -p zeronas-dataplane -- --root "$(ROOT)" --http "$(HTTP)"
+
+## crds: regenerate the CRD from the Rust types (never edit crds/nasvolume.yaml by hand)
+crds:
+	$(CARGO) run -q --locked -p zeronas-operator --bin crdgen > crds/nasvolume.yaml
 
 fmt:
 	$(CARGO) fmt --all -- --check

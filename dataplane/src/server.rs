@@ -132,14 +132,14 @@ impl Server {
             scan_ms = started.elapsed().as_millis() as u64,
             "share scanned"
         );
-        if let Some(capacity) = config.capacity {
-            if totals.bytes > capacity {
-                tracing::warn!(
-                    capacity,
-                    used = totals.bytes,
-                    "the share already holds more than its capacity; uploads will be refused"
-                );
-            }
+        if let Some(capacity) = config.capacity
+            && totals.bytes > capacity
+        {
+            tracing::warn!(
+                capacity,
+                used = totals.bytes,
+                "the share already holds more than its capacity; uploads will be refused"
+            );
         }
 
         let api = bind_reuseport(config.http, runtime.plan.workers)?;

@@ -1,8 +1,11 @@
 //! zeronas operator: turns each `NasVolume` into a dataplane Deployment, its Service, a
 //! backing PVC and a PV/PVC pair that consumer pods mount.
 //!
-//! This crate starts with the naming scheme of the owned objects (see
-//! `ARCHITECTURE.md`, "What the operator creates"); the CRD types and the reconciler build on
-//! it.
+//! - [`crd`]: the NasVolume types and their schema validation.
+//! - [`names`]: the derived names and labels of owned objects.
+//! - [`reconcile`]: pure builders, one per owned object, and status computation.
 
+pub mod crd;
 pub mod names;
+pub mod quantity;
+pub mod reconcile;

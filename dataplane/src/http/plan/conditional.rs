@@ -62,12 +62,11 @@ pub fn evaluate(pre: &Preconditions<'_>, current: Option<&Validators>, safe: boo
         if !matched {
             return Outcome::Failed;
         }
-    } else if let (Some(raw), Some(c)) = (pre.if_unmodified_since, current) {
-        if let Some(date) = parse_date_secs(raw) {
-            if c.last_modified_secs > date {
-                return Outcome::Failed;
-            }
-        }
+    } else if let (Some(raw), Some(c)) = (pre.if_unmodified_since, current)
+        && let Some(date) = parse_date_secs(raw)
+        && c.last_modified_secs > date
+    {
+        return Outcome::Failed;
     }
     if let Some(if_none_match) = pre.if_none_match {
         if current.is_some_and(|c| tag_list_matches(if_none_match, &c.etag, Compare::Weak)) {
@@ -77,12 +76,11 @@ pub fn evaluate(pre: &Preconditions<'_>, current: Option<&Validators>, safe: boo
                 Outcome::Failed
             };
         }
-    } else if let (true, Some(raw), Some(c)) = (safe, pre.if_modified_since, current) {
-        if let Some(date) = parse_date_secs(raw) {
-            if c.last_modified_secs <= date {
-                return Outcome::NotModified;
-            }
-        }
+    } else if let (true, Some(raw), Some(c)) = (safe, pre.if_modified_since, current)
+        && let Some(date) = parse_date_secs(raw)
+        && c.last_modified_secs <= date
+    {
+        return Outcome::NotModified;
     }
     Outcome::Proceed
 }

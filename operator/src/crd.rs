@@ -1,0 +1,280 @@
+//! The `NasVolume` custom resource (`zeronas.io/v1alpha1`).
+//!
+//! Validation lives in the schema: CEL rules (`x-kubernetes-validations`) reject a
+//! fractional CPU with `cpuPinning`, a shrinking `capacity`, and malformed CIDRs at the
+//! apiserver, before the operator sees the object.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A share: a dedicated dataplane serving a backing volume over NFSv3 and HTTP.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "zeronas.io",
+    version = "v1alpha1",
+    kind = "NasVolume",
+    plural = "nasvolumes",
+    shortname = "nasvol",
+    namespaced,
+    status = "NasVolumeStatus",
+    cel,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Capacity","type":"string","jsonPath":".spec.capacity"}"#,
+    printcolumn = r#"{"name":"Claim","type":"string","jsonPath":".status.claimName"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("!self.cpuPinning || quantity(string(self.resources.cpu)).isInteger()")
+    .message("cpuPinning needs a whole number of CPUs in resources.cpu (e.g. 2, not 1500m)")
+    .reason(kube::core::Reason::FieldValueInvalid)
+    .field_path(".resources.cpu"))]
+#[serde(rename_all = "camelCase")]
+pub struct NasVolumeSpec {
+    /// Size of the backing volume, and the quota the dataplane enforces (e.g. `100Gi`). May
+    /// grow (the backing claim is resized) but never shrink.
+    #[x_kube(validation = Rule::new("quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0")
+        .message("capacity may grow but never shrink"))]
+    #[x_kube(validation = Rule::new("quantity(string(self)).isGreaterThan(quantity('0'))")
+        .message("capacity must be positive"))]
+    pub capacity: Quantity,
+
+    /// StorageClass of the backing claim; the cluster default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+
+    /// Protocols the share is served over (at least one).
+    #[serde(default = "default_protocols")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(validation = Rule::new("size(self) >= 1").message("at least one protocol is needed"))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("protocols must not repeat"))]
+    pub protocols: Vec<Protocol>,
+
+    /// Serve the share read-only to every client.
+    #[serde(default)]
+    pub read_only: bool,
+
+    /// Who may mount or fetch, and how. Default: the pod network only, root squashed.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub clients: Vec<ClientRule>,
+
+    /// CPU and memory of the dataplane pod; requests equal limits, so the pod is Guaranteed.
+    #[serde(default)]
+    pub resources: DataplaneResources,
+
+    /// Pin one dataplane worker per CPU (needs a whole number of CPUs and the static CPU
+    /// manager on the node to get exclusive cores).
+    #[serde(default)]
+    pub cpu_pinning: bool,
+
+    /// How bytes move.
+    #[serde(default)]
+    pub data_path: DataPath,
+
+    /// Dataplane image override (default: the operator's configured image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Node selector for the dataplane pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations for the dataplane pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+}
+
+fn default_protocols() -> Vec<Protocol> {
+    vec![Protocol::Nfs, Protocol::Http]
+}
+
+/// A protocol the share is served over.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// NFSv3 (with MOUNT on the same port).
+    Nfs,
+    /// The HTTP file API.
+    Http,
+}
+
+/// One client rule: a network, what it may do, and how root is mapped.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientRule {
+    /// The client network in CIDR notation (e.g. `10.0.0.0/8`, `fd00::/8`).
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("cidr must be a valid CIDR such as 10.0.0.0/8"))]
+    pub cidr: String,
+    /// `ReadWrite` or `ReadOnly`.
+    #[serde(default)]
+    pub access: Access,
+    /// `Root` (map uid 0 to nobody), `None`, or `All` (map everyone to nobody).
+    #[serde(default)]
+    pub squash: Squash,
+}
+
+/// Access granted to a client network.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Access {
+    /// Read and write.
+    #[default]
+    ReadWrite,
+    /// Read only.
+    ReadOnly,
+}
+
+/// Identity squashing for a client network.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Squash {
+    /// Map uid/gid 0 to nobody.
+    #[default]
+    Root,
+    /// Keep every identity.
+    None,
+    /// Map every identity to nobody.
+    All,
+}
+
+/// CPU and memory of the dataplane container (requests == limits).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataplaneResources {
+    /// CPUs (e.g. `2` or `500m`); a whole number when `cpuPinning` is on.
+    #[serde(default = "default_cpu")]
+    pub cpu: Quantity,
+    /// Memory (e.g. `1Gi`); caches and buffers stay inside it.
+    #[serde(default = "default_memory")]
+    pub memory: Quantity,
+}
+
+fn default_cpu() -> Quantity {
+    Quantity("1".into())
+}
+
+fn default_memory() -> Quantity {
+    Quantity("512Mi".into())
+}
+
+impl Default for DataplaneResources {
+    fn default() -> Self {
+        Self {
+            cpu: default_cpu(),
+            memory: default_memory(),
+        }
+    }
+}
+
+/// How the dataplane moves bytes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPath {
+    /// `Auto` (sendfile, small bodies by writev), `Sendfile` (always), or `Copy` (never).
+    #[serde(default)]
+    pub zero_copy: ZeroCopy,
+    /// `Auto` (use RDMA when available), `Disabled`, or `Required`.
+    #[serde(default)]
+    pub rdma: Rdma,
+}
+
+/// The HTTP zero-copy mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ZeroCopy {
+    /// sendfile for bodies over 16 KiB, writev below.
+    #[default]
+    Auto,
+    /// sendfile for every body.
+    Sendfile,
+    /// User-space copies only.
+    Copy,
+}
+
+/// RDMA policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Rdma {
+    /// Use RDMA when a device and transport exist.
+    #[default]
+    Auto,
+    /// Never.
+    Disabled,
+    /// Fail unless RDMA is usable.
+    Required,
+}
+
+/// Observed state of a NasVolume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NasVolumeStatus {
+    /// `Pending`, `Provisioning`, `Ready`, `Degraded` or `Deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `StorageBound`, `DataplaneAvailable`, `ShareBound`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The claim consumer pods mount (same namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
+    /// Where the share is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+    /// The data path in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<DataPathStatus>,
+}
+
+/// Lifecycle phase.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, nothing created yet.
+    Pending,
+    /// Objects created, waiting for storage and the dataplane.
+    Provisioning,
+    /// Serving.
+    Ready,
+    /// Was serving or cannot be provisioned; see the conditions.
+    Degraded,
+    /// Being deleted.
+    Deleting,
+}
+
+impl Phase {
+    /// The phase as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Degraded => "Degraded",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
+/// Service endpoints of the share.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Endpoints {
+    /// `IP:/` for NFS clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<String>,
+    /// Base URL of the HTTP file API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+}
+
+/// The data path the dataplane reports.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPathStatus {
+    /// `tcp` today.
+    pub transport: String,
+    /// RDMA availability as configured: `Auto`, `Disabled`, `Required`.
+    pub rdma: String,
+}

@@ -1,0 +1,76 @@
+//! The Service `<name>` in front of the dataplane. Its ClusterIP goes into the PV, so the
+//! operator never sets or changes it: server-side apply leaves the allocated IP alone.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{BuildError, identity, owned_meta, selector};
+use crate::crd::NasVolume;
+
+/// NFS port (MOUNT shares it).
+pub const NFS_PORT: i32 = 2049;
+/// HTTP file API port.
+pub const HTTP_PORT: i32 = 8080;
+/// Metrics and probes port.
+pub const METRICS_PORT: i32 = 9090;
+
+fn port(name: &str, number: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port: number,
+        target_port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+/// The ClusterIP Service with ports nfs 2049, http 8080, metrics 9090.
+pub fn service(nv: &NasVolume) -> Result<Service, BuildError> {
+    let (_, name, names) = identity(nv)?;
+    Ok(Service {
+        metadata: owned_meta(nv, &names.service)?,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector(&name)),
+            ports: Some(vec![
+                port("nfs", NFS_PORT),
+                port("http", HTTP_PORT),
+                port("metrics", METRICS_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::test_support::basic;
+
+    #[test]
+    fn ports_and_selector_no_cluster_ip() {
+        let svc = service(&basic()).unwrap();
+        assert_eq!(svc.metadata.name.as_deref(), Some("media"));
+        let spec = svc.spec.unwrap();
+        assert_eq!(
+            spec.cluster_ip, None,
+            "the allocated IP must never be overwritten"
+        );
+        let ports: Vec<(String, i32)> = spec
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("nfs".into(), 2049),
+                ("http".into(), 8080),
+                ("metrics".into(), 9090)
+            ]
+        );
+        assert_eq!(spec.selector.unwrap()["zeronas.io/volume"], "media");
+    }
+}

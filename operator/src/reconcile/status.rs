@@ -1,0 +1,333 @@
+//! Status: phase and standard Conditions from what the cluster reports.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::service::HTTP_PORT;
+use crate::crd::{DataPathStatus, Endpoints, NasVolume, NasVolumeStatus, Phase, Rdma};
+
+/// Condition types, in the order they are reported.
+pub const CONDITIONS: [&str; 4] = ["Ready", "StorageBound", "DataplaneAvailable", "ShareBound"];
+
+/// What the controller observed about the owned objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Set when the spec cannot be satisfied (e.g. the storage class is missing): the reason
+    /// and message of the Degraded condition.
+    pub unsatisfiable: Option<(String, String)>,
+    /// Phase of the backing claim (`Bound`, `Pending`, ...).
+    pub data_claim_phase: Option<String>,
+    /// Whether the backing claim's requested size is larger than its current capacity
+    /// (a resize in progress).
+    pub resizing: bool,
+    /// Available replicas of the dataplane Deployment.
+    pub available_replicas: i32,
+    /// Phase of the consumer claim.
+    pub consumer_claim_phase: Option<String>,
+    /// The Service ClusterIP, once allocated.
+    pub cluster_ip: Option<String>,
+    /// The NasVolume is being deleted.
+    pub deleting: bool,
+}
+
+fn condition(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: &Time,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    // lastTransitionTime moves only when the status flips.
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Computes the status for `nv` from `observed`, keeping transition times from its current
+/// status where nothing changed.
+pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatus {
+    let previous = nv
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let previous_phase = nv.status.as_ref().and_then(|s| s.phase);
+    let generation = nv.metadata.generation;
+    let name = nv.metadata.name.clone().unwrap_or_default();
+
+    let storage_bound = observed.data_claim_phase.as_deref() == Some("Bound");
+    let available = observed.available_replicas >= 1;
+    let share_bound = observed.consumer_claim_phase.as_deref() == Some("Bound");
+    let ready = storage_bound && available && share_bound && observed.unsatisfiable.is_none();
+
+    let storage = match (&observed.unsatisfiable, storage_bound, observed.resizing) {
+        (Some((reason, message)), _, _) => condition(
+            "StorageBound",
+            false,
+            reason,
+            message.clone(),
+            generation,
+            previous,
+            &now,
+        ),
+        (None, true, true) => condition(
+            "StorageBound",
+            true,
+            "Resizing",
+            "the backing claim is being resized".into(),
+            generation,
+            previous,
+            &now,
+        ),
+        (None, true, false) => condition(
+            "StorageBound",
+            true,
+            "Bound",
+            "the backing claim is bound".into(),
+            generation,
+            previous,
+            &now,
+        ),
+        (None, false, _) => condition(
+            "StorageBound",
+            false,
+            "Pending",
+            format!(
+                "the backing claim is {}",
+                observed
+                    .data_claim_phase
+                    .as_deref()
+                    .unwrap_or("not created yet")
+            ),
+            generation,
+            previous,
+            &now,
+        ),
+    };
+    let dataplane = if available {
+        condition(
+            "DataplaneAvailable",
+            true,
+            "Available",
+            "the dataplane pod is ready".into(),
+            generation,
+            previous,
+            &now,
+        )
+    } else {
+        condition(
+            "DataplaneAvailable",
+            false,
+            "Unavailable",
+            "no ready dataplane pod".into(),
+            generation,
+            previous,
+            &now,
+        )
+    };
+    let share = if share_bound {
+        condition(
+            "ShareBound",
+            true,
+            "Bound",
+            format!("claim {name} is bound to the share"),
+            generation,
+            previous,
+            &now,
+        )
+    } else {
+        condition(
+            "ShareBound",
+            false,
+            "Pending",
+            format!(
+                "claim {name} is {}",
+                observed
+                    .consumer_claim_phase
+                    .as_deref()
+                    .unwrap_or("not created yet")
+            ),
+            generation,
+            previous,
+            &now,
+        )
+    };
+    let phase = if observed.deleting {
+        Phase::Deleting
+    } else if observed.unsatisfiable.is_some() {
+        Phase::Degraded
+    } else if ready {
+        Phase::Ready
+    } else if matches!(previous_phase, Some(Phase::Ready | Phase::Degraded)) {
+        // It served before: losing a part is a degradation, not provisioning.
+        Phase::Degraded
+    } else {
+        Phase::Provisioning
+    };
+    let not_ready_reason = match phase {
+        Phase::Degraded => "Degraded",
+        Phase::Deleting => "Deleting",
+        _ => "Provisioning",
+    };
+    let ready_condition = if ready {
+        condition(
+            "Ready",
+            true,
+            "Ready",
+            "the share is served".into(),
+            generation,
+            previous,
+            &now,
+        )
+    } else {
+        let waiting: Vec<&str> = [
+            (&storage, "StorageBound"),
+            (&dataplane, "DataplaneAvailable"),
+            (&share, "ShareBound"),
+        ]
+        .iter()
+        .filter(|(c, _)| c.status != "True")
+        .map(|(_, k)| *k)
+        .collect();
+        let message = match &observed.unsatisfiable {
+            Some((_, message)) => message.clone(),
+            None => format!("waiting for {}", waiting.join(", ")),
+        };
+        condition(
+            "Ready",
+            false,
+            not_ready_reason,
+            message,
+            generation,
+            previous,
+            &now,
+        )
+    };
+    let endpoints = observed.cluster_ip.as_ref().map(|ip| Endpoints {
+        nfs: Some(format!("{ip}:/")),
+        http: Some(format!("http://{ip}:{HTTP_PORT}/v1/shares/{name}")),
+    });
+    NasVolumeStatus {
+        phase: Some(phase),
+        observed_generation: generation,
+        conditions: vec![ready_condition, storage, dataplane, share],
+        claim_name: Some(name),
+        endpoints,
+        data_path: Some(DataPathStatus {
+            transport: "tcp".into(),
+            rdma: match nv.spec.data_path.rdma {
+                Rdma::Auto => "Auto",
+                Rdma::Disabled => "Disabled",
+                Rdma::Required => "Required",
+            }
+            .into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::test_support::basic;
+
+    fn now(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn ready_observed() -> Observed {
+        Observed {
+            data_claim_phase: Some("Bound".into()),
+            available_replicas: 1,
+            consumer_claim_phase: Some("Bound".into()),
+            cluster_ip: Some("10.96.0.9".into()),
+            ..Observed::default()
+        }
+    }
+
+    fn cond<'a>(s: &'a NasVolumeStatus, kind: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn provisioning_then_ready_then_degraded() {
+        let mut nv = basic();
+        let fresh = compute(&nv, &Observed::default(), now(100));
+        assert_eq!(fresh.phase, Some(Phase::Provisioning));
+        assert_eq!(cond(&fresh, "Ready").status, "False");
+        assert!(cond(&fresh, "Ready").message.contains("StorageBound"));
+
+        nv.status = Some(fresh);
+        let ready = compute(&nv, &ready_observed(), now(200));
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        for kind in CONDITIONS {
+            assert_eq!(cond(&ready, kind).status, "True", "{kind}");
+            assert_eq!(cond(&ready, kind).observed_generation, Some(3));
+        }
+        assert_eq!(
+            ready.endpoints.as_ref().unwrap().nfs.as_deref(),
+            Some("10.96.0.9:/")
+        );
+        assert_eq!(ready.claim_name.as_deref(), Some("media"));
+
+        nv.status = Some(ready.clone());
+        let again = compute(&nv, &ready_observed(), now(300));
+        assert_eq!(
+            cond(&again, "Ready").last_transition_time,
+            now(200),
+            "unchanged conditions keep their time"
+        );
+
+        nv.status = Some(again);
+        let down = compute(
+            &nv,
+            &Observed {
+                available_replicas: 0,
+                ..ready_observed()
+            },
+            now(400),
+        );
+        assert_eq!(down.phase, Some(Phase::Degraded));
+        assert_eq!(cond(&down, "DataplaneAvailable").status, "False");
+        assert_eq!(
+            cond(&down, "DataplaneAvailable").last_transition_time,
+            now(400)
+        );
+        assert_eq!(cond(&down, "StorageBound").status, "True");
+    }
+
+    #[test]
+    fn unsatisfiable_spec_is_degraded_with_the_reason() {
+        let observed = Observed {
+            unsatisfiable: Some((
+                "StorageClassNotFound".into(),
+                "storage class \"gold\" does not exist".into(),
+            )),
+            ..Observed::default()
+        };
+        let s = compute(&basic(), &observed, now(1));
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        assert_eq!(cond(&s, "StorageBound").reason, "StorageClassNotFound");
+        assert!(cond(&s, "Ready").message.contains("gold"));
+        let deleting = compute(
+            &basic(),
+            &Observed {
+                deleting: true,
+                ..Observed::default()
+            },
+            now(1),
+        );
+        assert_eq!(deleting.phase, Some(Phase::Deleting));
+    }
+}
