@@ -4,8 +4,14 @@
 //! - [`crd`]: the NasVolume types and their schema validation.
 //! - [`names`]: the derived names and labels of owned objects.
 //! - [`reconcile`]: pure builders, one per owned object, and status computation.
+//! - [`controller`]: watches, server-side apply, finalizer, status, events, backoff.
+//! - [`leader`]: leader election on a Lease.
+//! - [`metrics`]: reconcile metrics.
 
+pub mod controller;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
 pub mod names;
 pub mod quantity;
 pub mod reconcile;

@@ -1,0 +1,255 @@
+//! `zeronas-operator`: reconciles NasVolumes. Runs in cluster (service account) or out of
+//! cluster with `--kubeconfig` / `KUBECONFIG`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use clap::Parser;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::Store;
+use tokio::sync::{oneshot, watch};
+use zeronas_operator::controller::{self, Context};
+use zeronas_operator::crd::NasVolume;
+use zeronas_operator::leader::{self, LeaseConfig};
+use zeronas_operator::metrics::Metrics;
+use zeronas_operator::reconcile::Settings;
+
+/// zeronas operator: turns NasVolumes into dataplane pods and shares.
+#[derive(Debug, Parser)]
+#[command(name = "zeronas-operator", version, about)]
+struct Cli {
+    /// Kubeconfig to use (default: in-cluster config, or ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "ZERONAS_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Dataplane image for NasVolumes that do not set one.
+    #[arg(long, env = "ZERONAS_DATAPLANE_IMAGE", default_value = concat!("zeronas/dataplane:", env!("CARGO_PKG_VERSION")))]
+    dataplane_image: String,
+    /// Elect a leader on a Lease before reconciling (safe with several replicas).
+    #[arg(long, env = "ZERONAS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "zeronas-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: pod name or hostname and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "ZERONAS_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            eprintln!("zeronas-operator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn client(cli: &Cli) -> Result<Client, String> {
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("bad kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| format!("cannot create a Kubernetes client: {e}"))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let client = client(&cli).await?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (store_tx, store_rx) = oneshot::channel::<Store<NasVolume>>();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+    tracing::info!(listen = %cli.listen, "health and metrics endpoint");
+    tokio::spawn(serve_probes(
+        listener,
+        Arc::clone(&metrics),
+        Arc::clone(&ready),
+        store_rx,
+    ));
+
+    // Fail early and clearly when the CRD is missing or RBAC forbids reading NasVolumes.
+    kube::Api::<NasVolume>::all(client.clone())
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            format!("cannot list NasVolumes (is the CRD installed and RBAC granted?): {e}")
+        })?;
+
+    let lease = LeaseConfig {
+        namespace: cli.lease_namespace.clone(),
+        name: cli.lease_name.clone(),
+        identity: cli.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        }),
+        duration: Duration::from_secs(15),
+    };
+    if cli.leader_election {
+        tokio::select! {
+            () = leader::acquire(&client, &lease) => {}
+            () = shutdown_signal() => return Ok(()),
+        }
+    }
+    ready.store(true, Ordering::Relaxed);
+
+    let ctx = Context::new(
+        client.clone(),
+        Settings {
+            dataplane_image: cli.dataplane_image.clone(),
+        },
+        metrics,
+    );
+    let mut stop = stop_rx.clone();
+    let controller = tokio::spawn(controller::run(
+        ctx,
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+        store_tx,
+    ));
+    let lost = async {
+        if cli.leader_election {
+            leader::hold(&client, &lease).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let outcome = tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        () = lost => Err("lost the leader lease; exiting so a fresh replica can take over".to_owned()),
+    };
+    ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(20), controller).await;
+    tracing::info!("stopped");
+    outcome
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+async fn serve_probes(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    store_rx: oneshot::Receiver<Store<NasVolume>>,
+) {
+    let store: Arc<OnceLock<Store<NasVolume>>> = Arc::new(OnceLock::new());
+    let filling = Arc::clone(&store);
+    tokio::spawn(async move {
+        if let Ok(s) = store_rx.await {
+            let _ = filling.set(s);
+        }
+    });
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (metrics, ready, store) =
+            (Arc::clone(&metrics), Arc::clone(&ready), Arc::clone(&store));
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let response = probe_response(req.uri().path(), &metrics, &ready, &store);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn probe_response(
+    path: &str,
+    metrics: &Metrics,
+    ready: &AtomicBool,
+    store: &OnceLock<Store<NasVolume>>,
+) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
+        "/readyz" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".to_owned()),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not leading yet\n".to_owned(),
+        ),
+        "/metrics" => {
+            let volumes = store.get().map(Store::state).unwrap_or_default();
+            (
+                StatusCode::OK,
+                metrics.render(volumes.iter().map(|v| v.as_ref())),
+            )
+        }
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}

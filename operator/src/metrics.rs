@@ -1,0 +1,111 @@
+//! Operator metrics: reconcile durations and errors, and NasVolumes by phase.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::crd::{NasVolume, Phase};
+
+/// Labels of `zeronas_reconcile_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// A short, bounded error class.
+    pub reason: &'static str,
+}
+
+/// Labels of `zeronas_nasvolumes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Phase, or `Unknown` before the first status.
+    pub phase: &'static str,
+}
+
+/// All operator metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconcile_duration: Histogram,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    volumes: Family<PhaseLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "zeronas_reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "zeronas_reconcile_errors",
+            "Failed reconciles by reason",
+            reconcile_errors.clone(),
+        );
+        let volumes = Family::<PhaseLabels, Gauge>::default();
+        registry.register("zeronas_nasvolumes", "NasVolumes by phase", volumes.clone());
+        Self {
+            registry,
+            reconcile_duration,
+            reconcile_errors,
+            volumes,
+        }
+    }
+
+    /// Records one reconcile.
+    pub fn observe_reconcile(&self, seconds: f64, error: Option<&'static str>) {
+        self.reconcile_duration.observe(seconds);
+        if let Some(reason) = error {
+            self.reconcile_errors
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+    }
+
+    /// Failed reconciles counted for `reason`.
+    pub fn errors(&self, reason: &'static str) -> u64 {
+        self.reconcile_errors
+            .get_or_create(&ReasonLabels { reason })
+            .get()
+    }
+
+    /// Renders the Prometheus text format, counting `volumes` by phase first.
+    pub fn render<'a>(&self, volumes: impl IntoIterator<Item = &'a NasVolume>) -> String {
+        let phases = [
+            Some(Phase::Pending),
+            Some(Phase::Provisioning),
+            Some(Phase::Ready),
+            Some(Phase::Degraded),
+            Some(Phase::Deleting),
+            None,
+        ];
+        let mut counts = [0i64; 6];
+        for nv in volumes {
+            let phase = nv.status.as_ref().and_then(|s| s.phase);
+            if let Some(i) = phases.iter().position(|p| *p == phase) {
+                counts[i] += 1;
+            }
+        }
+        for (phase, count) in phases.iter().zip(counts) {
+            let label = phase.map_or("Unknown", Phase::as_str);
+            self.volumes
+                .get_or_create(&PhaseLabels { phase: label })
+                .set(count);
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
