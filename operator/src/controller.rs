@@ -131,7 +131,7 @@ pub fn error_policy(nv: Arc<NasVolume>, error: &Error, ctx: Arc<Context>) -> Act
         *n = n.saturating_add(1);
         *n
     };
-    let delay = Duration::from_secs(1u64 << attempts.min(9).saturating_sub(1)).min(MAX_BACKOFF);
+    let delay = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(20)).min(MAX_BACKOFF);
     tracing::warn!(volume = %key(&nv), error = %error, attempts, retry_in_s = delay.as_secs(), "reconcile failed");
     let (recorder, reference, note) = (ctx.recorder.clone(), nv.object_ref(&()), error.to_string());
     tokio::spawn(async move {

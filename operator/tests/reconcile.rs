@@ -1,0 +1,476 @@
+//! Reconcile scenarios against a scripted mock API server (tower-test): every request the
+//! reconciler makes is checked (method, path, field manager, body) and answered.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle};
+use zeronas_operator::controller::{self, Context, FINALIZER};
+use zeronas_operator::crd::NasVolume;
+use zeronas_operator::metrics::Metrics;
+use zeronas_operator::reconcile::Settings;
+
+type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+fn volume(spec: Value, finalizers: &[&str], deleting: bool, status: Option<Value>) -> NasVolume {
+    let mut object = json!({
+        "apiVersion": "zeronas.io/v1alpha1",
+        "kind": "NasVolume",
+        "metadata": {
+            "name": "media", "namespace": "team-a", "uid": "0b7c2f4e-1111-2222-3333-444455556666",
+            "generation": 2, "resourceVersion": "10", "finalizers": finalizers,
+        },
+        "spec": spec,
+    });
+    if deleting {
+        object["metadata"]["deletionTimestamp"] = json!("2026-11-26T00:00:00Z");
+    }
+    if let Some(status) = status {
+        object["status"] = status;
+    }
+    serde_json::from_value(object).expect("NasVolume")
+}
+
+fn context(client: Client) -> Arc<Context> {
+    Context::new(
+        client,
+        Settings {
+            dataplane_image: "zeronas/dataplane:test".into(),
+        },
+        Arc::new(Metrics::new()),
+    )
+}
+
+/// Turns a request body into the mock's answer: HTTP status and JSON.
+type Responder = Box<dyn Fn(&Value) -> (u16, Value) + Send>;
+
+/// One expected request: method, a path fragment, and a function from the request body to
+/// the response (status, JSON).
+struct Step {
+    method: Method,
+    path: &'static str,
+    respond: Responder,
+}
+
+fn step(
+    method: Method,
+    path: &'static str,
+    respond: impl Fn(&Value) -> (u16, Value) + Send + 'static,
+) -> Step {
+    Step {
+        method,
+        path,
+        respond: Box::new(respond),
+    }
+}
+
+/// Answers a server-side apply by echoing the object with `extra` merged into it.
+fn echo(extra: Value) -> impl Fn(&Value) -> (u16, Value) {
+    move |body| {
+        let mut object = body.clone();
+        merge(&mut object, &extra);
+        (200, object)
+    }
+}
+
+fn merge(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+/// Serves `steps` in order and returns every request body seen, keyed by path.
+async fn serve(mut handle: MockHandle, steps: Vec<Step>) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    for expected in steps {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let path = request.uri().to_string();
+        assert_eq!(request.method(), expected.method, "method of {path}");
+        assert!(
+            path.contains(expected.path),
+            "expected a request to {}, got {path}",
+            expected.path
+        );
+        if request.method() == Method::PATCH && path.contains("fieldManager") {
+            assert!(
+                path.contains("fieldManager=zeronas-operator"),
+                "one field manager: {path}"
+            );
+        }
+        let bytes = request
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        let (status, response) = (expected.respond)(&body);
+        seen.push((path, body));
+        let response = Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&response).expect("JSON")))
+            .expect("response");
+        send.send_response(response);
+    }
+    seen
+}
+
+/// Answers a status apply with a whole NasVolume carrying that status.
+fn status_echo() -> impl Fn(&Value) -> (u16, Value) {
+    |body| {
+        let object = json!({
+            "apiVersion": "zeronas.io/v1alpha1", "kind": "NasVolume",
+            "metadata": { "name": "media", "namespace": "team-a" },
+            "spec": { "capacity": "10Gi" },
+            "status": body["status"].clone(),
+        });
+        (200, object)
+    }
+}
+
+fn event() -> Step {
+    step(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/team-a/events",
+        |body| (201, body.clone()),
+    )
+}
+
+fn applies_in_order(seen: &[(String, Value)]) -> Vec<String> {
+    seen.iter()
+        .map(|(p, b)| {
+            format!(
+                "{} {}",
+                b["kind"].as_str().unwrap_or("-"),
+                p.split('?').next().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn first_reconcile_adds_the_finalizer() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(json!({ "capacity": "10Gi" }), &[], false, None);
+    let server = tokio::spawn(serve(
+        handle,
+        vec![step(
+            Method::PATCH,
+            "/apis/zeronas.io/v1alpha1/namespaces/team-a/nasvolumes/media",
+            |body| {
+                (
+                    200,
+                    json!({ "apiVersion": "zeronas.io/v1alpha1", "kind": "NasVolume", "metadata": { "name": "media", "namespace": "team-a", "finalizers": [FINALIZER] }, "spec": { "capacity": "10Gi" }, "echo": body }),
+                )
+            },
+        )],
+    ));
+    let action = controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let seen = server.await.unwrap();
+    assert!(
+        seen[0].1.to_string().contains(FINALIZER),
+        "finalizer patch: {}",
+        seen[0].1
+    );
+}
+
+#[tokio::test]
+async fn create_applies_every_object_then_reports_provisioning() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(json!({ "capacity": "10Gi" }), &[FINALIZER], false, None);
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            step(
+                Method::PATCH,
+                "/api/v1/namespaces/team-a/persistentvolumeclaims/media-data",
+                echo(json!({ "status": { "phase": "Pending" } })),
+            ),
+            step(
+                Method::PATCH,
+                "/api/v1/namespaces/team-a/services/media",
+                echo(json!({ "spec": { "clusterIP": "10.96.7.7" } })),
+            ),
+            step(
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/team-a/deployments/media-dataplane",
+                echo(json!({ "status": {} })),
+            ),
+            step(
+                Method::PATCH,
+                "/api/v1/persistentvolumes/zeronas-team-a-media",
+                echo(json!({})),
+            ),
+            step(
+                Method::PATCH,
+                "/api/v1/namespaces/team-a/persistentvolumeclaims/media",
+                echo(json!({ "status": { "phase": "Pending" } })),
+            ),
+            step(
+                Method::PATCH,
+                "/apis/zeronas.io/v1alpha1/namespaces/team-a/nasvolumes/media/status",
+                status_echo(),
+            ),
+            event(),
+        ],
+    ));
+    let action = controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(std::time::Duration::from_secs(15)),
+        "not ready yet: look again soon"
+    );
+    let seen = server.await.unwrap();
+    let order = applies_in_order(&seen);
+    assert_eq!(
+        &order[..5],
+        [
+            "PersistentVolumeClaim /api/v1/namespaces/team-a/persistentvolumeclaims/media-data",
+            "Service /api/v1/namespaces/team-a/services/media",
+            "Deployment /apis/apps/v1/namespaces/team-a/deployments/media-dataplane",
+            "PersistentVolume /api/v1/persistentvolumes/zeronas-team-a-media",
+            "PersistentVolumeClaim /api/v1/namespaces/team-a/persistentvolumeclaims/media",
+        ]
+    );
+    assert_eq!(
+        seen[3].1["spec"]["nfs"]["server"], "10.96.7.7",
+        "the PV points at the Service ClusterIP"
+    );
+    assert_eq!(
+        seen[0].1["metadata"]["ownerReferences"][0]["kind"],
+        "NasVolume"
+    );
+    let status = &seen[5].1["status"];
+    assert_eq!(status["phase"], "Provisioning");
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["endpoints"]["nfs"], "10.96.7.7:/");
+    assert_eq!(
+        seen[6].1["reason"], "Provisioning",
+        "an event for the phase change"
+    );
+}
+
+#[tokio::test]
+async fn dataplane_available_makes_it_ready_and_growth_resizes() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let previous = json!({ "phase": "Provisioning", "conditions": [] });
+    let nv = volume(
+        json!({ "capacity": "20Gi" }),
+        &[FINALIZER],
+        false,
+        Some(previous),
+    );
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            step(
+                Method::PATCH,
+                "persistentvolumeclaims/media-data",
+                echo(json!({ "status": { "phase": "Bound", "capacity": { "storage": "10Gi" } } })),
+            ),
+            step(
+                Method::PATCH,
+                "services/media",
+                echo(json!({ "spec": { "clusterIP": "10.96.7.7" } })),
+            ),
+            step(
+                Method::PATCH,
+                "deployments/media-dataplane",
+                echo(json!({ "status": { "availableReplicas": 1 } })),
+            ),
+            step(
+                Method::PATCH,
+                "persistentvolumes/zeronas-team-a-media",
+                echo(json!({})),
+            ),
+            step(
+                Method::PATCH,
+                "persistentvolumeclaims/media",
+                echo(json!({ "status": { "phase": "Bound" } })),
+            ),
+            step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+            event(),
+        ],
+    ));
+    let action = controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen[0].1["spec"]["resources"]["requests"]["storage"], "20Gi",
+        "growth is a resize request"
+    );
+    let status = &seen[5].1["status"];
+    assert_eq!(status["phase"], "Ready");
+    let storage = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "StorageBound")
+        .unwrap();
+    assert_eq!(
+        (storage["status"].as_str(), storage["reason"].as_str()),
+        (Some("True"), Some("Resizing"))
+    );
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "True")
+    );
+}
+
+#[tokio::test]
+async fn missing_storage_class_is_degraded_without_creating_anything() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(
+        json!({ "capacity": "10Gi", "storageClassName": "gold" }),
+        &[FINALIZER],
+        false,
+        None,
+    );
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            step(
+                Method::GET,
+                "/apis/storage.k8s.io/v1/storageclasses/gold",
+                |_| {
+                    (
+                        404,
+                        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" }),
+                    )
+                },
+            ),
+            step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+            event(),
+        ],
+    ));
+    let ctx = context(Client::new(service, "default"));
+    let action = controller::reconcile(Arc::new(nv), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(std::time::Duration::from_secs(60)),
+        "no hot loop"
+    );
+    let seen = server.await.unwrap();
+    let status = &seen[1].1["status"];
+    assert_eq!(status["phase"], "Degraded");
+    assert!(status.to_string().contains("StorageClassNotFound"));
+    assert_eq!(seen[2].1["type"], "Warning");
+}
+
+#[tokio::test]
+async fn delete_removes_the_pv_and_the_finalizer() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(
+        json!({ "capacity": "10Gi" }),
+        &[FINALIZER],
+        true,
+        Some(json!({ "phase": "Ready" })),
+    );
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+            event(),
+            step(
+                Method::DELETE,
+                "/api/v1/persistentvolumes/zeronas-team-a-media",
+                |_| {
+                    (
+                        200,
+                        json!({ "apiVersion": "v1", "kind": "PersistentVolume", "metadata": { "name": "zeronas-team-a-media" } }),
+                    )
+                },
+            ),
+            event(),
+            step(
+                Method::PATCH,
+                "/apis/zeronas.io/v1alpha1/namespaces/team-a/nasvolumes/media",
+                |_| {
+                    (
+                        200,
+                        json!({ "apiVersion": "zeronas.io/v1alpha1", "kind": "NasVolume", "metadata": { "name": "media", "namespace": "team-a" }, "spec": { "capacity": "10Gi" } }),
+                    )
+                },
+            ),
+        ],
+    ));
+    let action = controller::reconcile(
+        Arc::new(nv.clone()),
+        context(Client::new(service, "default")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::await_change());
+    let seen = server.await.unwrap();
+    assert_eq!(seen[0].1["status"]["phase"], "Deleting");
+    assert!(
+        seen[4].1.to_string().contains("finalizers"),
+        "finalizer removal patch: {}",
+        seen[4].1
+    );
+    assert_eq!(nv.finalizers(), [FINALIZER.to_owned()]);
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially() {
+    let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let nv = Arc::new(volume(
+        json!({ "capacity": "10Gi" }),
+        &[FINALIZER],
+        false,
+        None,
+    ));
+    let err = controller::Error::Build(zeronas_operator::reconcile::BuildError::MissingMetadata(
+        "uid",
+    ));
+    let delays: Vec<Action> = (0..11)
+        .map(|_| controller::error_policy(Arc::clone(&nv), &err, Arc::clone(&ctx)))
+        .collect();
+    let secs = |a: &Action| format!("{a:?}");
+    assert_eq!(
+        delays[0],
+        Action::requeue(std::time::Duration::from_secs(1)),
+        "{}",
+        secs(&delays[0])
+    );
+    assert_eq!(
+        delays[1],
+        Action::requeue(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(
+        delays[4],
+        Action::requeue(std::time::Duration::from_secs(16))
+    );
+    assert_eq!(
+        delays[10],
+        Action::requeue(controller::MAX_BACKOFF),
+        "capped"
+    );
+}
