@@ -109,3 +109,42 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{NasVolumeSpec, NasVolumeStatus};
+
+    fn with_phase(phase: Option<Phase>) -> NasVolume {
+        let spec: NasVolumeSpec =
+            serde_json::from_value(serde_json::json!({ "capacity": "1Gi" })).unwrap();
+        let mut nv = NasVolume::new("v", spec);
+        nv.status = phase.map(|p| NasVolumeStatus {
+            phase: Some(p),
+            ..NasVolumeStatus::default()
+        });
+        nv
+    }
+
+    #[test]
+    fn volumes_are_counted_by_phase() {
+        let m = Metrics::new();
+        m.observe_reconcile(0.01, None);
+        m.observe_reconcile(0.02, Some("conflict"));
+        let volumes = [
+            with_phase(Some(Phase::Ready)),
+            with_phase(Some(Phase::Ready)),
+            with_phase(None),
+        ];
+        let text = m.render(volumes.iter());
+        assert!(
+            text.contains("zeronas_nasvolumes{phase=\"Ready\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("zeronas_nasvolumes{phase=\"Unknown\"} 1"));
+        assert!(text.contains("zeronas_nasvolumes{phase=\"Degraded\"} 0"));
+        assert!(text.contains("zeronas_reconcile_errors_total{reason=\"conflict\"} 1"));
+        assert!(text.contains("zeronas_reconcile_duration_seconds_count 2"));
+        assert_eq!(m.errors("conflict"), 1);
+    }
+}
