@@ -31,6 +31,7 @@ run: build
 ## crds: regenerate the CRD from the Rust types (never edit crds/nasvolume.yaml by hand)
 crds:
 	$(CARGO) run -q --locked -p zeronas-operator --bin crdgen > crds/nasvolume.yaml
+	cp crds/nasvolume.yaml charts/zeronas/crds/nasvolume.yaml
 
 fmt:
 	$(CARGO) fmt --all -- --check
