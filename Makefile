@@ -4,8 +4,13 @@ CARGO ?= cargo
 ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
 APT_PACKAGES := curl ca-certificates python3-seccomp
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+# Tools built from their Go modules, cached outside the repository.
+TOOLS := $(HOME)/.cache/zeronas/bin
+HELM_VERSION := v3.22.0
+HELM := $(TOOLS)/helm-$(HELM_VERSION)
 
-.PHONY: run test deps fmt lint unit build help bench crds
+.PHONY: run test deps fmt lint unit build help bench crds chart
 
 help:
 	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP)"
@@ -42,7 +47,21 @@ lint: deps
 unit: deps
 	$(CARGO) test --workspace --locked
 
-test: deps fmt lint unit
+$(HELM):
+	@echo "building helm $(HELM_VERSION) from its Go module into $(TOOLS) (once)"
+	mkdir -p $(TOOLS)/.gobin
+	GOBIN=$(TOOLS)/.gobin GOFLAGS=-buildvcs=false $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(TOOLS)/.gobin/helm $(HELM)
+
+## chart: helm lint --strict, render every variant, and prove the values schema rejects unknown keys
+chart: $(HELM)
+	$(HELM) lint --strict charts/zeronas
+	$(HELM) template zeronas charts/zeronas --namespace zeronas-system > /dev/null
+	$(HELM) template zeronas charts/zeronas --set metrics.serviceMonitor.enabled=true | grep -q "kind: ServiceMonitor"
+	@if $(HELM) template zeronas charts/zeronas --set unknownKey=1 > /dev/null 2>&1; then \
+		echo "values.schema.json accepted an unknown key" >&2; exit 1; fi
+
+test: deps fmt lint unit chart
 
 ## bench: zeronas vs nginx (sendfile on/off) with wrk; table on stdout, JSON in target/bench/
 bench: deps
