@@ -26,8 +26,12 @@ fn crd_file_is_what_crdgen_produces() {
 #[test]
 fn chart_carries_the_same_crd() {
     let top = std::fs::read_to_string(repo("crds/nasvolume.yaml")).unwrap();
-    let chart = std::fs::read_to_string(repo("charts/zeronas/crds/nasvolume.yaml")).expect("chart CRD exists");
-    assert!(top == chart, "charts/zeronas/crds/nasvolume.yaml differs from crds/nasvolume.yaml: run `make crds`");
+    let chart = std::fs::read_to_string(repo("charts/zeronas/crds/nasvolume.yaml"))
+        .expect("chart CRD exists");
+    assert!(
+        top == chart,
+        "charts/zeronas/crds/nasvolume.yaml differs from crds/nasvolume.yaml: run `make crds`"
+    );
 }
 
 fn volume(yaml: &str) -> NasVolume {

@@ -9,15 +9,21 @@ use k8s_openapi::api::core::v1::{
 use super::{BuildError, identity, owned_meta};
 use crate::crd::NasVolume;
 
-/// The backing PVC: ReadWriteOnce, `capacity`, the NasVolume's storage class. A larger
-/// `capacity` on an existing claim is a resize request.
-pub fn data_claim(nv: &NasVolume) -> Result<PersistentVolumeClaim, BuildError> {
-    let (_, _, names) = identity(nv)?;
+/// A claim owned by the NasVolume asking for `capacity`, with the given access mode, storage
+/// class and (for the consumer claim) the volume it binds to.
+pub fn claim(
+    nv: &NasVolume,
+    name: &str,
+    access_mode: &str,
+    storage_class_name: Option<String>,
+    volume_name: Option<String>,
+) -> Result<PersistentVolumeClaim, BuildError> {
     Ok(PersistentVolumeClaim {
-        metadata: owned_meta(nv, &names.data_claim)?,
+        metadata: owned_meta(nv, name)?,
         spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: nv.spec.storage_class_name.clone(),
+            access_modes: Some(vec![access_mode.to_owned()]),
+            storage_class_name,
+            volume_name,
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_owned(),
@@ -29,6 +35,19 @@ pub fn data_claim(nv: &NasVolume) -> Result<PersistentVolumeClaim, BuildError> {
         }),
         status: None,
     })
+}
+
+/// The backing PVC: ReadWriteOnce, `capacity`, the NasVolume's storage class. A larger
+/// `capacity` on an existing claim is a resize request.
+pub fn data_claim(nv: &NasVolume) -> Result<PersistentVolumeClaim, BuildError> {
+    let (_, _, names) = identity(nv)?;
+    claim(
+        nv,
+        &names.data_claim,
+        "ReadWriteOnce",
+        nv.spec.storage_class_name.clone(),
+        None,
+    )
 }
 
 #[cfg(test)]

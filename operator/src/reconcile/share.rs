@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    NFSVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeSpec, VolumeResourceRequirements,
+    NFSVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{BuildError, identity, labels, owned_meta};
+use super::{BuildError, identity, labels};
 use crate::crd::NasVolume;
 use crate::names::LABEL_NAMESPACE;
 
@@ -80,23 +79,13 @@ pub fn volume(nv: &NasVolume, cluster_ip: &str) -> Result<PersistentVolume, Buil
 /// class so no provisioner touches it.
 pub fn consumer_claim(nv: &NasVolume) -> Result<PersistentVolumeClaim, BuildError> {
     let (_, _, names) = identity(nv)?;
-    Ok(PersistentVolumeClaim {
-        metadata: owned_meta(nv, &names.consumer_claim)?,
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec![access_mode(nv)]),
-            storage_class_name: Some(String::new()),
-            volume_name: Some(names.volume),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    nv.spec.capacity.clone(),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    })
+    super::pvc::claim(
+        nv,
+        &names.consumer_claim,
+        &access_mode(nv),
+        Some(String::new()),
+        Some(names.volume),
+    )
 }
 
 #[cfg(test)]
