@@ -105,6 +105,19 @@ async fn one_worker_per_cpu_and_blocking_threads_stay_unpinned() {
     for c in clients {
         assert_eq!(c.await.unwrap().body.len(), 300_000);
     }
+    // Uploads run blocking-pool work spawned from the pinned workers themselves, whose
+    // threads would inherit a single CPU unless the worker runtime widens them.
+    for i in 0..4 {
+        let r = send(
+            addr,
+            "PUT",
+            &format!("/v1/shares/default/files/up-{i}"),
+            &[],
+            b"uploaded",
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
     let threads = thread_affinities(child.id());
     let mut worker_cpus: Vec<&str> = threads
         .iter()
