@@ -169,11 +169,13 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     }
 
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+    let existing_data = claims.get_opt(&names.data_claim).await?;
+    let data_request = pvc::request_for(existing_data.as_ref(), &nv.spec.capacity, true);
     let data = claims
         .patch(
             &names.data_claim,
             &params,
-            &Patch::Apply(pvc::data_claim(nv)?),
+            &Patch::Apply(pvc::data_claim(nv, data_request)?),
         )
         .await?;
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
@@ -206,11 +208,15 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
                 &Patch::Apply(share::volume(nv, ip)?),
             )
             .await?;
+        let existing_consumer = claims.get_opt(&names.consumer_claim).await?;
+        let consumer_request =
+            pvc::request_for(existing_consumer.as_ref(), &nv.spec.capacity, false);
+        let consumer_claim = share::consumer_claim(nv, consumer_request)?;
         let consumer = claims
             .patch(
                 &names.consumer_claim,
                 &params,
-                &Patch::Apply(share::consumer_claim(nv)?),
+                &Patch::Apply(consumer_claim),
             )
             .await?;
         observed.consumer_claim_phase = consumer.status.and_then(|s| s.phase);

@@ -142,6 +142,23 @@ fn status_echo() -> impl Fn(&Value) -> (u16, Value) {
     }
 }
 
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" }),
+    )
+}
+
+/// An existing claim of `size`, in `phase`.
+fn claim(name: &str, size: &str, phase: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": { "name": name, "namespace": "team-a" },
+        "spec": { "resources": { "requests": { "storage": size } } },
+        "status": { "phase": phase, "capacity": { "storage": size } },
+    })
+}
+
 fn event() -> Step {
     step(
         Method::POST,
@@ -199,6 +216,11 @@ async fn create_applies_every_object_then_reports_provisioning() {
         handle,
         vec![
             step(
+                Method::GET,
+                "/api/v1/namespaces/team-a/persistentvolumeclaims/media-data",
+                |_| not_found(),
+            ),
+            step(
                 Method::PATCH,
                 "/api/v1/namespaces/team-a/persistentvolumeclaims/media-data",
                 echo(json!({ "status": { "phase": "Pending" } })),
@@ -217,6 +239,11 @@ async fn create_applies_every_object_then_reports_provisioning() {
                 Method::PATCH,
                 "/api/v1/persistentvolumes/zeronas-team-a-media",
                 echo(json!({})),
+            ),
+            step(
+                Method::GET,
+                "/api/v1/namespaces/team-a/persistentvolumeclaims/media",
+                |_| not_found(),
             ),
             step(
                 Method::PATCH,
@@ -239,7 +266,12 @@ async fn create_applies_every_object_then_reports_provisioning() {
         Action::requeue(std::time::Duration::from_secs(15)),
         "not ready yet: look again soon"
     );
-    let seen = server.await.unwrap();
+    let seen: Vec<(String, Value)> = server
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, b)| !b.is_null())
+        .collect();
     let order = applies_in_order(&seen);
     assert_eq!(
         &order[..5],
@@ -282,6 +314,9 @@ async fn dataplane_available_makes_it_ready_and_growth_resizes() {
     let server = tokio::spawn(serve(
         handle,
         vec![
+            step(Method::GET, "persistentvolumeclaims/media-data", |_| {
+                (200, claim("media-data", "10Gi", "Bound"))
+            }),
             step(
                 Method::PATCH,
                 "persistentvolumeclaims/media-data",
@@ -302,6 +337,9 @@ async fn dataplane_available_makes_it_ready_and_growth_resizes() {
                 "persistentvolumes/zeronas-team-a-media",
                 echo(json!({})),
             ),
+            step(Method::GET, "persistentvolumeclaims/media", |_| {
+                (200, claim("media", "10Gi", "Bound"))
+            }),
             step(
                 Method::PATCH,
                 "persistentvolumeclaims/media",
@@ -316,9 +354,18 @@ async fn dataplane_available_makes_it_ready_and_growth_resizes() {
         .unwrap();
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
     let seen = server.await.unwrap();
+    let seen: Vec<(String, Value)> = seen.into_iter().filter(|(_, b)| !b.is_null()).collect();
     assert_eq!(
         seen[0].1["spec"]["resources"]["requests"]["storage"], "20Gi",
         "growth is a resize request"
+    );
+    assert_eq!(
+        seen[3].1["spec"]["capacity"]["storage"], "20Gi",
+        "the PV carries the new size"
+    );
+    assert_eq!(
+        seen[4].1["spec"]["resources"]["requests"]["storage"], "10Gi",
+        "the consumer claim cannot be resized"
     );
     let status = &seen[5].1["status"];
     assert_eq!(status["phase"], "Ready");

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::{BuildError, identity, owned_meta};
 use crate::crd::NasVolume;
@@ -17,6 +18,7 @@ pub fn claim(
     access_mode: &str,
     storage_class_name: Option<String>,
     volume_name: Option<String>,
+    request: Quantity,
 ) -> Result<PersistentVolumeClaim, BuildError> {
     Ok(PersistentVolumeClaim {
         metadata: owned_meta(nv, name)?,
@@ -25,10 +27,7 @@ pub fn claim(
             storage_class_name,
             volume_name,
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    nv.spec.capacity.clone(),
-                )])),
+                requests: Some(BTreeMap::from([("storage".to_owned(), request)])),
                 ..VolumeResourceRequirements::default()
             }),
             ..PersistentVolumeClaimSpec::default()
@@ -37,9 +36,9 @@ pub fn claim(
     })
 }
 
-/// The backing PVC: ReadWriteOnce, `capacity`, the NasVolume's storage class. A larger
-/// `capacity` on an existing claim is a resize request.
-pub fn data_claim(nv: &NasVolume) -> Result<PersistentVolumeClaim, BuildError> {
+/// The backing PVC: ReadWriteOnce, asking for `request` (see [`request_for`]), the
+/// NasVolume's storage class.
+pub fn data_claim(nv: &NasVolume, request: Quantity) -> Result<PersistentVolumeClaim, BuildError> {
     let (_, _, names) = identity(nv)?;
     claim(
         nv,
@@ -47,17 +46,76 @@ pub fn data_claim(nv: &NasVolume) -> Result<PersistentVolumeClaim, BuildError> {
         "ReadWriteOnce",
         nv.spec.storage_class_name.clone(),
         None,
+        request,
     )
+}
+
+/// The storage request to apply to a claim that may already exist. A new claim asks for
+/// `wanted`. An existing one keeps its size until it is Bound (the apiserver forbids changing
+/// an unbound claim's spec), then grows to `wanted` (a resize request) when `resizable`; a
+/// claim that cannot be resized (no storage class) keeps the size it was created with.
+pub fn request_for(
+    existing: Option<&PersistentVolumeClaim>,
+    wanted: &Quantity,
+    resizable: bool,
+) -> Quantity {
+    let Some(existing) = existing else {
+        return wanted.clone();
+    };
+    let current = existing
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"));
+    let bound = existing.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    match current {
+        Some(current) if !resizable || !bound => current.clone(),
+        _ => wanted.clone(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaimStatus;
+
+    fn existing(size: &str, phase: &str) -> PersistentVolumeClaim {
+        let mut pvc = claim(&basic(), "x", "ReadWriteOnce", None, None, q(size)).unwrap();
+        pvc.status = Some(PersistentVolumeClaimStatus {
+            phase: Some(phase.into()),
+            ..Default::default()
+        });
+        pvc
+    }
+
+    #[test]
+    fn requests_grow_only_when_allowed() {
+        assert_eq!(request_for(None, &q("20Gi"), true), q("20Gi"));
+        assert_eq!(
+            request_for(Some(&existing("10Gi", "Bound")), &q("20Gi"), true),
+            q("20Gi")
+        );
+        assert_eq!(
+            request_for(Some(&existing("10Gi", "Pending")), &q("20Gi"), true),
+            q("10Gi"),
+            "unbound claims are immutable"
+        );
+        assert_eq!(
+            request_for(Some(&existing("10Gi", "Bound")), &q("20Gi"), false),
+            q("10Gi"),
+            "not resizable"
+        );
+    }
     use crate::reconcile::test_support::{basic, q, volume};
 
     #[test]
     fn backing_claim() {
-        let pvc = data_claim(&volume("capacity: 10Gi\nstorageClassName: fast\n")).unwrap();
+        let pvc = data_claim(
+            &volume("capacity: 10Gi\nstorageClassName: fast\n"),
+            q("10Gi"),
+        )
+        .unwrap();
         assert_eq!(pvc.metadata.name.as_deref(), Some("media-data"));
         assert_eq!(pvc.metadata.namespace.as_deref(), Some("team-a"));
         let owner = &pvc.metadata.owner_references.as_ref().unwrap()[0];
@@ -73,7 +131,7 @@ mod tests {
             q("10Gi")
         );
         assert_eq!(
-            data_claim(&basic())
+            data_claim(&basic(), q("1Gi"))
                 .unwrap()
                 .spec
                 .unwrap()

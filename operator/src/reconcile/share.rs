@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     NFSVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{BuildError, identity, labels};
@@ -76,8 +77,12 @@ pub fn volume(nv: &NasVolume, cluster_ip: &str) -> Result<PersistentVolume, Buil
 }
 
 /// The consumer PVC `<name>`: RWX (ROX when read-only), bound to the PV by name, no storage
-/// class so no provisioner touches it.
-pub fn consumer_claim(nv: &NasVolume) -> Result<PersistentVolumeClaim, BuildError> {
+/// class so no provisioner touches it. Such a claim cannot be resized, so the controller
+/// keeps the request it was created with (`pvc::request_for`); the PV carries the capacity.
+pub fn consumer_claim(
+    nv: &NasVolume,
+    request: Quantity,
+) -> Result<PersistentVolumeClaim, BuildError> {
     let (_, _, names) = identity(nv)?;
     super::pvc::claim(
         nv,
@@ -85,6 +90,7 @@ pub fn consumer_claim(nv: &NasVolume) -> Result<PersistentVolumeClaim, BuildErro
         &access_mode(nv),
         Some(String::new()),
         Some(names.volume),
+        request,
     )
 }
 
@@ -129,7 +135,7 @@ mod tests {
 
     #[test]
     fn consumer_claim_binds_by_name() {
-        let pvc = consumer_claim(&nas_volume("capacity: 5Gi\nreadOnly: true\n")).unwrap();
+        let pvc = consumer_claim(&nas_volume("capacity: 5Gi\nreadOnly: true\n"), q("5Gi")).unwrap();
         assert_eq!(pvc.metadata.name.as_deref(), Some("media"));
         assert!(pvc.metadata.owner_references.is_some());
         let spec = pvc.spec.unwrap();
