@@ -44,8 +44,13 @@ fmt:
 lint: deps
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+## unit: every cargo test, then one summary line ("tests: N passed, N failed")
 unit: deps
-	$(CARGO) test --workspace --locked
+	@mkdir -p target; set -o pipefail; \
+	$(CARGO) test --workspace --locked 2>&1 | tee target/unit-tests.log; status=$$?; \
+	awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
+	     END { printf "tests: %d passed, %d failed\n", p, f }' target/unit-tests.log; \
+	exit $$status
 
 $(HELM):
 	@echo "building helm $(HELM_VERSION) from its Go module into $(TOOLS) (once)"
@@ -61,7 +66,7 @@ chart: $(HELM)
 	@if $(HELM) template zeronas charts/zeronas --set unknownKey=1 > /dev/null 2>&1; then \
 		echo "values.schema.json accepted an unknown key" >&2; exit 1; fi
 
-test: deps fmt lint unit chart
+test: deps fmt lint chart unit
 
 ## bench: zeronas vs nginx (sendfile on/off) with wrk; table on stdout, JSON in target/bench/
 bench: deps
