@@ -11,7 +11,7 @@ use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -143,7 +143,6 @@ const LOCK_STRIPES: usize = 64;
 #[derive(Debug)]
 pub struct Share {
     name: String,
-    root_path: PathBuf,
     root: OwnedFd,
     read_only: bool,
     has_openat2: AtomicBool,
@@ -167,7 +166,6 @@ impl Share {
         })?;
         Ok(Self {
             name: name.to_owned(),
-            root_path: root.to_path_buf(),
             root: fd,
             read_only,
             has_openat2: AtomicBool::new(true),
@@ -178,11 +176,6 @@ impl Share {
     /// The share's name (the `{share}` in URLs).
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The folder being served.
-    pub fn root_path(&self) -> &Path {
-        &self.root_path
     }
 
     /// True when writes are refused.

@@ -149,11 +149,6 @@ impl Transfer {
             });
         }
     }
-
-    /// Total bytes over all legs.
-    pub fn bytes(&self) -> u64 {
-        self.legs.iter().map(|l| l.bytes).sum()
-    }
 }
 
 /// Errno values meaning "this file or socket cannot do sendfile/splice".

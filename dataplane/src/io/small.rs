@@ -48,11 +48,6 @@ impl BufferPool {
         })
     }
 
-    /// Buffer size.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
     /// Takes a buffer (zeroed on first allocation; contents unspecified after).
     pub fn take(&self) -> Vec<u8> {
         self.free

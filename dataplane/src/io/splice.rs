@@ -64,11 +64,6 @@ impl PipePool {
             clean: true,
         })
     }
-
-    /// Idle pipes in the pool.
-    pub fn idle(&self) -> usize {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
 
 /// A pipe on loan; back to the pool on drop if it was left empty.
