@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Command;
 
 use common::{send, spawn_dataplane};
 
@@ -27,13 +27,6 @@ fn thread_affinities(pid: u32) -> Vec<(String, String)> {
     }
     out.sort();
     out
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 async fn metrics(addr: std::net::SocketAddr) -> String {
@@ -83,7 +76,7 @@ async fn pinned_worker_under_taskset_one_cpu() {
     assert_eq!(stats["workers"]["threads"], 1);
     assert_eq!(stats["workers"]["pinned"][0]["cpu"], 1);
     assert_eq!(stats["cgroup"]["cpus_allowed"], "1");
-    stop(child);
+    common::stop_child(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +132,7 @@ async fn one_worker_per_cpu_and_blocking_threads_stay_unpinned() {
         "{m}"
     );
     assert!(m.contains("zeronas_worker_threads 2"));
-    stop(child);
+    common::stop_child(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +154,7 @@ async fn unpinned_workers_follow_the_affinity() {
         1,
         "{threads:?}"
     );
-    stop(child);
+    common::stop_child(child);
 
     let (child, addr) = spawn_dataplane(&[], root.path(), &["--workers", "3"]);
     assert!(metrics(addr).await.contains("zeronas_worker_threads 3"));
@@ -172,7 +165,7 @@ async fn unpinned_workers_follow_the_affinity() {
             .count(),
         3
     );
-    stop(child);
+    common::stop_child(child);
 }
 
 #[test]

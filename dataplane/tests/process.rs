@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn spawn(root: &std::path::Path, extra: &[&str]) -> (Child, SocketAddr) {
+fn spawn(root: &std::path::Path, extra: &[&str]) -> (common::DataplaneChild, SocketAddr) {
     common::spawn_dataplane(&[], root, extra)
 }
 
@@ -143,7 +143,7 @@ fn rdma_required_fails_start_up_with_a_clear_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_probe_is_reported() {
     let root = tempfile::tempdir().unwrap();
-    let (mut child, addr) = common::spawn_dataplane(&[], root.path(), &[]);
+    let (child, addr) = common::spawn_dataplane(&[], root.path(), &[]);
     let m = common::metrics_text(addr).await;
     let devices =
         zeronas_dataplane::transport::rdma_devices(std::path::Path::new("/sys/class/infiniband"));
@@ -153,7 +153,7 @@ async fn transport_probe_is_reported() {
         r#"zeronas_transport_info{transport="tcp",rdma="available",reason="not_implemented"} 1"#
     };
     assert!(m.contains(expected), "{m}");
-    let (mut off, addr_off) = common::spawn_dataplane(&[], root.path(), &["--rdma", "disabled"]);
+    let (off, addr_off) = common::spawn_dataplane(&[], root.path(), &["--rdma", "disabled"]);
     let m = common::metrics_text(addr_off).await;
     assert!(
         m.contains(
@@ -161,8 +161,6 @@ async fn transport_probe_is_reported() {
         ),
         "{m}"
     );
-    for c in [&mut child, &mut off] {
-        let _ = Command::new("kill").arg(c.id().to_string()).status();
-        let _ = c.wait();
-    }
+    common::stop_child(child);
+    common::stop_child(off);
 }

@@ -58,7 +58,9 @@ fn readme_curl_examples_work_as_written() {
         .current_dir(repo)
         .output()
         .unwrap();
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     assert!(
         out.status.success(),

@@ -267,7 +267,7 @@ async fn a_client_that_stops_reading_costs_no_cpu() {
         .unwrap()
         .set_len(1 << 30)
         .unwrap();
-    let (mut child, addr) = spawn_dataplane(&[], root.path(), &[]);
+    let (child, addr) = spawn_dataplane(&[], root.path(), &[]);
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", url("huge.bin")).as_bytes())
@@ -285,10 +285,7 @@ async fn a_client_that_stops_reading_costs_no_cpu() {
         "server used {used:.2} s of CPU in 3 s while the client was not reading"
     );
     drop(stream);
-    let _ = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    common::stop_child(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +297,7 @@ async fn sendfile_unsupported_falls_back_and_is_counted() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/support/deny_sendfile.py"
     );
-    let (mut child, addr) = spawn_dataplane(&["/usr/bin/python3", wrapper], root.path(), &[]);
+    let (child, addr) = spawn_dataplane(&["/usr/bin/python3", wrapper], root.path(), &[]);
     let r = send(addr, "GET", &url("f.bin"), &[], b"").await;
     assert!(
         r.status == 200 && r.body == data,
@@ -323,10 +320,7 @@ async fn sendfile_unsupported_falls_back_and_is_counted() {
         m.contains("zeronas_fallback_duration_seconds_count{protocol=\"http\"} 2"),
         "{m}"
     );
-    let _ = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    common::stop_child(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,13 +109,41 @@ impl TestServer {
     }
 }
 
+/// A dataplane process this test started; stopped by its PID when dropped, so a failing
+/// assertion does not leave it running.
+pub struct DataplaneChild(pub std::process::Child);
+
+impl std::ops::Deref for DataplaneChild {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DataplaneChild {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for DataplaneChild {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the dataplane binary (optionally behind a wrapper such as `taskset -c 1`) on
 /// 127.0.0.1:0 and returns it with the address from its "listening" line.
 pub fn spawn_dataplane(
     wrapper: &[&str],
     root: &Path,
     extra: &[&str],
-) -> (std::process::Child, SocketAddr) {
+) -> (DataplaneChild, SocketAddr) {
     use std::io::BufRead;
     let bin = env!("CARGO_BIN_EXE_zeronas-dataplane");
     let mut command = match wrapper.split_first() {
@@ -148,7 +176,12 @@ pub fn spawn_dataplane(
         .expect("http address")
         .parse()
         .expect("socket address");
-    (child, addr)
+    (DataplaneChild(child), addr)
+}
+
+/// Stops a dataplane this test started (SIGTERM by its PID) and reaps it.
+pub fn stop_child(child: DataplaneChild) {
+    drop(child);
 }
 
 /// A parsed HTTP response.
