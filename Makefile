@@ -3,14 +3,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
-APT_PACKAGES := curl ca-certificates python3-seccomp
+APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # Tools built from their Go modules, cached outside the repository.
 TOOLS := $(HOME)/.cache/zeronas/bin
 HELM_VERSION := v3.22.0
 HELM := $(TOOLS)/helm-$(HELM_VERSION)
 
-.PHONY: run test deps fmt lint unit build help bench crds chart
+.PHONY: run test deps fmt lint unit build help bench crds chart e2e
 
 help:
 	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP)"
@@ -42,7 +42,7 @@ fmt:
 	$(CARGO) fmt --all -- --check
 
 lint: deps
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 ## unit: every cargo test, then one summary line ("tests: N passed, N failed")
 unit: deps
@@ -66,7 +66,15 @@ chart: $(HELM)
 	@if $(HELM) template zeronas charts/zeronas --set unknownKey=1 > /dev/null 2>&1; then \
 		echo "values.schema.json accepted an unknown key" >&2; exit 1; fi
 
-test: deps fmt lint chart unit
+## e2e: a real control plane (built once from Go modules), the chart, the operator and a dataplane
+## run by the test node agent; scenarios in e2e/tests/cluster.rs, logs in target/e2e/
+e2e: deps $(HELM)
+	e2e/scripts/build-controlplane.sh > /dev/null
+	$(CARGO) build --locked -p zeronas-dataplane -p zeronas-operator
+	$(CARGO) test --locked -p zeronas-e2e --features e2e --test cluster --no-run
+	HELM=$(HELM) e2e/scripts/netns.sh $(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test cluster -- --nocapture
+
+test: deps fmt lint chart unit e2e
 
 ## bench: zeronas vs nginx (sendfile on/off) with wrk; table on stdout, JSON in target/bench/
 bench: deps

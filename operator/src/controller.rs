@@ -238,7 +238,11 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         _ => false,
     };
     observed.data_claim_phase = data.status.and_then(|s| s.phase);
-    observed.available_replicas = dep.status.and_then(|s| s.available_replicas).unwrap_or(0);
+    let generation = dep.metadata.generation.unwrap_or(0);
+    let dep_status = dep.status.unwrap_or_default();
+    observed.available_replicas = dep_status.available_replicas.unwrap_or(0);
+    observed.rolling_out = dep_status.observed_generation.unwrap_or(0) < generation
+        || dep_status.updated_replicas.unwrap_or(0) < 1;
 
     let status = status::compute(nv, &observed, now());
     let ready = status.phase == Some(Phase::Ready);

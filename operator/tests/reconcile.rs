@@ -330,7 +330,10 @@ async fn dataplane_available_makes_it_ready_and_growth_resizes() {
             step(
                 Method::PATCH,
                 "deployments/media-dataplane",
-                echo(json!({ "status": { "availableReplicas": 1 } })),
+                echo(json!({
+                    "metadata": { "generation": 3 },
+                    "status": { "observedGeneration": 3, "updatedReplicas": 1, "availableReplicas": 1 }
+                })),
             ),
             step(
                 Method::PATCH,

@@ -21,6 +21,10 @@ pub struct Observed {
     pub resizing: bool,
     /// Available replicas of the dataplane Deployment.
     pub available_replicas: i32,
+    /// The Deployment has not finished rolling out its current pod template (its controller
+    /// has not observed the latest generation, or no pod of that template exists yet): the
+    /// available pod, if any, runs an older spec.
+    pub rolling_out: bool,
     /// Phase of the consumer claim.
     pub consumer_claim_phase: Option<String>,
     /// The Service ClusterIP, once allocated.
@@ -68,7 +72,7 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
     let name = nv.metadata.name.clone().unwrap_or_default();
 
     let storage_bound = observed.data_claim_phase.as_deref() == Some("Bound");
-    let available = observed.available_replicas >= 1;
+    let available = observed.available_replicas >= 1 && !observed.rolling_out;
     let share_bound = observed.consumer_claim_phase.as_deref() == Some("Bound");
     let ready = storage_bound && available && share_bound && observed.unsatisfiable.is_none();
 
@@ -127,11 +131,19 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
             &now,
         )
     } else {
+        let (reason, message) = if observed.rolling_out {
+            (
+                "RollingOut",
+                "a pod with the current spec is being rolled out",
+            )
+        } else {
+            ("Unavailable", "no ready dataplane pod")
+        };
         condition(
             "DataplaneAvailable",
             false,
-            "Unavailable",
-            "no ready dataplane pod".into(),
+            reason,
+            message.into(),
             generation,
             previous,
             &now,
@@ -305,6 +317,19 @@ mod tests {
             now(400)
         );
         assert_eq!(cond(&down, "StorageBound").status, "True");
+
+        // A spec change: the old pod is still available, but it is not the current spec.
+        nv.status = Some(compute(&nv, &ready_observed(), now(500)));
+        let rolling = compute(
+            &nv,
+            &Observed {
+                rolling_out: true,
+                ..ready_observed()
+            },
+            now(600),
+        );
+        assert_eq!(rolling.phase, Some(Phase::Degraded));
+        assert_eq!(cond(&rolling, "DataplaneAvailable").reason, "RollingOut");
     }
 
     #[test]

@@ -1,0 +1,878 @@
+//! zeronas on a real control plane: etcd, kube-apiserver and kube-controller-manager on
+//! loopback, the chart installed with helm, the operator and the dataplanes run as pods by
+//! the test node agent, backing claims served by the test local-path provisioner.
+//!
+//! One test walks the scenarios in order, because each builds on the previous one (install,
+//! apply, use, change, break, delete, uninstall). A failing scenario panics with the
+//! component logs and the cluster's objects attached. Run with `make e2e`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use zeronas_e2e::cluster::{API_SERVER, ControlPlane};
+use zeronas_e2e::node::{NodeAgent, NodeConfig};
+use zeronas_e2e::provisioner::LocalPathProvisioner;
+use zeronas_operator::crd::{NasVolume, Phase};
+use zeronas_operator::names::OwnedNames;
+
+const RELEASE: &str = "zeronas";
+const OPERATOR_NAMESPACE: &str = "zeronas-system";
+const NAMESPACE: &str = "default";
+/// The NasVolume in `crds/samples/basic.yaml`.
+const VOLUME: &str = "media";
+const STORAGE_CLASS: &str = "zeronas-e2e-local";
+
+type Step = Result<(), String>;
+
+struct Suite {
+    repo: PathBuf,
+    run_dir: PathBuf,
+    helm: PathBuf,
+    plane: ControlPlane,
+    client: Client,
+    node: Option<NodeAgent>,
+    _provisioner: LocalPathProvisioner,
+    /// What each scenario measured, for the summary.
+    measured: Vec<(String, String)>,
+    /// A file uploaded through the share, checked again after every disruption.
+    payload: Vec<u8>,
+}
+
+/// Runs one scenario function against the suite and records (or reports) its result.
+macro_rules! scenario {
+    ($suite:ident, $name:expr, $run:ident) => {{
+        eprintln!("e2e: ---- {}", $name);
+        let started = Instant::now();
+        let result = $run(&mut $suite).await;
+        $suite.finish($name, started, result).await;
+    }};
+}
+
+/// Polls `probe` every 250 ms until it returns `Some`, or fails after `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+impl Suite {
+    async fn start() -> Suite {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("zeronas_e2e=info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_owned();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join("target"));
+        let run_dir = target.join("e2e");
+        // Each run starts from nothing (the previous run's logs are kept until now).
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let bin = std::env::var_os("ZERONAS_E2E_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target.join("debug"));
+        let helm = std::env::var_os("HELM")
+            .map(PathBuf::from)
+            .expect("HELM must name the helm binary (make e2e sets it)");
+        let started = Instant::now();
+        let plane =
+            ControlPlane::start(&run_dir.join("controlplane")).expect("control plane starts");
+        eprintln!(
+            "e2e: control plane up in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(plane.kubeconfig()).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        let client = Client::try_from(config).unwrap();
+        let provisioner =
+            LocalPathProvisioner::start(client.clone(), STORAGE_CLASS, run_dir.join("volumes"))
+                .await
+                .expect("provisioner starts");
+        let node = NodeAgent::start(
+            client.clone(),
+            NodeConfig {
+                name: "e2e-node".into(),
+                images: BTreeMap::from([
+                    ("zeronas/operator".to_owned(), bin.join("zeronas-operator")),
+                    (
+                        "zeronas/dataplane".to_owned(),
+                        bin.join("zeronas-dataplane"),
+                    ),
+                ]),
+                pod_network: std::net::Ipv4Addr::new(10, 244, 0, 0),
+                work_dir: run_dir.clone(),
+                api_server: API_SERVER.into(),
+                ca_file: plane.ca_file(),
+                restart_backoff: Duration::from_secs(10),
+            },
+        )
+        .await
+        .expect("node agent starts (build the binaries first: make e2e does)");
+        Suite {
+            repo,
+            run_dir,
+            helm,
+            plane,
+            client,
+            node: Some(node),
+            _provisioner: provisioner,
+            measured: Vec::new(),
+            payload: (0..3 * 1024 * 1024u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+        }
+    }
+
+    /// Records a finished scenario; on failure prints everything needed to debug it and panics.
+    async fn finish(&mut self, name: &str, started: Instant, result: Step) {
+        match result {
+            Ok(()) => {
+                let took = secs(started.elapsed());
+                eprintln!("e2e: ok   {name} ({took})");
+                self.measured.push((format!("scenario: {name}"), took));
+            }
+            Err(message) => {
+                let report = self.diagnostics().await;
+                panic!("e2e scenario '{name}' failed: {message}\n{report}");
+            }
+        }
+    }
+
+    async fn diagnostics(&self) -> String {
+        let objects = self
+            .kubectl(&["get", "nodes,pods,deployments,replicasets,services,endpointslices,pvc,pv,nasvolumes,leases", "-A", "-o", "wide"])
+            .await
+            .unwrap_or_else(|e| e);
+        let events = self
+            .kubectl(&["get", "events", "-A", "--sort-by=.lastTimestamp"])
+            .await
+            .unwrap_or_else(|e| e);
+        let pods = self
+            .node
+            .as_ref()
+            .map(|n| n.log_tails(60))
+            .unwrap_or_default();
+        format!(
+            "===== objects\n{objects}\n===== events\n{events}\n===== pod logs (operator, dataplanes)\n{pods}\n===== control plane\n{}",
+            self.plane.log_tails(40)
+        )
+    }
+
+    async fn run_tool(&self, program: &Path, args: &[&str]) -> Result<String, String> {
+        let output = tokio::process::Command::new(program)
+            .args(args)
+            .env("KUBECONFIG", self.plane.kubeconfig())
+            .current_dir(&self.repo)
+            .output()
+            .await
+            .map_err(|e| format!("run {}: {e}", program.display()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "{} {} failed ({}):\n{stdout}{}",
+                program.display(),
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
+    async fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.run_tool(Path::new("kubectl"), args).await
+    }
+
+    async fn helm(&self, args: &[&str]) -> Result<String, String> {
+        let helm = self.helm.clone();
+        self.run_tool(&helm, args).await
+    }
+
+    fn volumes(&self) -> Api<NasVolume> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    /// The phase, once the status reflects the latest spec (observedGeneration).
+    async fn phase(&self) -> Option<Phase> {
+        let nv = self.volumes().get_opt(VOLUME).await.ok().flatten()?;
+        let status = nv.status?;
+        (status.observed_generation == nv.metadata.generation).then_some(status.phase?)
+    }
+
+    async fn wait_phase(&self, phase: Phase, timeout: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        eventually(
+            &format!("NasVolume {VOLUME} to be {phase:?}"),
+            timeout,
+            || async { (self.phase().await == Some(phase)).then_some(()) },
+        )
+        .await?;
+        Ok(started.elapsed())
+    }
+
+    /// The share's HTTP address: a ready endpoint of the Service's EndpointSlice (the pod IP;
+    /// never the ClusterIP).
+    async fn share_address(&self) -> Result<SocketAddr, String> {
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let selector = format!("kubernetes.io/service-name={VOLUME}");
+        eventually(
+            "a ready endpoint in the Service's EndpointSlice",
+            Duration::from_secs(60),
+            || async {
+                let list = slices
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?;
+                list.items.iter().find_map(|slice| {
+                    let port = slice
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref() == Some("http"))?
+                        .port?;
+                    let endpoint = slice
+                        .endpoints
+                        .iter()
+                        .find(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))?;
+                    let ip: IpAddr = endpoint.addresses.first()?.parse().ok()?;
+                    Some(SocketAddr::new(ip, u16::try_from(port).ok()?))
+                })
+            },
+        )
+        .await
+    }
+
+    async fn put(&self, path: &str, body: &[u8]) -> Result<u16, String> {
+        let addr = self.share_address().await?;
+        let r = zeronas_e2e::http::request(
+            addr,
+            "PUT",
+            &format!("/v1/shares/{VOLUME}/files/{path}"),
+            body,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| format!("PUT {path} to {addr}: {e}"))?;
+        Ok(r.status)
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let addr = self.share_address().await?;
+        let r = zeronas_e2e::http::request(
+            addr,
+            "GET",
+            &format!("/v1/shares/{VOLUME}/files/{path}"),
+            &[],
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| format!("GET {path} from {addr}: {e}"))?;
+        Ok((r.status, r.body))
+    }
+
+    /// The uploaded payload is still there, byte for byte.
+    async fn payload_intact(&self) -> Step {
+        let (status, body) = self.get("e2e/payload.bin").await?;
+        if status != 200 || body != self.payload {
+            return Err(format!(
+                "payload changed: status {status}, {} bytes instead of {}",
+                body.len(),
+                self.payload.len()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn dataplane_pods(&self) -> Vec<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let selector = format!("zeronas.io/volume={VOLUME}");
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+
+    fn measure(&mut self, what: &str, value: impl Into<String>) {
+        let value = value.into();
+        eprintln!("e2e: measured {what}: {value}");
+        self.measured.push((what.to_owned(), value));
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn owned_by_volume(meta: &kube::api::ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "NasVolume" && o.name == VOLUME && o.controller == Some(true))
+}
+
+async fn helm_install(s: &mut Suite) -> Step {
+    let chart = s.repo.join("charts/zeronas");
+    let started = Instant::now();
+    s.helm(&[
+        "install",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+        "--set",
+        "image.tag=e2e",
+        "--set",
+        "dataplaneImage.tag=e2e",
+        "--wait",
+        "--timeout",
+        "180s",
+    ])
+    .await?;
+    s.measure(
+        "helm install --wait (operator pod Ready)",
+        secs(started.elapsed()),
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    let crd = crds
+        .get("nasvolumes.zeronas.io")
+        .await
+        .map_err(|e| format!("CRD: {e}"))?;
+    let established = crd
+        .status
+        .iter()
+        .flat_map(|st| st.conditions.iter().flatten())
+        .any(|c| c.type_ == "Established" && c.status == "True");
+    if !established {
+        return Err("the NasVolume CRD is not Established".into());
+    }
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    let objects = s
+        .kubectl(&[
+            "get",
+            "clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,deployments",
+            "-A",
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ])
+        .await?;
+    for kind in [
+        "clusterrole.",
+        "clusterrolebinding.",
+        "role.",
+        "rolebinding.",
+        "serviceaccount/",
+        "deployment.",
+    ] {
+        if !objects.lines().any(|l| l.starts_with(kind)) {
+            return Err(format!(
+                "helm install created no {kind} object; got:\n{objects}"
+            ));
+        }
+    }
+    // The operator runs with its ServiceAccount's token: holding the Lease proves the
+    // chart's RBAC lets it, and the reconcile scenarios below prove the rest.
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), OPERATOR_NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), OPERATOR_NAMESPACE);
+    let operator_pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| e.to_string())?;
+    let operator_pod = operator_pods
+        .items
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .ok_or("no operator pod")?;
+    let holder = eventually(
+        "the operator to hold its Lease",
+        Duration::from_secs(60),
+        || async {
+            leases
+                .get_opt("zeronas-operator")
+                .await
+                .ok()??
+                .spec?
+                .holder_identity
+        },
+    )
+    .await?;
+    if holder != operator_pod {
+        return Err(format!(
+            "Lease held by {holder}, not by the operator pod {operator_pod}"
+        ));
+    }
+    Ok(())
+}
+
+async fn apply_sample(s: &mut Suite) -> Step {
+    let started = Instant::now();
+    s.kubectl(&["apply", "-f", "crds/samples/basic.yaml"])
+        .await?;
+    let ready = s.wait_phase(Phase::Ready, Duration::from_secs(180)).await?;
+    s.measure(
+        "time-to-Ready of crds/samples/basic.yaml (apply → phase Ready)",
+        secs(ready),
+    );
+    let nv = s.volumes().get(VOLUME).await.map_err(|e| e.to_string())?;
+    let status = nv.status.ok_or("no status")?;
+    if let Some(c) = status.conditions.iter().find(|c| c.status != "True") {
+        return Err(format!(
+            "condition {} is {}: {}",
+            c.type_, c.status, c.message
+        ));
+    }
+    let names = OwnedNames::for_volume(NAMESPACE, VOLUME);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let services: Api<Service> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let get = |what: &str, r: Result<kube::api::ObjectMeta, kube::Error>| {
+        r.map_err(|e| format!("{what}: {e}"))
+    };
+    for (what, meta) in [
+        (
+            "backing claim",
+            get(
+                "backing claim",
+                claims.get(&names.data_claim).await.map(|o| o.metadata),
+            )?,
+        ),
+        (
+            "consumer claim",
+            get(
+                "consumer claim",
+                claims.get(&names.consumer_claim).await.map(|o| o.metadata),
+            )?,
+        ),
+        (
+            "deployment",
+            get(
+                "deployment",
+                deployments.get(&names.deployment).await.map(|o| o.metadata),
+            )?,
+        ),
+        (
+            "service",
+            get(
+                "service",
+                services.get(&names.service).await.map(|o| o.metadata),
+            )?,
+        ),
+    ] {
+        if !owned_by_volume(&meta) {
+            return Err(format!(
+                "the {what} is not controlled by the NasVolume: {:?}",
+                meta.owner_references
+            ));
+        }
+    }
+    let pvs: Api<PersistentVolume> = Api::all(s.client.clone());
+    pvs.get(&names.volume)
+        .await
+        .map_err(|e| format!("share PV {}: {e}", names.volume))?;
+    // The consumer side: `kubectl get pvc media` shows Bound to the operator's PV.
+    let line = s
+        .kubectl(&["get", "pvc", &names.consumer_claim, "--no-headers"])
+        .await?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.get(1) != Some(&"Bound") || fields.get(2) != Some(&names.volume.as_str()) {
+        return Err(format!("kubectl get pvc {}: {line}", names.consumer_claim));
+    }
+    s.measure("total for the sample scenario", secs(started.elapsed()));
+    Ok(())
+}
+
+async fn share_over_pod_ip(s: &mut Suite) -> Step {
+    let addr = s.share_address().await?;
+    let services: Api<Service> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let cluster_ip = services
+        .get(VOLUME)
+        .await
+        .map_err(|e| e.to_string())?
+        .spec
+        .and_then(|sp| sp.cluster_ip);
+    let pod_network: std::net::Ipv4Addr = "10.244.0.0".parse().unwrap();
+    let in_pod_network =
+        matches!(addr.ip(), IpAddr::V4(ip) if ip.octets()[..3] == pod_network.octets()[..3]);
+    if !in_pod_network || cluster_ip.as_deref() == Some(addr.ip().to_string().as_str()) {
+        return Err(format!(
+            "endpoint {addr} is not a pod IP (ClusterIP {cluster_ip:?})"
+        ));
+    }
+    let payload = s.payload.clone();
+    let status = s.put("e2e/payload.bin", &payload).await?;
+    if status != 201 {
+        return Err(format!("upload answered {status}"));
+    }
+    s.payload_intact().await?;
+    s.measure("share endpoint (from the EndpointSlice)", addr.to_string());
+    Ok(())
+}
+
+async fn rejects_invalid(s: &mut Suite) -> Step {
+    let cases = [
+        (
+            "fractional-cpu",
+            "capacity: 1Gi\n  cpuPinning: true\n  resources: { cpu: 1500m, memory: 512Mi }",
+            "cpuPinning needs a whole number of CPUs",
+        ),
+        (
+            "bad-cidr",
+            "capacity: 1Gi\n  clients: [{ cidr: 10.0.0.0/33 }]",
+            "cidr must be a valid CIDR",
+        ),
+    ];
+    for (name, spec, message) in cases {
+        let path = s.run_dir.join(format!("{name}.yaml"));
+        let manifest = format!(
+            "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {name}\nspec:\n  {spec}\n"
+        );
+        std::fs::write(&path, manifest).map_err(|e| e.to_string())?;
+        match s.kubectl(&["apply", "-f", path.to_str().unwrap()]).await {
+            Ok(out) => return Err(format!("{name} was accepted: {out}")),
+            Err(e) if e.contains(message) => {}
+            Err(e) => {
+                return Err(format!(
+                    "{name} was rejected without the CEL message {message:?}: {e}"
+                ));
+            }
+        }
+    }
+    match s
+        .kubectl(&[
+            "patch",
+            "nasvolume",
+            VOLUME,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"capacity":"5Gi"}}"#,
+        ])
+        .await
+    {
+        Ok(out) => Err(format!("shrinking was accepted: {out}")),
+        Err(e) if e.contains("capacity may grow but never shrink") => Ok(()),
+        Err(e) => Err(format!("shrinking rejected without the CEL message: {e}")),
+    }
+}
+
+async fn grow_and_change_resources(s: &mut Suite) -> Step {
+    let names = OwnedNames::for_volume(NAMESPACE, VOLUME);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let started = Instant::now();
+    s.kubectl(&[
+        "patch",
+        "nasvolume",
+        VOLUME,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"capacity":"20Gi"}}"#,
+    ])
+    .await?;
+    eventually(
+        "the backing claim to request and report 20Gi",
+        Duration::from_secs(60),
+        || async {
+            let pvc = claims.get(&names.data_claim).await.ok()?;
+            let request = pvc.spec?.resources?.requests?.get("storage")?.0.clone();
+            let capacity = pvc.status?.capacity?.get("storage")?.0.clone();
+            (request == "20Gi" && capacity == "20Gi").then_some(())
+        },
+    )
+    .await?;
+    let pvs: Api<PersistentVolume> = Api::all(s.client.clone());
+    eventually(
+        "the share PV to advertise 20Gi",
+        Duration::from_secs(30),
+        || async {
+            let pv = pvs.get(&names.volume).await.ok()?;
+            (pv.spec?.capacity?.get("storage")?.0 == "20Gi").then_some(())
+        },
+    )
+    .await?;
+    s.wait_phase(Phase::Ready, Duration::from_secs(120)).await?;
+    s.measure(
+        "capacity 10Gi → 20Gi until Ready again",
+        secs(started.elapsed()),
+    );
+    s.payload_intact().await?;
+
+    let before: Vec<String> = s
+        .dataplane_pods()
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    let started = Instant::now();
+    s.kubectl(&[
+        "patch",
+        "nasvolume",
+        VOLUME,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"resources":{"cpu":"2","memory":"768Mi"}}}"#,
+    ])
+    .await?;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NAMESPACE);
+    eventually(
+        "the Deployment to carry the new resources",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get(&names.deployment).await.ok()?;
+            let limits = d
+                .spec?
+                .template
+                .spec?
+                .containers
+                .first()?
+                .resources
+                .clone()?
+                .limits?;
+            (limits.get("cpu")?.0 == "2" && limits.get("memory")?.0 == "768Mi").then_some(())
+        },
+    )
+    .await?;
+    eventually(
+        "a new dataplane pod to replace the old one",
+        Duration::from_secs(120),
+        || async {
+            let pods = s.dataplane_pods().await;
+            let fresh = pods
+                .iter()
+                .all(|p| p.metadata.uid.as_ref().is_some_and(|u| !before.contains(u)));
+            let ready = pods.iter().any(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|st| st.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            (fresh && ready).then_some(())
+        },
+    )
+    .await?;
+    s.wait_phase(Phase::Ready, Duration::from_secs(120)).await?;
+    s.measure(
+        "resource change: rolled to a new pod, Ready again",
+        secs(started.elapsed()),
+    );
+    s.payload_intact().await
+}
+
+async fn kill_dataplane(s: &mut Suite) -> Step {
+    let pods = s.dataplane_pods().await;
+    let pod = pods.first().ok_or("no dataplane pod")?;
+    let container = pod
+        .status
+        .as_ref()
+        .and_then(|st| st.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .ok_or("no container status")?;
+    let pid: i32 = container
+        .container_id
+        .as_deref()
+        .and_then(|id| id.strip_prefix("zeronas-e2e://"))
+        .and_then(|pid| pid.parse().ok())
+        .ok_or("no process id in the container status")?;
+    let restarts = container.restart_count;
+    // The node agent (this test) started that process; SIGKILL it like a crash.
+    let target = rustix::process::Pid::from_raw(pid).ok_or("bad pid")?;
+    rustix::process::kill_process(target, rustix::process::Signal::KILL)
+        .map_err(|e| format!("kill {pid}: {e}"))?;
+    let started = Instant::now();
+    let degraded = s
+        .wait_phase(Phase::Degraded, Duration::from_secs(30))
+        .await?;
+    s.measure("dataplane killed → Degraded", secs(degraded));
+    s.wait_phase(Phase::Ready, Duration::from_secs(120)).await?;
+    s.measure(
+        "dataplane killed → Ready again (10 s restart back-off included)",
+        secs(started.elapsed()),
+    );
+    let restarted = s.dataplane_pods().await.iter().any(|p| {
+        p.status
+            .as_ref()
+            .and_then(|st| st.container_statuses.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.restart_count > restarts))
+    });
+    if !restarted {
+        return Err("the container's restartCount did not grow".into());
+    }
+    s.payload_intact().await
+}
+
+async fn delete_volume(s: &mut Suite) -> Step {
+    let names = OwnedNames::for_volume(NAMESPACE, VOLUME);
+    let pvs: Api<PersistentVolume> = Api::all(s.client.clone());
+    let backing_pv = {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
+        claims
+            .get(&names.data_claim)
+            .await
+            .ok()
+            .and_then(|c| c.spec?.volume_name)
+            .ok_or("backing claim has no volume")?
+    };
+    let started = Instant::now();
+    s.kubectl(&["delete", "nasvolume", VOLUME, "--timeout=120s"])
+        .await?;
+    // The finalizer deleted the share PV; it may linger (pv-protection) until the consumer
+    // claim bound to it is garbage-collected, but its deletion must have started.
+    let share_pv = pvs
+        .get_opt(&names.volume)
+        .await
+        .map_err(|e| e.to_string())?;
+    if share_pv.is_some_and(|pv| pv.metadata.deletion_timestamp.is_none()) {
+        return Err(format!(
+            "the share PV {} survived its NasVolume (finalizer)",
+            names.volume
+        ));
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let services: Api<Service> = Api::namespaced(s.client.clone(), NAMESPACE);
+    eventually(
+        "garbage collection of every owned object, pod and the backing volume",
+        Duration::from_secs(240),
+        || async {
+            let gone = claims.get_opt(&names.data_claim).await.ok()?.is_none()
+                && claims.get_opt(&names.consumer_claim).await.ok()?.is_none()
+                && deployments.get_opt(&names.deployment).await.ok()?.is_none()
+                && services.get_opt(&names.service).await.ok()?.is_none()
+                && s.dataplane_pods().await.is_empty()
+                && pvs.get_opt(&backing_pv).await.ok()?.is_none()
+                && pvs.get_opt(&names.volume).await.ok()?.is_none();
+            gone.then_some(())
+        },
+    )
+    .await?;
+    s.measure(
+        "delete → everything garbage-collected",
+        secs(started.elapsed()),
+    );
+    Ok(())
+}
+
+async fn helm_uninstall(s: &mut Suite) -> Step {
+    s.helm(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--wait",
+        "--timeout",
+        "120s",
+    ])
+    .await?;
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    let left = eventually("helm uninstall to leave no operator objects", Duration::from_secs(120), || async {
+        let out = s
+            .kubectl(&["get", "clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,deployments,replicasets,pods,services", "-A", "-l", &selector, "-o", "name"])
+            .await
+            .ok()?;
+        out.trim().is_empty().then_some(())
+    })
+    .await;
+    left?;
+    // Helm never deletes what a chart ships in crds/ (so NasVolumes survive an uninstall).
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    if crds
+        .get_opt("nasvolumes.zeronas.io")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        return Err("the CRD was removed by helm uninstall".into());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zeronas_on_a_real_control_plane() {
+    let started = Instant::now();
+    let mut suite = Suite::start().await;
+    scenario!(
+        suite,
+        "helm install: CRD, RBAC, operator running with its ServiceAccount",
+        helm_install
+    );
+    scenario!(
+        suite,
+        "kubectl apply basic sample: owned objects, Ready, consumer claim Bound",
+        apply_sample
+    );
+    scenario!(
+        suite,
+        "HTTP upload and download through the pod IP from the EndpointSlice",
+        share_over_pod_ip
+    );
+    scenario!(
+        suite,
+        "invalid NasVolumes rejected with the CEL messages",
+        rejects_invalid
+    );
+    scenario!(
+        suite,
+        "capacity growth resizes the claim; a resource change rolls the pod",
+        grow_and_change_resources
+    );
+    scenario!(
+        suite,
+        "killed dataplane: Degraded, restarted, Ready, data intact",
+        kill_dataplane
+    );
+    scenario!(
+        suite,
+        "delete: PV removed by the finalizer, the rest garbage-collected",
+        delete_volume
+    );
+    scenario!(
+        suite,
+        "helm uninstall leaves no operator objects",
+        helm_uninstall
+    );
+    if let Some(node) = suite.node.take() {
+        node.shutdown().await;
+    }
+    eprintln!(
+        "e2e: summary ({:.0} s in all)",
+        started.elapsed().as_secs_f64()
+    );
+    for (what, value) in &suite.measured {
+        eprintln!("e2e:   {what}: {value}");
+    }
+}
