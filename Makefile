@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
-APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2
+APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2 libnfs-utils
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # Tools built from their Go modules, cached outside the repository.
 TOOLS := $(HOME)/.cache/zeronas/bin

@@ -89,7 +89,7 @@ class Zeronas:
         binary = os.path.join(REPO, "target", "release", "zeronas-dataplane")
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen(
-            [binary, "--root", DATA, "--http", "127.0.0.1:0", "--workers", str(workers),
+            [binary, "--root", DATA, "--http", "127.0.0.1:0", "--nfs", "off", "--workers", str(workers),
              "--rescan-interval", "0s", *extra],
             stdout=subprocess.PIPE, stderr=open(os.path.join(OUT, f"{self.name}.log"), "w"), env=env)
         line = json.loads(self.proc.stdout.readline())

@@ -24,6 +24,17 @@ pub struct Config {
     #[arg(long, env = "ZERONAS_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
 
+    /// NFSv3 listener (MOUNT, NFS and PORTMAP on one port); `off` disables NFS.
+    #[arg(long, env = "ZERONAS_NFS", default_value = "127.0.0.1:2049")]
+    pub nfs: String,
+    /// NFS client rule, repeatable: `CIDR[,rw|ro][,root_squash|no_root_squash|all_squash]`
+    /// (first match wins; none: every client, read-write, root squashed).
+    #[arg(long = "nfs-client", value_name = "RULE")]
+    pub nfs_clients: Vec<String>,
+    /// uid and gid that squashed NFS callers act as.
+    #[arg(long, env = "ZERONAS_ANON_ID", default_value_t = 65534)]
+    pub anon_id: u32,
+
     /// Separate address for `/metrics`, `/healthz` and `/readyz` (default: on the HTTP listener).
     #[arg(long, env = "ZERONAS_METRICS")]
     pub metrics: Option<SocketAddr>,

@@ -13,6 +13,7 @@ pub mod http;
 pub mod io;
 pub mod logging;
 pub mod metrics;
+pub mod nfs;
 pub mod runtime;
 pub mod server;
 pub mod share;

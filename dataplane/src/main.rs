@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use zeronas_dataplane::config::Config;
 use zeronas_dataplane::logging;
+use zeronas_dataplane::nfs::export::ClientRule;
+use zeronas_dataplane::nfs::{ExportOptions, NfsServer};
 use zeronas_dataplane::runtime::{BLOCKING_NAME, RuntimeReport};
 use zeronas_dataplane::server::{Server, shutdown_signal};
 
@@ -36,16 +38,43 @@ fn run(config: &Config) -> Result<(), String> {
     let server = control
         .block_on(Server::bind(config, report))
         .map_err(|e| e.to_string())?;
+    let nfs = start_nfs(config, &server)?;
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
     let http = server
         .http_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     let metrics = server.metrics_addr().map(|a| a.to_string());
-    let line = serde_json::json!({ "event": "listening", "http": http, "metrics": metrics });
+    let line =
+        serde_json::json!({ "event": "listening", "http": http, "metrics": metrics, "nfs": nfs });
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
     drop(stdout);
-    tracing::info!(http = %http, metrics = ?metrics, workers = plan.workers, "serving");
+    tracing::info!(http = %http, metrics = ?metrics, nfs = ?nfs, workers = plan.workers, "serving");
     server.run_on_workers(&control, &plan, shutdown_signal())
+}
+
+/// Starts the NFS export unless `--nfs off`; returns its address.
+fn start_nfs(config: &Config, server: &Server) -> Result<Option<String>, String> {
+    if config.nfs == "off" {
+        return Ok(None);
+    }
+    let rules = config
+        .nfs_clients
+        .iter()
+        .map(|r| {
+            r.parse::<ClientRule>()
+                .map_err(|e| format!("--nfs-client {r}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = ExportOptions {
+        share: config.share.clone(),
+        read_only: config.read_only,
+        rules,
+        rule_texts: config.nfs_clients.clone(),
+        anon: (config.anon_id, config.anon_id),
+    };
+    let nfs = NfsServer::start(&config.nfs, &config.root, options, server.app())
+        .map_err(|e| format!("cannot serve NFS on {}: {e}", config.nfs))?;
+    Ok(Some(nfs.local_addr().to_string()))
 }

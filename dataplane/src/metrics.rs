@@ -51,6 +51,22 @@ pub struct FallbackLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `zeronas_nfs_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NfsRequestLabels {
+    /// Procedure name (`READ`, `GETATTR`, `MNT`, `GETPORT`...).
+    pub proc: &'static str,
+    /// `ok`, an NFS error name (`noent`, `stale`...) or `garbage_args`.
+    pub status: &'static str,
+}
+
+/// Labels of `zeronas_nfs_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NfsProcLabels {
+    /// Procedure name.
+    pub proc: &'static str,
+}
+
 /// Labels of metrics by protocol only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabels {
@@ -102,6 +118,8 @@ pub const TRANSFER_PATHS: [&str; 4] = ["sendfile", "splice", "mmap", "copy"];
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpRequestLabels, Counter>,
+    nfs_requests: Family<NfsRequestLabels, Counter>,
+    nfs_duration: Family<NfsProcLabels, Histogram>,
     fallback_duration: Family<ProtocolLabels, Histogram>,
     transport_info: Family<TransportLabels, Gauge>,
     share_capacity: Gauge,
@@ -148,6 +166,20 @@ impl Metrics {
             "zeronas_http_request_duration_seconds",
             "Time from request head to response head, by route",
             http_duration.clone(),
+        );
+        let nfs_requests = Family::<NfsRequestLabels, Counter>::default();
+        registry.register(
+            "zeronas_nfs_requests",
+            "NFS, MOUNT and PORTMAP requests by procedure and status",
+            nfs_requests.clone(),
+        );
+        let nfs_duration = Family::<NfsProcLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00001, 2.0, 22))
+        });
+        registry.register(
+            "zeronas_nfs_request_duration_seconds",
+            "Time to run an NFS request (reply queued; READ data sent after), by procedure",
+            nfs_duration.clone(),
         );
         let transfer_bytes = Family::<TransferLabels, Counter>::default();
         registry.register(
@@ -281,6 +313,8 @@ impl Metrics {
             buffer_budget,
             buffer_in_use,
             http_requests,
+            nfs_requests,
+            nfs_duration,
             fallback_duration,
             transport_info,
             share_capacity,
@@ -289,6 +323,16 @@ impl Metrics {
             requests_total: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
         }
+    }
+
+    /// Counts one NFS request.
+    pub fn observe_nfs(&self, proc: &'static str, status: &'static str, seconds: f64) {
+        self.nfs_requests
+            .get_or_create(&NfsRequestLabels { proc, status })
+            .inc();
+        self.nfs_duration
+            .get_or_create(&NfsProcLabels { proc })
+            .observe(seconds);
     }
 
     /// Counts one finished HTTP request.

@@ -38,7 +38,7 @@ fn readme_curl_examples_work_as_written() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_zeronas-dataplane"))
         .arg("--root")
         .arg(root.path())
-        .args(["--http", "127.0.0.1:0"])
+        .args(["--http", "127.0.0.1:0", "--nfs", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -109,9 +109,9 @@ impl TestServer {
     }
 }
 
-/// A dataplane process this test started; stopped by its PID when dropped, so a failing
-/// assertion does not leave it running.
-pub struct DataplaneChild(pub std::process::Child);
+/// A dataplane process this test started, with its `listening` line; stopped by its PID
+/// when dropped, so a failing assertion does not leave it running.
+pub struct DataplaneChild(pub std::process::Child, pub serde_json::Value);
 
 impl std::ops::Deref for DataplaneChild {
     type Target = std::process::Child;
@@ -158,6 +158,12 @@ pub fn spawn_dataplane(
         .arg("--root")
         .arg(root)
         .args(["--http", "127.0.0.1:0"])
+        // Never the default 127.0.0.1:2049: tests run side by side.
+        .args(if extra.contains(&"--nfs") {
+            &[][..]
+        } else {
+            &["--nfs", "127.0.0.1:0"][..]
+        })
         .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -168,15 +174,22 @@ pub fn spawn_dataplane(
     std::io::BufReader::new(stdout)
         .read_line(&mut line)
         .expect("listening line");
-    let v: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("no listening line ({e}): {line:?}"));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+        let _ = child.wait();
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+        }
+        panic!("no listening line ({e}): {line:?}; stderr:\n{stderr}")
+    });
     assert_eq!(v["event"], "listening");
     let addr = v["http"]
         .as_str()
         .expect("http address")
         .parse()
         .expect("socket address");
-    (DataplaneChild(child), addr)
+    let child = DataplaneChild(child, v);
+    (child, addr)
 }
 
 /// Stops a dataplane this test started (SIGTERM by its PID) and reaps it.

@@ -1,0 +1,201 @@
+//! One NFS connection: a reader thread that parses records and runs requests in order, and a
+//! writer thread that owns the socket's sending side, fed through a bounded queue, so replies
+//! never interleave and a client that stops reading stalls only its own connection.
+//!
+//! READ data goes out as header (`MSG_MORE`), `sendfile` of the file range, then the XDR
+//! pad. A `sendfile` that comes up short (the file shrank after the header promised `count`
+//! bytes) closes the connection: the client retransmits on a new one.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use rustix::net::SendFlags;
+
+use super::Exporter;
+use super::record::{RecordError, read_record};
+use crate::io::{FallbackReason, Transfer, TransferPath, is_unsupported};
+
+/// Replies queued per connection before the reader stops taking requests.
+pub const REPLY_QUEUE: usize = 16;
+
+/// A reply ready to send.
+pub enum Outgoing {
+    /// A whole record.
+    Bytes(Vec<u8>),
+    /// A READ reply: `head` (record mark to data length), then `count` bytes of `file` from
+    /// `offset`, then `pad` zero bytes.
+    Read {
+        /// Reply up to the data.
+        head: Vec<u8>,
+        /// The file.
+        file: Arc<File>,
+        /// Data offset.
+        offset: u64,
+        /// Data length.
+        count: usize,
+        /// XDR padding after the data.
+        pad: usize,
+    },
+}
+
+/// Serves one accepted connection until the peer closes it or breaks the protocol.
+pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let writer_stream = match stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot clone the NFS socket");
+            return;
+        }
+    };
+    let (queue, replies) = sync_channel::<Outgoing>(REPLY_QUEUE);
+    let writer_exporter = Arc::clone(&exporter);
+    let writer = std::thread::Builder::new()
+        .name("zn-nfs-write".into())
+        .spawn(move || write_replies(&writer_exporter, writer_stream, replies));
+    if writer.is_err() {
+        return;
+    }
+    read_requests(&exporter, stream, peer, queue);
+    if let Ok(writer) = writer {
+        let _ = writer.join();
+    }
+}
+
+fn read_requests(
+    exporter: &Exporter,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    queue: SyncSender<Outgoing>,
+) {
+    let mut record = Vec::with_capacity(64 * 1024);
+    loop {
+        match read_record(&mut stream, &mut record) {
+            Ok(()) => {}
+            Err(RecordError::Closed) => break,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing NFS connection");
+                break;
+            }
+        }
+        match exporter.handle(&record, peer.ip()) {
+            super::Outcome::Reply(reply) => {
+                if queue.send(reply).is_err() {
+                    break;
+                }
+            }
+            super::Outcome::Skip => {}
+            super::Outcome::Close => {
+                tracing::warn!(%peer, "undecodable RPC record; closing NFS connection");
+                break;
+            }
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Read);
+}
+
+fn write_replies(exporter: &Exporter, mut stream: TcpStream, replies: Receiver<Outgoing>) {
+    for reply in replies {
+        let sent = match reply {
+            Outgoing::Bytes(bytes) => stream.write_all(&bytes),
+            Outgoing::Read {
+                head,
+                file,
+                offset,
+                count,
+                pad,
+            } => send_read(exporter, &mut stream, &head, &file, offset, count, pad),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "NFS reply not sent; closing the connection");
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn send_all(stream: &TcpStream, mut bytes: &[u8], flags: SendFlags) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::net::send(stream, bytes, flags) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn send_read(
+    exporter: &Exporter,
+    stream: &mut TcpStream,
+    head: &[u8],
+    file: &File,
+    offset: u64,
+    count: usize,
+    pad: usize,
+) -> io::Result<()> {
+    send_all(stream, head, SendFlags::MORE)?;
+    let mut position = offset;
+    let end = offset + count as u64;
+    let mut transfer = Transfer::default();
+    while position < end {
+        let want = (end - position) as usize;
+        let mut at = position;
+        match rustix::fs::sendfile(&*stream, file, Some(&mut at), want) {
+            Ok(0) => {
+                exporter.app.metrics.record_transfer("nfs", &transfer);
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank during a READ reply",
+                ));
+            }
+            Ok(n) => {
+                transfer.push(TransferPath::Sendfile, n as u64, None);
+                position += n as u64;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) if is_unsupported(&e.into()) => {
+                // This file cannot be sent by sendfile: finish with pread + write.
+                let copied = copy_range(stream, file, position, end)?;
+                transfer.push(
+                    TransferPath::Copy,
+                    copied,
+                    Some(FallbackReason::SendfileUnsupported),
+                );
+                exporter
+                    .app
+                    .metrics
+                    .record_fallback("nfs", FallbackReason::SendfileUnsupported);
+                position = end;
+            }
+            Err(e) => {
+                exporter.app.metrics.record_transfer("nfs", &transfer);
+                return Err(e.into());
+            }
+        }
+    }
+    exporter.app.metrics.record_transfer("nfs", &transfer);
+    stream.write_all(&[0u8; 3][..pad])
+}
+
+fn copy_range(stream: &mut TcpStream, file: &File, mut position: u64, end: u64) -> io::Result<u64> {
+    let start = position;
+    let mut buffer = vec![0u8; 256 * 1024];
+    while position < end {
+        let want = ((end - position) as usize).min(buffer.len());
+        let n = file.read_at(&mut buffer[..want], position)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank during a READ reply",
+            ));
+        }
+        stream.write_all(&buffer[..n])?;
+        position += n as u64;
+    }
+    Ok(position - start)
+}

@@ -1,0 +1,263 @@
+//! The NFSv3 export: ONC RPC over TCP with MOUNT v3, NFS v3 and PORTMAP v2 on one port.
+//!
+//! - [`xdr`], [`record`], [`rpc`]: the wire (pure, bounded, fuzzed).
+//! - [`handle`], [`vfs`]: file handles and the share as NFS sees it.
+//! - [`export`]: client rules, squashing, per-thread identity.
+//! - [`nfs3`], [`mount`]: the procedures.
+//! - [`fdcache`]: open files reused across READ/WRITE/COMMIT.
+//! - [`conn`]: one reader and one writer thread per connection; READ data by `sendfile`.
+//!
+//! NFS runs on plain threads, not on the HTTP workers' runtimes: each request is a short
+//! sequence of blocking system calls made under the caller's identity, which is a
+//! per-thread property.
+
+pub mod conn;
+pub mod export;
+pub mod fdcache;
+pub mod handle;
+pub mod mount;
+pub mod nfs3;
+pub mod record;
+pub mod rpc;
+pub mod vfs;
+pub mod xdr;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use export::{ClientRule, Creds, decide};
+use mount::{MOUNT_PROCEDURES, MOUNT_PROGRAM, NFS_PROGRAM, PORTMAP_PROCEDURES, PORTMAP_PROGRAM};
+use nfs3::{Caller, Done, Fail, PROCEDURES, failure_words, status, status_label};
+use rpc::{AcceptStat, AuthStat, CallError, Credential};
+
+use crate::http::service::App;
+
+/// What the export needs from the command line.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Share name (`/<name>` is accepted by MNT besides `/`).
+    pub share: String,
+    /// Whether the whole share is read-only.
+    pub read_only: bool,
+    /// Client rules (none: everyone, read-write, root squashed).
+    pub rules: Vec<ClientRule>,
+    /// The rules as given, for EXPORT.
+    pub rule_texts: Vec<String>,
+    /// uid and gid of squashed callers.
+    pub anon: (u32, u32),
+}
+
+/// Everything the NFS threads share.
+pub struct Exporter {
+    vfs: vfs::Vfs,
+    app: Arc<App>,
+    read_only: bool,
+    rules: Vec<ClientRule>,
+    rule_texts: Vec<String>,
+    share_name: String,
+    anon: (u32, u32),
+    server_creds: Creds,
+    /// Changes on every start, so clients resend writes they had not committed.
+    verifier: [u8; 8],
+    fds: fdcache::FdCache,
+    mounts: Mutex<Vec<(String, String)>>,
+    port: u16,
+}
+
+/// What to do with a request record.
+pub enum Outcome {
+    /// Send this reply.
+    Reply(conn::Outgoing),
+    /// Nothing to answer (a reply or an unknown message type).
+    Skip,
+    /// Close the connection (not an RPC call at all).
+    Close,
+}
+
+fn finish(e: xdr::Encoder) -> Outcome {
+    Outcome::Reply(conn::Outgoing::Bytes(rpc::finish(e, 0)))
+}
+
+impl Exporter {
+    /// Answers one request record from a client at `peer`.
+    pub fn handle(&self, record: &[u8], peer: IpAddr) -> Outcome {
+        let mut call = match rpc::parse_call(record) {
+            Ok(call) => call,
+            Err(CallError::Garbage) => return Outcome::Close,
+            Err(CallError::NotACall) => return Outcome::Skip,
+            Err(CallError::RpcMismatch(xid)) => return finish(rpc::rpc_mismatch(xid)),
+            Err(CallError::BadCredential(xid)) => {
+                return finish(rpc::auth_error(xid, AuthStat::BadCred));
+            }
+        };
+        let xid = call.xid;
+        let accepted = |stat| finish(rpc::accepted(xid, stat, 0));
+        let (low, high) = match call.program {
+            NFS_PROGRAM | MOUNT_PROGRAM => (3, 3),
+            PORTMAP_PROGRAM => (2, 2),
+            _ => return accepted(AcceptStat::ProgUnavail),
+        };
+        if call.version != high {
+            return accepted(AcceptStat::ProgMismatch { low, high });
+        }
+        let names: &[&'static str] = match call.program {
+            NFS_PROGRAM => &PROCEDURES,
+            MOUNT_PROGRAM => &MOUNT_PROCEDURES,
+            _ => &PORTMAP_PROCEDURES,
+        };
+        let Some(&name) = names.get(call.procedure as usize) else {
+            return accepted(AcceptStat::ProcUnavail);
+        };
+        let started = Instant::now();
+        // NULL and PORTMAP take any flavor; everything else needs AUTH_SYS.
+        let auth = match (&call.credential, call.procedure, call.program) {
+            (_, 0, _) | (_, _, PORTMAP_PROGRAM) => None,
+            (Credential::Sys(auth), _, _) => Some(auth.clone()),
+            (Credential::None, _, _) => return finish(rpc::auth_error(xid, AuthStat::TooWeak)),
+            (Credential::Other(_), _, _) => return finish(rpc::auth_error(xid, AuthStat::BadCred)),
+        };
+        let result = match call.program {
+            PORTMAP_PROGRAM => self.portmap2(call.procedure, &mut call.args),
+            MOUNT_PROGRAM => {
+                let machine = auth.as_ref().map(|a| a.machine.as_str()).unwrap_or("");
+                self.mount3(call.procedure, peer, machine, &mut call.args)
+            }
+            _ => match (decide(&self.rules, peer), &auth) {
+                (Some((access, squash)), Some(auth)) => {
+                    let caller = Caller {
+                        creds: Creds::squashed(auth, squash, self.anon),
+                        access,
+                    };
+                    self.nfs3(call.procedure, &caller, &mut call.args)
+                }
+                (None, Some(_)) => Err(Fail::Status(status::ACCES)),
+                (_, None) => self.nfs3(
+                    0,
+                    &Caller {
+                        creds: self.server_creds.clone(),
+                        access: export::Access::ReadOnly,
+                    },
+                    &mut call.args,
+                ),
+            },
+        };
+        let (label, outcome) = match result {
+            Err(Fail::Garbage) => ("garbage_args", accepted(AcceptStat::GarbageArgs)),
+            Err(Fail::Status(code)) => {
+                let mut e = rpc::accepted(xid, AcceptStat::Success, 64);
+                e.u32(code);
+                for _ in 0..failure_words(call.procedure) {
+                    e.u32(0);
+                }
+                (status_label(code), finish(e))
+            }
+            Ok(Done::Body(body)) => {
+                let mut e = rpc::accepted(xid, AcceptStat::Success, body.len() + 4);
+                if call.program == NFS_PROGRAM && call.procedure != 0 {
+                    e.u32(status::OK);
+                }
+                e.bytes_mut().extend_from_slice(&body.into_bytes());
+                ("ok", finish(e))
+            }
+            Ok(Done::Read {
+                head,
+                file,
+                offset,
+                count,
+            }) => {
+                let mut e = rpc::accepted(xid, AcceptStat::Success, head.len() + 4);
+                e.u32(status::OK);
+                e.bytes_mut().extend_from_slice(&head.into_bytes());
+                let pad = (4 - count % 4) % 4;
+                let head = rpc::finish(e, count + pad);
+                (
+                    "ok",
+                    Outcome::Reply(conn::Outgoing::Read {
+                        head,
+                        file,
+                        offset,
+                        count,
+                        pad,
+                    }),
+                )
+            }
+        };
+        self.app
+            .metrics
+            .observe_nfs(name, label, started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+/// A started NFS server.
+#[derive(Debug)]
+pub struct NfsServer {
+    addr: SocketAddr,
+}
+
+impl NfsServer {
+    /// Binds `addr`, indexes the share at `root`, and serves on background threads.
+    pub fn start(
+        addr: &str,
+        root: &Path,
+        options: ExportOptions,
+        app: Arc<App>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        let local = listener.local_addr()?;
+        let started = Instant::now();
+        let vfs = vfs::Vfs::open(root, &options.share)?;
+        tracing::info!(nfs = %local, indexed = vfs.indexed(), index_ms = started.elapsed().as_millis() as u64, "NFS export ready");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        let exporter = Arc::new(Exporter {
+            vfs,
+            app,
+            read_only: options.read_only,
+            rules: options.rules,
+            rule_texts: options.rule_texts,
+            share_name: options.share,
+            anon: options.anon,
+            server_creds: export::server_creds(),
+            verifier: nanos.to_be_bytes(),
+            fds: fdcache::FdCache::new(fdcache::DEFAULT_CAPACITY, options.read_only),
+            mounts: Mutex::new(Vec::new()),
+            port: local.port(),
+        });
+        std::thread::Builder::new()
+            .name("zn-nfs-accept".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let stream = match stream {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "NFS accept failed");
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            continue;
+                        }
+                    };
+                    let peer = match stream.peer_addr() {
+                        Ok(p) => p,
+                        Err(_) => continue,
+                    };
+                    let exporter = Arc::clone(&exporter);
+                    let spawned = std::thread::Builder::new()
+                        .name("zn-nfs-conn".into())
+                        .spawn(move || conn::serve(exporter, stream, peer));
+                    if let Err(e) = spawned {
+                        tracing::warn!(error = %e, "cannot start an NFS connection thread");
+                    }
+                }
+            })?;
+        Ok(Self { addr: local })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}

@@ -1,0 +1,1064 @@
+//! NFS version 3 (RFC 1813): the 22 procedures over [`Vfs`]. Each procedure decodes its
+//! arguments, checks the export's access and the caller's permissions, does the work
+//! (mutations under the caller's file-system identity, see `export::assume`), and encodes
+//! its results. Failures carry no attributes (`attributes_follow = FALSE`), which RFC 1813
+//! allows for every procedure.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+
+use super::Exporter;
+use super::export::{Access, Creds};
+use super::handle::fnv1a;
+use super::vfs::{Attr, Node, VfsError, check_name, ftype};
+use super::xdr::{Decoder, Encoder, XdrError};
+
+/// Largest READ and WRITE.
+pub const MAX_IO: u32 = 1 << 20;
+/// Reads up to this size are sent as one buffer (`pread` + one write) instead of `sendfile`.
+pub const SMALL_READ: usize = 16 * 1024;
+const MAX_HANDLE: usize = 64;
+const MAX_PATH: usize = 4096;
+
+/// Procedure names, by number (metrics labels).
+pub const PROCEDURES: [&str; 22] = [
+    "NULL",
+    "GETATTR",
+    "SETATTR",
+    "LOOKUP",
+    "ACCESS",
+    "READLINK",
+    "READ",
+    "WRITE",
+    "CREATE",
+    "MKDIR",
+    "SYMLINK",
+    "MKNOD",
+    "REMOVE",
+    "RMDIR",
+    "RENAME",
+    "LINK",
+    "READDIR",
+    "READDIRPLUS",
+    "FSSTAT",
+    "FSINFO",
+    "PATHCONF",
+    "COMMIT",
+];
+
+/// `nfsstat3` values used here.
+pub mod status {
+    /// Success.
+    pub const OK: u32 = 0;
+    /// Not owner.
+    pub const PERM: u32 = 1;
+    /// No such file or directory.
+    pub const NOENT: u32 = 2;
+    /// I/O error.
+    pub const IO: u32 = 5;
+    /// Permission denied.
+    pub const ACCES: u32 = 13;
+    /// File exists.
+    pub const EXIST: u32 = 17;
+    /// Cross-device link.
+    pub const XDEV: u32 = 18;
+    /// Not a directory.
+    pub const NOTDIR: u32 = 20;
+    /// Is a directory.
+    pub const ISDIR: u32 = 21;
+    /// Invalid argument.
+    pub const INVAL: u32 = 22;
+    /// File too large.
+    pub const FBIG: u32 = 27;
+    /// No space left (the share's quota or the disk).
+    pub const NOSPC: u32 = 28;
+    /// Read-only export.
+    pub const ROFS: u32 = 30;
+    /// Too many links.
+    pub const MLINK: u32 = 31;
+    /// Name too long.
+    pub const NAMETOOLONG: u32 = 63;
+    /// Directory not empty.
+    pub const NOTEMPTY: u32 = 66;
+    /// Quota exceeded.
+    pub const DQUOT: u32 = 69;
+    /// Stale handle.
+    pub const STALE: u32 = 70;
+    /// Not a handle of this server.
+    pub const BADHANDLE: u32 = 10001;
+    /// SETATTR guard mismatch.
+    pub const NOT_SYNC: u32 = 10002;
+    /// Operation not supported.
+    pub const NOTSUPP: u32 = 10004;
+    /// Server fault.
+    pub const SERVERFAULT: u32 = 10006;
+}
+
+/// The metrics label of a status.
+pub fn status_label(code: u32) -> &'static str {
+    match code {
+        status::OK => "ok",
+        status::PERM => "perm",
+        status::NOENT => "noent",
+        status::IO => "io",
+        status::ACCES => "acces",
+        status::EXIST => "exist",
+        status::XDEV => "xdev",
+        status::NOTDIR => "notdir",
+        status::ISDIR => "isdir",
+        status::INVAL => "inval",
+        status::FBIG => "fbig",
+        status::NOSPC => "nospc",
+        status::ROFS => "rofs",
+        status::MLINK => "mlink",
+        status::NAMETOOLONG => "nametoolong",
+        status::NOTEMPTY => "notempty",
+        status::DQUOT => "dquot",
+        status::STALE => "stale",
+        status::BADHANDLE => "badhandle",
+        status::NOT_SYNC => "not_sync",
+        status::NOTSUPP => "notsupp",
+        _ => "serverfault",
+    }
+}
+
+/// Maps a kernel error to `nfsstat3`.
+pub fn status_of(e: &io::Error) -> u32 {
+    match e.raw_os_error() {
+        Some(libc::EPERM) => status::PERM,
+        Some(libc::ENOENT) => status::NOENT,
+        Some(libc::EACCES) | Some(libc::EXDEV) => status::ACCES,
+        Some(libc::EEXIST) => status::EXIST,
+        Some(libc::ENOTDIR) => status::NOTDIR,
+        Some(libc::EISDIR) => status::ISDIR,
+        Some(libc::EINVAL) | Some(libc::ELOOP) => status::INVAL,
+        Some(libc::EFBIG) => status::FBIG,
+        Some(libc::ENOSPC) => status::NOSPC,
+        Some(libc::EROFS) => status::ROFS,
+        Some(libc::EMLINK) => status::MLINK,
+        Some(libc::ENAMETOOLONG) => status::NAMETOOLONG,
+        Some(libc::ENOTEMPTY) => status::NOTEMPTY,
+        Some(libc::EDQUOT) => status::DQUOT,
+        Some(libc::ESTALE) => status::STALE,
+        Some(libc::EOPNOTSUPP) => status::NOTSUPP,
+        _ => status::IO,
+    }
+}
+
+/// Why a procedure failed.
+#[derive(Debug)]
+pub enum Fail {
+    /// The arguments do not decode (`GARBAGE_ARGS`).
+    Garbage,
+    /// An NFS status.
+    Status(u32),
+}
+
+impl From<XdrError> for Fail {
+    fn from(_: XdrError) -> Self {
+        Fail::Garbage
+    }
+}
+
+impl From<io::Error> for Fail {
+    fn from(e: io::Error) -> Self {
+        Fail::Status(status_of(&e))
+    }
+}
+
+impl From<rustix::io::Errno> for Fail {
+    fn from(e: rustix::io::Errno) -> Self {
+        Fail::Status(status_of(&e.into()))
+    }
+}
+
+impl From<VfsError> for Fail {
+    fn from(e: VfsError) -> Self {
+        Fail::Status(match e {
+            VfsError::BadHandle => status::BADHANDLE,
+            VfsError::Stale => status::STALE,
+            VfsError::InvalidName => status::INVAL,
+            VfsError::NameTooLong => status::NAMETOOLONG,
+            VfsError::Reserved => status::ACCES,
+            VfsError::Io(e) => status_of(&e),
+        })
+    }
+}
+
+/// A procedure's successful result.
+pub enum Done {
+    /// The result body (after the status word).
+    Body(Encoder),
+    /// A READ whose data goes out by `sendfile`: the body up to the opaque length, then
+    /// `count` bytes of `file` from `offset`, then padding.
+    Read {
+        /// Result body up to and including the data length.
+        head: Encoder,
+        /// The file.
+        file: Arc<File>,
+        /// Where the data starts.
+        offset: u64,
+        /// Data bytes.
+        count: usize,
+    },
+}
+
+/// Zero words a failed reply of procedure `proc_` carries after its status (empty
+/// `post_op_attr`s and `wcc_data`s).
+pub fn failure_words(proc_: u32) -> usize {
+    match proc_ {
+        1 => 0,
+        3 | 4 | 5 | 6 | 16 | 17 | 18 | 19 | 20 => 1,
+        15 => 3,
+        14 => 4,
+        _ => 2,
+    }
+}
+
+/// Who is calling, as decided for this request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Identity after squashing.
+    pub creds: Creds,
+    /// What the client's network may do.
+    pub access: Access,
+}
+
+fn time(e: &mut Encoder, t: (u32, u32)) {
+    e.u32(t.0).u32(t.1);
+}
+
+/// Encodes `fattr3`.
+pub fn fattr(e: &mut Encoder, a: &Attr, fsid: u64) {
+    e.u32(a.ftype)
+        .u32(a.mode)
+        .u32(a.nlink)
+        .u32(a.uid)
+        .u32(a.gid);
+    e.u64(a.size)
+        .u64(a.used)
+        .u32(a.rdev.0)
+        .u32(a.rdev.1)
+        .u64(fsid)
+        .u64(a.fileid);
+    time(e, a.atime);
+    time(e, a.mtime);
+    time(e, a.ctime);
+}
+
+/// Attributes to set (`sattr3`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New mode bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size.
+    pub size: Option<u64>,
+    /// New access time: None keep, Some(None) server time, Some(Some(t)) client time.
+    pub atime: Option<Option<(u32, u32)>>,
+    /// New modification time, likewise.
+    pub mtime: Option<Option<(u32, u32)>>,
+}
+
+fn set_time(d: &mut Decoder) -> Result<Option<Option<(u32, u32)>>, XdrError> {
+    Ok(match d.u32()? {
+        0 => None,
+        1 => Some(None),
+        2 => Some(Some((d.u32()?, d.u32()?))),
+        _ => return Err(XdrError::Invalid("time_how")),
+    })
+}
+
+/// Decodes `sattr3`.
+pub fn sattr(d: &mut Decoder) -> Result<SetAttr, XdrError> {
+    let opt32 = |d: &mut Decoder| -> Result<Option<u32>, XdrError> {
+        if d.bool()? {
+            Ok(Some(d.u32()?))
+        } else {
+            Ok(None)
+        }
+    };
+    let mode = opt32(d)?;
+    let uid = opt32(d)?;
+    let gid = opt32(d)?;
+    let size = if d.bool()? { Some(d.u64()?) } else { None };
+    Ok(SetAttr {
+        mode,
+        uid,
+        gid,
+        size,
+        atime: set_time(d)?,
+        mtime: set_time(d)?,
+    })
+}
+
+fn timespec(t: Option<Option<(u32, u32)>>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(None) => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(Some((s, n))) => Timespec {
+            tv_sec: i64::from(s),
+            tv_nsec: i64::from(n),
+        },
+    }
+}
+
+/// Runs `f` under the caller's file-system identity, then returns to the server's.
+fn as_caller<T>(ex: &Exporter, caller: &Caller, f: impl FnOnce() -> T) -> T {
+    super::export::assume(&caller.creds);
+    let result = f();
+    super::export::assume(&ex.server_creds);
+    result
+}
+
+impl Exporter {
+    fn fsid(&self) -> u64 {
+        u64::from(self.vfs.share_id)
+    }
+
+    fn post_op_attr(&self, e: &mut Encoder, attr: Option<&Attr>) {
+        match attr {
+            Some(a) => {
+                e.bool(true);
+                fattr(e, a, self.fsid());
+            }
+            None => {
+                e.bool(false);
+            }
+        }
+    }
+
+    /// `wcc_data` without the pre-operation part.
+    fn wcc(&self, e: &mut Encoder, after: Option<&Attr>) {
+        e.bool(false);
+        self.post_op_attr(e, after);
+    }
+
+    fn post_op_fh(&self, e: &mut Encoder, attr: &Attr) {
+        e.bool(true).opaque(&self.vfs.handle(attr).encode());
+    }
+
+    fn node(&self, d: &mut Decoder) -> Result<Node, Fail> {
+        Ok(self.vfs.resolve(d.opaque(MAX_HANDLE)?)?)
+    }
+
+    fn dir(&self, d: &mut Decoder) -> Result<Node, Fail> {
+        let node = self.node(d)?;
+        if !node.attr.is_dir() {
+            return Err(Fail::Status(status::NOTDIR));
+        }
+        Ok(node)
+    }
+
+    fn writable(&self, caller: &Caller) -> Result<(), Fail> {
+        if self.read_only || caller.access == Access::ReadOnly {
+            return Err(Fail::Status(status::ROFS));
+        }
+        Ok(())
+    }
+
+    fn permits(caller: &Caller, a: &Attr, want: u32) -> bool {
+        caller.creds.permits(a.mode, a.uid, a.gid, want)
+    }
+
+    fn stat(&self, rel: &Path) -> Option<Attr> {
+        self.vfs.stat(rel).ok()
+    }
+
+    /// Runs procedure `proc_`.
+    pub fn nfs3(&self, proc_: u32, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        match proc_ {
+            0 => Ok(Done::Body(Encoder::default())),
+            1 => self.getattr(d),
+            2 => self.setattr(caller, d),
+            3 => self.lookup(caller, d),
+            4 => self.access(caller, d),
+            5 => self.readlink(d),
+            6 => self.read(caller, d),
+            7 => self.write(caller, d),
+            8 => self.create(caller, d),
+            9 => self.mkdir(caller, d),
+            10 => self.symlink(caller, d),
+            11 => Err(Fail::Status(status::NOTSUPP)),
+            12 => self.remove(caller, d, false),
+            13 => self.remove(caller, d, true),
+            14 => self.rename(caller, d),
+            15 => self.link(caller, d),
+            16 => self.readdir(caller, d, false),
+            17 => self.readdir(caller, d, true),
+            18 => self.fsstat(d),
+            19 => self.fsinfo(d),
+            20 => self.pathconf(d),
+            21 => self.commit(d),
+            _ => Err(Fail::Garbage),
+        }
+    }
+
+    fn getattr(&self, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let mut e = Encoder::with_capacity(96);
+        fattr(&mut e, &node.attr, self.fsid());
+        Ok(Done::Body(e))
+    }
+
+    /// Applies `set` to `rel` (its attributes `attr`) as the caller.
+    fn apply(&self, caller: &Caller, rel: &Path, attr: &Attr, set: &SetAttr) -> Result<(), Fail> {
+        let (dir, name) = self.vfs.locate(rel)?;
+        if let Some(size) = set.size {
+            if attr.ftype != ftype::REG {
+                return Err(Fail::Status(if attr.is_dir() {
+                    status::ISDIR
+                } else {
+                    status::INVAL
+                }));
+            }
+            let mut reservation = self.app.usage.reservation();
+            reservation
+                .grow(size.saturating_sub(attr.size))
+                .map_err(|_| Fail::Status(status::NOSPC))?;
+            as_caller(self, caller, || -> Result<(), Fail> {
+                let fd = rustix::fs::openat(
+                    &dir,
+                    &name,
+                    OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                rustix::fs::ftruncate(&fd, size)?;
+                Ok(())
+            })?;
+            self.app.usage.record_write(Some(attr.size), size);
+        }
+        as_caller(self, caller, || -> Result<(), Fail> {
+            if let Some(mode) = set.mode
+                && attr.ftype != ftype::LNK
+            {
+                // The type was checked just above: mode changes never go through a symlink.
+                rustix::fs::chmodat(
+                    &dir,
+                    &name,
+                    Mode::from_raw_mode(mode & 0o7777),
+                    AtFlags::empty(),
+                )?;
+            }
+            if set.uid.is_some() || set.gid.is_some() {
+                rustix::fs::chownat(
+                    &dir,
+                    &name,
+                    set.uid.map(rustix::process::Uid::from_raw),
+                    set.gid.map(rustix::process::Gid::from_raw),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            if set.atime.is_some() || set.mtime.is_some() {
+                let times = Timestamps {
+                    last_access: timespec(set.atime),
+                    last_modification: timespec(set.mtime),
+                };
+                rustix::fs::utimensat(&dir, &name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn setattr(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let set = sattr(d)?;
+        let guard = if d.bool()? {
+            Some((d.u32()?, d.u32()?))
+        } else {
+            None
+        };
+        self.writable(caller)?;
+        if guard.is_some_and(|g| g != node.attr.ctime) {
+            return Err(Fail::Status(status::NOT_SYNC));
+        }
+        if node.rel.as_os_str().is_empty() {
+            // The root has no parent here: only its mode and times are settable, as the server.
+            return Err(Fail::Status(status::ACCES));
+        }
+        self.apply(caller, &node.rel, &node.attr, &set)?;
+        let mut e = Encoder::with_capacity(100);
+        self.wcc(&mut e, self.stat(&node.rel).as_ref());
+        Ok(Done::Body(e))
+    }
+
+    fn lookup(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let dir = self.dir(d)?;
+        let name = d.opaque(MAX_PATH)?;
+        if !Self::permits(caller, &dir.attr, 1) {
+            return Err(Fail::Status(status::ACCES));
+        }
+        let (rel, attr) = match name {
+            b"." => (dir.rel.clone(), dir.attr),
+            b".." => {
+                let parent = dir.rel.parent().map(Path::to_owned).unwrap_or_default();
+                let attr = self.vfs.stat(&parent)?;
+                (parent, attr)
+            }
+            _ => {
+                let name = check_name(name).map_err(|e| match e {
+                    VfsError::Reserved => Fail::Status(status::NOENT),
+                    other => other.into(),
+                })?;
+                let rel = dir.rel.join(name);
+                let attr = self.vfs.stat(&rel)?;
+                self.vfs.remember(&rel, &attr);
+                (rel, attr)
+            }
+        };
+        let _ = rel;
+        let mut e = Encoder::with_capacity(220);
+        e.opaque(&self.vfs.handle(&attr).encode());
+        self.post_op_attr(&mut e, Some(&attr));
+        self.post_op_attr(&mut e, Some(&dir.attr));
+        Ok(Done::Body(e))
+    }
+
+    fn access(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let wanted = d.u32()?;
+        let a = &node.attr;
+        let can = |bits| Self::permits(caller, a, bits);
+        let read_only = self.read_only || caller.access == Access::ReadOnly;
+        let mut granted = 0;
+        if can(4) {
+            granted |= 0x01;
+        }
+        if a.is_dir() && can(1) {
+            granted |= 0x02;
+        }
+        if !read_only && can(2) {
+            granted |= 0x04 | 0x08;
+            if a.is_dir() {
+                granted |= 0x10;
+            }
+        }
+        if !a.is_dir() && can(1) && (caller.creds.uid != 0 || a.mode & 0o111 != 0) {
+            granted |= 0x20;
+        }
+        let mut e = Encoder::with_capacity(100);
+        self.post_op_attr(&mut e, Some(a));
+        e.u32(granted & wanted);
+        Ok(Done::Body(e))
+    }
+
+    fn readlink(&self, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        if node.attr.ftype != ftype::LNK {
+            return Err(Fail::Status(status::INVAL));
+        }
+        let (dir, name) = self.vfs.locate(&node.rel)?;
+        let target = rustix::fs::readlinkat(&dir, &name, Vec::new())?;
+        let mut e = Encoder::with_capacity(100 + target.as_bytes().len());
+        self.post_op_attr(&mut e, Some(&node.attr));
+        e.opaque(target.as_bytes());
+        Ok(Done::Body(e))
+    }
+
+    fn regular(node: &Node) -> Result<(), Fail> {
+        match node.attr.ftype {
+            ftype::REG => Ok(()),
+            ftype::DIR => Err(Fail::Status(status::ISDIR)),
+            _ => Err(Fail::Status(status::INVAL)),
+        }
+    }
+
+    fn read(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let offset = d.u64()?;
+        let wanted = d.u32()?.min(MAX_IO) as u64;
+        Self::regular(&node)?;
+        if !Self::permits(caller, &node.attr, 4) {
+            return Err(Fail::Status(status::ACCES));
+        }
+        let file = self.fds.get(&self.vfs, &node, false)?;
+        let size = node.attr.size;
+        let count = if offset >= size {
+            0
+        } else {
+            wanted.min(size - offset)
+        } as usize;
+        let mut e = Encoder::with_capacity(128 + if count <= SMALL_READ { count } else { 0 });
+        self.post_op_attr(&mut e, Some(&node.attr));
+        if count <= SMALL_READ {
+            let mut data = vec![0u8; count];
+            let mut filled = 0;
+            while filled < count {
+                match file.read_at(&mut data[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            data.truncate(filled);
+            let eof = offset + filled as u64 >= size;
+            e.u32(filled as u32).bool(eof).opaque(&data);
+            if filled > 0 {
+                self.app.metrics.record_transfer(
+                    "nfs",
+                    &crate::io::Transfer::single(
+                        crate::io::TransferPath::Copy,
+                        filled as u64,
+                        Some(crate::io::FallbackReason::SmallBody),
+                    ),
+                );
+                self.app
+                    .metrics
+                    .record_fallback("nfs", crate::io::FallbackReason::SmallBody);
+            }
+            return Ok(Done::Body(e));
+        }
+        let eof = offset + count as u64 >= size;
+        e.u32(count as u32).bool(eof).u32(count as u32);
+        Ok(Done::Read {
+            head: e,
+            file,
+            offset,
+            count,
+        })
+    }
+
+    fn write(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let offset = d.u64()?;
+        let _count = d.u32()?;
+        let stable = d.u32()?;
+        let data = d.opaque(MAX_IO as usize)?;
+        self.writable(caller)?;
+        Self::regular(&node)?;
+        if !Self::permits(caller, &node.attr, 2) {
+            return Err(Fail::Status(status::ACCES));
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(Fail::Status(status::FBIG))?;
+        let mut reservation = self.app.usage.reservation();
+        reservation
+            .grow(end.saturating_sub(node.attr.size))
+            .map_err(|_| Fail::Status(status::NOSPC))?;
+        let file = self.fds.get(&self.vfs, &node, true)?;
+        file.write_all_at(data, offset)?;
+        let committed = match stable {
+            0 => 0,
+            1 => {
+                file.sync_data()?;
+                1
+            }
+            _ => {
+                file.sync_all()?;
+                2
+            }
+        };
+        // Sizes seen before and after: other writers may have grown the file meanwhile.
+        let after = rustix::fs::statx(
+            &*file,
+            "",
+            AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::BASIC_STATS | rustix::fs::StatxFlags::BTIME,
+        )
+        .map(|s| Attr::from_statx(&s))
+        .ok();
+        self.app.usage.record_write(
+            Some(node.attr.size),
+            after.map_or(end.max(node.attr.size), |a| a.size),
+        );
+        drop(reservation);
+        self.app.metrics.add_received(data.len() as u64);
+        let mut e = Encoder::with_capacity(120);
+        self.wcc(&mut e, after.as_ref());
+        e.u32(data.len() as u32)
+            .u32(committed)
+            .opaque_fixed(&self.verifier);
+        Ok(Done::Body(e))
+    }
+
+    /// The result of CREATE, MKDIR and SYMLINK.
+    fn created(&self, rel: &Path, dir: &Node) -> Result<Done, Fail> {
+        let attr = self.vfs.stat(rel)?;
+        self.vfs.remember(rel, &attr);
+        let mut e = Encoder::with_capacity(240);
+        self.post_op_fh(&mut e, &attr);
+        self.post_op_attr(&mut e, Some(&attr));
+        self.wcc(&mut e, self.stat(&dir.rel).as_ref());
+        Ok(Done::Body(e))
+    }
+
+    fn new_entry(&self, caller: &Caller, d: &mut Decoder) -> Result<(Node, PathBuf), Fail> {
+        let dir = self.dir(d)?;
+        let name = d.opaque(MAX_PATH)?.to_vec();
+        self.writable(caller)?;
+        let name = check_name(&name)?;
+        if name == "." || name == ".." {
+            return Err(Fail::Status(status::EXIST));
+        }
+        let rel = dir.rel.join(name);
+        Ok((dir, rel))
+    }
+
+    fn create(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let dir = self.dir(d)?;
+        let raw_name = d.opaque(MAX_PATH)?.to_vec();
+        let how = d.u32()?;
+        let (set, verifier) = match how {
+            0 | 1 => (sattr(d)?, None),
+            2 => {
+                let v = d.opaque_fixed(8)?;
+                (
+                    SetAttr::default(),
+                    Some((
+                        (u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+                        u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
+                    )),
+                )
+            }
+            _ => return Err(Fail::Garbage),
+        };
+        self.writable(caller)?;
+        let name = check_name(&raw_name)?;
+        let rel = dir.rel.join(name);
+        let parent = self.vfs.dir_fd(&dir.rel)?;
+        let exclusive = how != 0;
+        let mode = set.mode.unwrap_or(0o644) & 0o7777;
+        let flags = OFlags::CREATE
+            | OFlags::WRONLY
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | if exclusive {
+                OFlags::EXCL
+            } else {
+                OFlags::empty()
+            };
+        let before = self.vfs.stat(&rel).ok();
+        let opened = as_caller(self, caller, || {
+            rustix::fs::openat(&parent, name, flags, Mode::from_raw_mode(mode))
+        });
+        match opened {
+            Ok(fd) => {
+                if before.is_none() {
+                    self.app.usage.record_write(None, 0);
+                    // Exactly the client's mode, whatever the process umask.
+                    as_caller(self, caller, || {
+                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                    })?;
+                }
+                drop(fd);
+                let attr = self.vfs.stat(&rel)?;
+                let mut rest = SetAttr { mode: None, ..set };
+                if let Some((a, m)) = verifier {
+                    // EXCLUSIVE: keep the verifier in the times, so a retransmitted CREATE
+                    // recognises its own file (what knfsd does).
+                    rest.atime = Some(Some((a, 0)));
+                    rest.mtime = Some(Some((m, 0)));
+                }
+                if rest != SetAttr::default() {
+                    self.apply(caller, &rel, &attr, &rest)?;
+                }
+            }
+            Err(rustix::io::Errno::EXIST) if verifier.is_some() => {
+                let existing = self.vfs.stat(&rel)?;
+                let (a, m) = verifier.unwrap_or_default();
+                if existing.atime.0 != a || existing.mtime.0 != m {
+                    return Err(Fail::Status(status::EXIST));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.created(&rel, &dir)
+    }
+
+    fn mkdir(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let (dir, rel) = self.new_entry(caller, d)?;
+        let set = sattr(d)?;
+        let (parent, name) = self.vfs.locate(&rel)?;
+        let mode = set.mode.unwrap_or(0o755) & 0o7777;
+        as_caller(self, caller, || -> Result<(), Fail> {
+            rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(mode))?;
+            rustix::fs::chmodat(&parent, &name, Mode::from_raw_mode(mode), AtFlags::empty())?;
+            Ok(())
+        })?;
+        let attr = self.vfs.stat(&rel)?;
+        let rest = SetAttr { mode: None, ..set };
+        if rest != SetAttr::default() {
+            self.apply(caller, &rel, &attr, &rest)?;
+        }
+        self.created(&rel, &dir)
+    }
+
+    fn symlink(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let (dir, rel) = self.new_entry(caller, d)?;
+        let _set = sattr(d)?;
+        let target = d.opaque(MAX_PATH)?;
+        if target.is_empty() || target.contains(&0) {
+            return Err(Fail::Status(status::INVAL));
+        }
+        let (parent, name) = self.vfs.locate(&rel)?;
+        let target = std::ffi::OsStr::from_bytes(target);
+        as_caller(self, caller, || {
+            rustix::fs::symlinkat(target, &parent, &name)
+        })?;
+        self.created(&rel, &dir)
+    }
+
+    fn remove(&self, caller: &Caller, d: &mut Decoder, directory: bool) -> Result<Done, Fail> {
+        let dir = self.dir(d)?;
+        let name = d.opaque(MAX_PATH)?.to_vec();
+        self.writable(caller)?;
+        if name == b"." {
+            return Err(Fail::Status(status::INVAL));
+        }
+        if name == b".." {
+            return Err(Fail::Status(status::NOTEMPTY));
+        }
+        let name = check_name(&name)?;
+        let rel = dir.rel.join(name);
+        let attr = self.vfs.stat(&rel)?;
+        let parent = self.vfs.dir_fd(&dir.rel)?;
+        let flags = if directory {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        if !directory && attr.is_dir() {
+            return Err(Fail::Status(status::ISDIR));
+        }
+        as_caller(self, caller, || rustix::fs::unlinkat(&parent, name, flags))?;
+        self.forget_unlinked(&attr);
+        let mut e = Encoder::with_capacity(100);
+        self.wcc(&mut e, self.stat(&dir.rel).as_ref());
+        Ok(Done::Body(e))
+    }
+
+    /// Bookkeeping after a name of `attr` was unlinked (or replaced by a rename).
+    fn forget_unlinked(&self, attr: &Attr) {
+        if attr.nlink <= 1 || attr.is_dir() {
+            self.fds.evict(attr.fileid);
+            self.vfs.forget(attr.fileid);
+            if attr.ftype == ftype::REG {
+                self.app.usage.record_remove(1, attr.size);
+            }
+        }
+    }
+
+    fn rename(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let from_dir = self.dir(d)?;
+        let from_name = d.opaque(MAX_PATH)?.to_vec();
+        let to_dir = self.dir(d)?;
+        let to_name = d.opaque(MAX_PATH)?.to_vec();
+        self.writable(caller)?;
+        let from_name = check_name(&from_name)?;
+        let to_name = check_name(&to_name)?;
+        let from = from_dir.rel.join(from_name);
+        let to = to_dir.rel.join(to_name);
+        let moved = self.vfs.stat(&from)?;
+        let replaced = self.vfs.stat(&to).ok().filter(|r| r.fileid != moved.fileid);
+        let from_fd = self.vfs.dir_fd(&from_dir.rel)?;
+        let to_fd = self.vfs.dir_fd(&to_dir.rel)?;
+        as_caller(self, caller, || {
+            rustix::fs::renameat(&from_fd, from_name, &to_fd, to_name)
+        })?;
+        if let Some(replaced) = replaced {
+            self.forget_unlinked(&replaced);
+        }
+        if moved.is_dir() {
+            self.vfs.renamed(&from, &to);
+        }
+        self.vfs.remember(&to, &moved);
+        let mut e = Encoder::with_capacity(200);
+        self.wcc(&mut e, self.stat(&from_dir.rel).as_ref());
+        self.wcc(&mut e, self.stat(&to_dir.rel).as_ref());
+        Ok(Done::Body(e))
+    }
+
+    fn link(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
+        let file = self.node(d)?;
+        let dir = self.dir(d)?;
+        let name = d.opaque(MAX_PATH)?.to_vec();
+        self.writable(caller)?;
+        if file.attr.is_dir() {
+            return Err(Fail::Status(status::ISDIR));
+        }
+        let name = check_name(&name)?;
+        let (src_dir, src_name) = self.vfs.locate(&file.rel)?;
+        let parent = self.vfs.dir_fd(&dir.rel)?;
+        as_caller(self, caller, || {
+            rustix::fs::linkat(&src_dir, &src_name, &parent, name, AtFlags::empty())
+        })?;
+        let mut e = Encoder::with_capacity(200);
+        self.post_op_attr(&mut e, self.stat(&file.rel).as_ref());
+        self.wcc(&mut e, self.stat(&dir.rel).as_ref());
+        Ok(Done::Body(e))
+    }
+
+    fn readdir(&self, caller: &Caller, d: &mut Decoder, plus: bool) -> Result<Done, Fail> {
+        let dir = self.dir(d)?;
+        let cookie = d.u64()?;
+        let _verifier = d.opaque_fixed(8)?;
+        let (dircount, maxcount) = if plus {
+            let dircount = d.u32()? as usize;
+            (dircount, d.u32()? as usize)
+        } else {
+            let count = d.u32()? as usize;
+            (count, count)
+        };
+        if !Self::permits(caller, &dir.attr, 4) {
+            return Err(Fail::Status(status::ACCES));
+        }
+        let entries = self.entries(&dir)?;
+        let mut e = Encoder::with_capacity(maxcount.min(1 << 20));
+        self.post_op_attr(&mut e, Some(&dir.attr));
+        e.opaque_fixed(&[0u8; 8]);
+        let limit = maxcount.saturating_sub(16).max(256);
+        let mut names_bytes = 0;
+        let mut eof = true;
+        let mut sent = 0;
+        for (entry_cookie, name, rel) in entries.iter().filter(|(c, _, _)| *c > cookie) {
+            let attr = match self.vfs.stat(rel) {
+                Ok(a) => a,
+                Err(_) => continue,
+            };
+            let mut entry = Encoder::with_capacity(200);
+            entry
+                .bool(true)
+                .u64(attr.fileid)
+                .opaque(name)
+                .u64(*entry_cookie);
+            let name_part = entry.len();
+            if plus {
+                self.post_op_attr(&mut entry, Some(&attr));
+                self.post_op_fh(&mut entry, &attr);
+                if !rel.as_os_str().is_empty() && name != b"." && name != b".." {
+                    self.vfs.remember(rel, &attr);
+                }
+            }
+            if e.len() + entry.len() > limit || names_bytes + name_part > dircount.max(512) {
+                eof = false;
+                break;
+            }
+            names_bytes += name_part;
+            e.bytes_mut().extend_from_slice(&entry.into_bytes());
+            sent += 1;
+        }
+        if sent == 0 && !eof {
+            return Err(Fail::Status(10005)); // NFS3ERR_TOOSMALL
+        }
+        e.bool(false).bool(eof);
+        Ok(Done::Body(e))
+    }
+
+    /// The folder's entries with their cookies: `.` (1), `..` (2), then each name under a
+    /// cookie derived from the name itself (FNV-1a, top bit clear, ≥ 3), in cookie order, so
+    /// a listing resumes at the right place however the folder changed in between.
+    fn entries(&self, dir: &Node) -> Result<Vec<(u64, Vec<u8>, PathBuf)>, Fail> {
+        let parent = dir.rel.parent().map(Path::to_owned).unwrap_or_default();
+        let mut out = vec![
+            (1, b".".to_vec(), dir.rel.clone()),
+            (2, b"..".to_vec(), parent),
+        ];
+        let fd = self.vfs.dir_fd(&dir.rel)?;
+        let readable = rustix::fs::openat(
+            &fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&readable)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." || check_name(name).is_err() {
+                continue;
+            }
+            let cookie = (fnv1a(name) & (u64::MAX >> 1)).max(3);
+            names.push((
+                cookie,
+                name.to_vec(),
+                dir.rel.join(std::ffi::OsStr::from_bytes(name)),
+            ));
+        }
+        names.sort();
+        out.extend(names);
+        Ok(out)
+    }
+
+    fn fsstat(&self, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let (total, free, files, ffree) = self.vfs.space()?;
+        let (total, free) = match self.app.usage.capacity() {
+            Some(capacity) => (
+                capacity,
+                capacity
+                    .saturating_sub(self.app.usage.used() + self.app.usage.reserved())
+                    .min(free),
+            ),
+            None => (total, free),
+        };
+        let mut e = Encoder::with_capacity(160);
+        self.post_op_attr(&mut e, Some(&node.attr));
+        e.u64(total)
+            .u64(free)
+            .u64(free)
+            .u64(files)
+            .u64(ffree)
+            .u64(ffree)
+            .u32(0);
+        Ok(Done::Body(e))
+    }
+
+    fn fsinfo(&self, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let mut e = Encoder::with_capacity(160);
+        self.post_op_attr(&mut e, Some(&node.attr));
+        e.u32(MAX_IO)
+            .u32(MAX_IO)
+            .u32(4096)
+            .u32(MAX_IO)
+            .u32(MAX_IO)
+            .u32(4096)
+            .u32(64 * 1024);
+        // FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME
+        e.u64(i64::MAX as u64).u32(0).u32(1).u32(0x1b);
+        Ok(Done::Body(e))
+    }
+
+    fn pathconf(&self, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let mut e = Encoder::with_capacity(120);
+        self.post_op_attr(&mut e, Some(&node.attr));
+        e.u32(32_000)
+            .u32(super::vfs::NAME_MAX as u32)
+            .bool(true)
+            .bool(true)
+            .bool(false)
+            .bool(true);
+        Ok(Done::Body(e))
+    }
+
+    fn commit(&self, d: &mut Decoder) -> Result<Done, Fail> {
+        let node = self.node(d)?;
+        let _offset = d.u64()?;
+        let _count = d.u32()?;
+        Self::regular(&node)?;
+        let file = self.fds.get(&self.vfs, &node, false)?;
+        file.sync_all()?;
+        let mut e = Encoder::with_capacity(120);
+        self.wcc(&mut e, self.stat(&node.rel).as_ref());
+        e.opaque_fixed(&self.verifier);
+        Ok(Done::Body(e))
+    }
+}

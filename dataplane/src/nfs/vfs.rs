@@ -1,0 +1,469 @@
+//! The share as NFS sees it: attributes from `statx`, paths resolved beneath the root with
+//! `openat2` (never through a symlink), and the index that turns file handles back into
+//! paths.
+//!
+//! Handles are resolved through an in-memory index (inode → path) built by a walk of the
+//! share at start-up and kept current by LOOKUP, READDIRPLUS, CREATE, RENAME and REMOVE.
+//! A handle whose path no longer matches (the file was renamed or created behind the
+//! server's back) triggers a rescan, at most every [`RESCAN_EVERY`], before the answer is
+//! NFS3ERR_STALE. This works without privileges: `open_by_handle_at` would need
+//! CAP_DAC_READ_SEARCH, which the dataplane container does not have.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Statx, StatxFlags};
+
+use super::handle::{FileHandle, fnv1a};
+use crate::http::plan::TEMP_PREFIX;
+
+/// Least time between two rescans caused by unknown handles.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
+/// Longest file name.
+pub const NAME_MAX: usize = 255;
+
+/// NFS file types (`ftype3`).
+pub mod ftype {
+    /// Regular file.
+    pub const REG: u32 = 1;
+    /// Directory.
+    pub const DIR: u32 = 2;
+    /// Block device.
+    pub const BLK: u32 = 3;
+    /// Character device.
+    pub const CHR: u32 = 4;
+    /// Symbolic link.
+    pub const LNK: u32 = 5;
+    /// Socket.
+    pub const SOCK: u32 = 6;
+    /// FIFO.
+    pub const FIFO: u32 = 7;
+}
+
+/// A file's attributes (`fattr3` plus the handle generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attr {
+    /// `ftype3`.
+    pub ftype: u32,
+    /// Permission bits (07777).
+    pub mode: u32,
+    /// Hard links.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes allocated.
+    pub used: u64,
+    /// Device numbers (major, minor).
+    pub rdev: (u32, u32),
+    /// Inode number.
+    pub fileid: u64,
+    /// Access time (seconds, nanoseconds).
+    pub atime: (u32, u32),
+    /// Modification time.
+    pub mtime: (u32, u32),
+    /// Change time.
+    pub ctime: (u32, u32),
+    /// Handle generation (from the birth time; 0 where the file system has none).
+    pub generation: u32,
+}
+
+impl Attr {
+    /// Attributes from `statx`.
+    pub fn from_statx(s: &Statx) -> Self {
+        let mode = u32::from(s.stx_mode);
+        let ftype = match mode & 0o170000 {
+            0o040000 => ftype::DIR,
+            0o120000 => ftype::LNK,
+            0o060000 => ftype::BLK,
+            0o020000 => ftype::CHR,
+            0o140000 => ftype::SOCK,
+            0o010000 => ftype::FIFO,
+            _ => ftype::REG,
+        };
+        let time = |t: &rustix::fs::StatxTimestamp| (t.tv_sec as u32, t.tv_nsec);
+        let generation = if s.stx_mask & StatxFlags::BTIME.bits() != 0 {
+            (s.stx_btime.tv_sec as u32) ^ s.stx_btime.tv_nsec
+        } else {
+            0
+        };
+        Self {
+            ftype,
+            mode: mode & 0o7777,
+            nlink: s.stx_nlink,
+            uid: s.stx_uid,
+            gid: s.stx_gid,
+            size: s.stx_size,
+            used: s.stx_blocks * 512,
+            rdev: (s.stx_rdev_major, s.stx_rdev_minor),
+            fileid: s.stx_ino,
+            atime: time(&s.stx_atime),
+            mtime: time(&s.stx_mtime),
+            ctime: time(&s.stx_ctime),
+            generation,
+        }
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.ftype == ftype::DIR
+    }
+}
+
+/// Why a handle or name cannot be used (mapped to NFS status codes by the caller).
+#[derive(Debug)]
+pub enum VfsError {
+    /// Not a handle this server issued.
+    BadHandle,
+    /// The file is gone (or never existed in this share).
+    Stale,
+    /// A name that is not a single valid component.
+    InvalidName,
+    /// A name longer than [`NAME_MAX`].
+    NameTooLong,
+    /// A reserved name (upload temp files): invisible to clients.
+    Reserved,
+    /// An I/O error from the kernel.
+    Io(io::Error),
+}
+
+impl From<io::Error> for VfsError {
+    fn from(e: io::Error) -> Self {
+        VfsError::Io(e)
+    }
+}
+
+impl From<rustix::io::Errno> for VfsError {
+    fn from(e: rustix::io::Errno) -> Self {
+        VfsError::Io(e.into())
+    }
+}
+
+/// A resolved file: its path relative to the share root (empty for the root) and attributes.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Path relative to the root.
+    pub rel: PathBuf,
+    /// Attributes at resolution time.
+    pub attr: Attr,
+}
+
+/// The exported folder.
+#[derive(Debug)]
+pub struct Vfs {
+    root: OwnedFd,
+    root_path: PathBuf,
+    /// Share id in handles (and `fsid`).
+    pub share_id: u32,
+    root_ino: u64,
+    index: RwLock<HashMap<u64, PathBuf>>,
+    last_scan: Mutex<Option<Instant>>,
+}
+
+fn statx_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Attr> {
+    let flags = AtFlags::SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            AtFlags::EMPTY_PATH
+        } else {
+            AtFlags::empty()
+        };
+    let s = rustix::fs::statx(
+        dir,
+        name,
+        flags,
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )?;
+    Ok(Attr::from_statx(&s))
+}
+
+/// Checks that `name` is one path component a client may use.
+pub fn check_name(name: &[u8]) -> Result<&OsStr, VfsError> {
+    if name.len() > NAME_MAX {
+        return Err(VfsError::NameTooLong);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(VfsError::InvalidName);
+    }
+    if name.starts_with(TEMP_PREFIX.as_bytes()) {
+        return Err(VfsError::Reserved);
+    }
+    Ok(OsStr::from_bytes(name))
+}
+
+impl Vfs {
+    /// Opens the share at `root` and indexes it.
+    pub fn open(root: &Path, share: &str) -> io::Result<Self> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let attr = statx_at(&fd, OsStr::new(""))?;
+        let mut id_source = share.as_bytes().to_vec();
+        id_source.extend_from_slice(&attr.fileid.to_be_bytes());
+        let vfs = Self {
+            root: fd,
+            root_path: root.to_owned(),
+            share_id: fnv1a(&id_source) as u32,
+            root_ino: attr.fileid,
+            index: RwLock::new(HashMap::new()),
+            last_scan: Mutex::new(None),
+        };
+        vfs.scan();
+        Ok(vfs)
+    }
+
+    /// The handle of a file with `attr`.
+    pub fn handle(&self, attr: &Attr) -> FileHandle {
+        FileHandle {
+            share_id: self.share_id,
+            ino: attr.fileid,
+            generation: attr.generation,
+        }
+    }
+
+    /// Number of indexed files and folders.
+    pub fn indexed(&self) -> usize {
+        self.index.read().map(|i| i.len()).unwrap_or(0)
+    }
+
+    /// Walks the share and rebuilds the index.
+    pub fn scan(&self) {
+        let mut found = HashMap::new();
+        let mut pending = vec![PathBuf::new()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(self.root_path.join(&dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                let rel = dir.join(&name);
+                found.insert(meta.ino(), rel.clone());
+                if meta.is_dir() {
+                    pending.push(rel);
+                }
+            }
+        }
+        if let Ok(mut index) = self.index.write() {
+            *index = found;
+        }
+        if let Ok(mut last) = self.last_scan.lock() {
+            *last = Some(Instant::now());
+        }
+    }
+
+    fn rescan_if_due(&self) -> bool {
+        let due = self
+            .last_scan
+            .lock()
+            .map(|last| last.is_none_or(|t| t.elapsed() >= RESCAN_EVERY))
+            .unwrap_or(false);
+        if due {
+            tracing::debug!("unknown file handle: rescanning the share");
+            self.scan();
+        }
+        due
+    }
+
+    /// Resolves a wire handle.
+    pub fn resolve(&self, bytes: &[u8]) -> Result<Node, VfsError> {
+        let fh = FileHandle::decode(bytes).ok_or(VfsError::BadHandle)?;
+        if fh.share_id != self.share_id {
+            return Err(VfsError::Stale);
+        }
+        if fh.ino == self.root_ino {
+            let attr = self.stat(Path::new(""))?;
+            return Ok(Node {
+                rel: PathBuf::new(),
+                attr,
+            });
+        }
+        for attempt in 0..2 {
+            let known = self.index.read().ok().and_then(|i| i.get(&fh.ino).cloned());
+            if let Some(rel) = known
+                && let Ok(attr) = self.stat(&rel)
+                && attr.fileid == fh.ino
+                && attr.generation == fh.generation
+            {
+                return Ok(Node { rel, attr });
+            }
+            if attempt == 0 && !self.rescan_if_due() {
+                break;
+            }
+        }
+        Err(VfsError::Stale)
+    }
+
+    /// Records where a file is (after LOOKUP, CREATE, RENAME...).
+    pub fn remember(&self, rel: &Path, attr: &Attr) {
+        if attr.fileid == self.root_ino {
+            return;
+        }
+        if let Ok(mut index) = self.index.write() {
+            index.insert(attr.fileid, rel.to_owned());
+        }
+    }
+
+    /// Forgets a removed file.
+    pub fn forget(&self, ino: u64) {
+        if let Ok(mut index) = self.index.write() {
+            index.remove(&ino);
+        }
+    }
+
+    /// Moves every indexed path under `from` to `to` (a renamed folder's contents).
+    pub fn renamed(&self, from: &Path, to: &Path) {
+        if let Ok(mut index) = self.index.write() {
+            for path in index.values_mut() {
+                if let Ok(rest) = path.strip_prefix(from) {
+                    *path = if rest.as_os_str().is_empty() {
+                        to.to_owned()
+                    } else {
+                        to.join(rest)
+                    };
+                }
+            }
+        }
+    }
+
+    /// Opens the folder `rel` (empty: the root) as an `O_PATH` descriptor, beneath the root
+    /// and without following any symlink.
+    pub fn dir_fd(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let path: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS;
+        Ok(rustix::fs::openat2(
+            &self.root,
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        )?)
+    }
+
+    /// The parent folder's descriptor and the last component of `rel` (not the root).
+    pub fn locate(&self, rel: &Path) -> Result<(OwnedFd, PathBuf), VfsError> {
+        let name = rel.file_name().ok_or(VfsError::InvalidName)?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        Ok((self.dir_fd(parent)?, PathBuf::from(name)))
+    }
+
+    /// Attributes of `rel`, without following a final symlink.
+    pub fn stat(&self, rel: &Path) -> io::Result<Attr> {
+        if rel.as_os_str().is_empty() {
+            return statx_at(&self.root, OsStr::new(""));
+        }
+        let (dir, name) = self.locate(rel).map_err(|e| match e {
+            VfsError::Io(e) => e,
+            _ => io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        statx_at(&dir, name.as_os_str())
+    }
+
+    /// Opens a regular file of the share for I/O as the server (O_NOFOLLOW: a symlink is
+    /// never opened through).
+    pub fn open_file(&self, rel: &Path, write: bool) -> io::Result<std::fs::File> {
+        let (dir, name) = self
+            .locate(rel)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
+        let fd = rustix::fs::openat(
+            &dir,
+            &name,
+            access | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// `statvfs` of the share's file system: (total bytes, free bytes, total files, free files).
+    pub fn space(&self) -> io::Result<(u64, u64, u64, u64)> {
+        let v = rustix::fs::fstatvfs(&self.root)?;
+        Ok((
+            v.f_blocks * v.f_frsize,
+            v.f_bavail * v.f_frsize,
+            v.f_files,
+            v.f_favail,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_single_components() {
+        assert!(check_name(b"a.txt").is_ok());
+        assert!(matches!(check_name(b""), Err(VfsError::InvalidName)));
+        assert!(matches!(check_name(b"a/b"), Err(VfsError::InvalidName)));
+        assert!(matches!(check_name(b"a\0"), Err(VfsError::InvalidName)));
+        assert!(matches!(
+            check_name(&[b'x'; 256]),
+            Err(VfsError::NameTooLong)
+        ));
+        assert!(matches!(
+            check_name(format!("{TEMP_PREFIX}x").as_bytes()),
+            Err(VfsError::Reserved)
+        ));
+    }
+
+    #[test]
+    fn handles_survive_renames_and_a_new_index() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), b"x").unwrap();
+        let vfs = Vfs::open(dir.path(), "s").unwrap();
+        assert_eq!(vfs.indexed(), 2);
+        let attr = vfs.stat(Path::new("d/f")).unwrap();
+        let handle = vfs.handle(&attr).encode();
+        std::fs::rename(dir.path().join("d"), dir.path().join("e")).unwrap();
+        vfs.renamed(Path::new("d"), Path::new("e"));
+        assert_eq!(vfs.resolve(&handle).unwrap().rel, Path::new("e/f"));
+        // A fresh server (restart) finds it by walking.
+        std::fs::rename(dir.path().join("e/f"), dir.path().join("g")).unwrap();
+        let again = Vfs::open(dir.path(), "s").unwrap();
+        assert_eq!(again.resolve(&handle).unwrap().rel, Path::new("g"));
+        std::fs::remove_file(dir.path().join("g")).unwrap();
+        *again.last_scan.lock().unwrap() = None;
+        assert!(matches!(again.resolve(&handle), Err(VfsError::Stale)));
+        assert!(matches!(again.resolve(b"junk"), Err(VfsError::BadHandle)));
+        let root = again.stat(Path::new("")).unwrap();
+        assert!(
+            again
+                .resolve(&again.handle(&root).encode())
+                .unwrap()
+                .rel
+                .as_os_str()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn paths_never_go_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let vfs = Vfs::open(dir.path(), "s").unwrap();
+        assert!(vfs.dir_fd(Path::new("link")).is_err());
+        assert_eq!(vfs.stat(Path::new("link")).unwrap().ftype, ftype::LNK);
+        assert!(vfs.open_file(Path::new("link"), false).is_err());
+    }
+}
