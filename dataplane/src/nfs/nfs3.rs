@@ -503,13 +503,9 @@ impl Exporter {
         if !Self::permits(caller, &dir.attr, 1) {
             return Err(Fail::Status(status::ACCES));
         }
-        let (rel, attr) = match name {
-            b"." => (dir.rel.clone(), dir.attr),
-            b".." => {
-                let parent = dir.rel.parent().map(Path::to_owned).unwrap_or_default();
-                let attr = self.vfs.stat(&parent)?;
-                (parent, attr)
-            }
+        let attr = match name {
+            b"." => dir.attr,
+            b".." => self.vfs.stat(dir.rel.parent().unwrap_or(Path::new("")))?,
             _ => {
                 let name = check_name(name).map_err(|e| match e {
                     VfsError::Reserved => Fail::Status(status::NOENT),
@@ -518,10 +514,9 @@ impl Exporter {
                 let rel = dir.rel.join(name);
                 let attr = self.vfs.stat(&rel)?;
                 self.vfs.remember(&rel, &attr);
-                (rel, attr)
+                attr
             }
         };
-        let _ = rel;
         let mut e = Encoder::with_capacity(220);
         e.opaque(&self.vfs.handle(&attr).encode());
         self.post_op_attr(&mut e, Some(&attr));

@@ -269,6 +269,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Fuzz target of the decoder: any bytes parse or fail cleanly, and a parsed call's
+        /// arguments decode (or fail) without panicking either.
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(mut c) = parse_call(&bytes) {
+                let _ = c.args.opaque(64);
+                let _ = c.args.u64();
+                let _ = crate::nfs::nfs3::sattr(&mut c.args);
+            }
+        }
+
+        #[test]
+        fn mutated_calls_never_panic(at in 0usize..80, value in proptest::prelude::any::<u8>()) {
+            let mut bytes = call(3, 100003, 3, 1, Some((0, 0)));
+            let at = at % bytes.len();
+            bytes[at] = value;
+            let _ = parse_call(&bytes);
+        }
+    }
+
     #[test]
     fn replies_have_a_record_mark() {
         let bytes = finish(

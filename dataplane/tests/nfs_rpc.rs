@@ -1,0 +1,252 @@
+//! The NFS port under hostile and unusual input, over raw TCP: garbage, truncated and
+//! oversized records, unknown programs, versions, procedures and credential flavors. The
+//! server answers with the right RPC error or closes that connection, and keeps serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{DataplaneChild, spawn_dataplane};
+use proptest::prelude::*;
+
+const NFS: u32 = 100_003;
+const MOUNT: u32 = 100_005;
+const PORTMAP: u32 = 100_000;
+
+fn start() -> (DataplaneChild, SocketAddr, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let (child, _) = spawn_dataplane(&[], root.path(), &[]);
+    let nfs = child.1["nfs"].as_str().unwrap().parse().unwrap();
+    (child, nfs, root)
+}
+
+/// Credential of a call: AUTH_NONE, AUTH_SYS as root, or another flavor.
+#[derive(Clone, Copy)]
+enum Cred {
+    None,
+    Root,
+    Flavor(u32),
+}
+
+fn words(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+fn call(
+    xid: u32,
+    rpc_version: u32,
+    program: u32,
+    version: u32,
+    procedure: u32,
+    cred: Cred,
+    args: &[u8],
+) -> Vec<u8> {
+    let mut m = words(&[xid, 0, rpc_version, program, version, procedure]);
+    match cred {
+        Cred::None => m.extend(words(&[0, 0])),
+        Cred::Root => {
+            // stamp, machine "t" (padded), uid 0, gid 0, no groups
+            let body = [words(&[1, 1]), b"t\0\0\0".to_vec(), words(&[0, 0, 0])].concat();
+            m.extend(words(&[1, body.len() as u32]));
+            m.extend(body);
+        }
+        Cred::Flavor(f) => m.extend(words(&[f, 0])),
+    }
+    m.extend(words(&[0, 0]));
+    m.extend_from_slice(args);
+    record(&m)
+}
+
+fn record(message: &[u8]) -> Vec<u8> {
+    [
+        (0x8000_0000u32 | message.len() as u32)
+            .to_be_bytes()
+            .to_vec(),
+        message.to_vec(),
+    ]
+    .concat()
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Sends `bytes` and reads one reply record as words.
+fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> Vec<u32> {
+    stream.write_all(bytes).unwrap();
+    let mut mark = [0u8; 4];
+    stream.read_exact(&mut mark).unwrap();
+    let len = (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    body.chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Whether the server closed the connection (EOF, or reset).
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+fn alive(addr: SocketAddr) {
+    let mut s = connect(addr);
+    let reply = exchange(&mut s, &call(77, 2, NFS, 3, 0, Cred::None, &[]));
+    assert_eq!(reply, vec![77, 1, 0, 0, 0, 0], "NFS NULL after the abuse");
+}
+
+#[test]
+fn rpc_errors_are_the_right_ones() {
+    let (_child, addr, _root) = start();
+    let mut s = connect(addr);
+    // accepted replies: xid, REPLY, MSG_ACCEPTED, verifier (AUTH_NONE, 0), accept_stat...
+    assert_eq!(
+        exchange(&mut s, &call(1, 2, 123_456, 1, 0, Cred::None, &[])),
+        vec![1, 1, 0, 0, 0, 1],
+        "PROG_UNAVAIL"
+    );
+    assert_eq!(
+        exchange(&mut s, &call(2, 2, NFS, 2, 0, Cred::None, &[])),
+        vec![2, 1, 0, 0, 0, 2, 3, 3],
+        "NFS v2: PROG_MISMATCH 3..3"
+    );
+    assert_eq!(
+        exchange(&mut s, &call(3, 2, MOUNT, 1, 0, Cred::None, &[])),
+        vec![3, 1, 0, 0, 0, 2, 3, 3],
+        "MOUNT v1"
+    );
+    assert_eq!(
+        exchange(&mut s, &call(4, 2, NFS, 3, 99, Cred::Root, &[])),
+        vec![4, 1, 0, 0, 0, 3],
+        "PROC_UNAVAIL"
+    );
+    // denied replies: xid, REPLY, MSG_DENIED, ...
+    assert_eq!(
+        exchange(&mut s, &call(5, 3, NFS, 3, 0, Cred::None, &[])),
+        vec![5, 1, 1, 0, 2, 2],
+        "RPC_MISMATCH 2..2"
+    );
+    assert_eq!(
+        exchange(&mut s, &call(6, 2, NFS, 3, 1, Cred::None, &words(&[0]))),
+        vec![6, 1, 1, 1, 5],
+        "AUTH_NONE is too weak"
+    );
+    assert_eq!(
+        exchange(
+            &mut s,
+            &call(7, 2, NFS, 3, 1, Cred::Flavor(6), &words(&[0]))
+        ),
+        vec![7, 1, 1, 1, 1],
+        "RPCSEC_GSS: BADCRED"
+    );
+    // GETATTR of a handle this server never issued → NFS3ERR_BADHANDLE.
+    let junk = [words(&[8]), b"junkjunk".to_vec()].concat();
+    assert_eq!(
+        exchange(&mut s, &call(8, 2, NFS, 3, 1, Cred::Root, &junk)),
+        vec![8, 1, 0, 0, 0, 0, 10001]
+    );
+    // Arguments cut short → GARBAGE_ARGS.
+    assert_eq!(
+        exchange(&mut s, &call(9, 2, NFS, 3, 6, Cred::Root, &words(&[20]))),
+        vec![9, 1, 0, 0, 0, 4]
+    );
+    // A hostile length inside the arguments → GARBAGE_ARGS, not an allocation.
+    assert_eq!(
+        exchange(
+            &mut s,
+            &call(10, 2, NFS, 3, 1, Cred::Root, &words(&[0x7fff_ffff]))
+        ),
+        vec![10, 1, 0, 0, 0, 4]
+    );
+    // PORTMAP GETPORT answers this port for NFS v3 and MOUNT v3 over TCP, 0 otherwise.
+    let port = u32::from(addr.port());
+    for (program, version, protocol, expected) in [
+        (NFS, 3, 6, port),
+        (MOUNT, 3, 6, port),
+        (NFS, 4, 6, 0),
+        (NFS, 3, 17, 0),
+    ] {
+        let args = words(&[program, version, protocol, 0]);
+        assert_eq!(
+            exchange(&mut s, &call(11, 2, PORTMAP, 2, 3, Cred::None, &args)),
+            vec![11, 1, 0, 0, 0, 0, expected]
+        );
+    }
+    // MNT of a path that is not exported → MNT3ERR_NOENT.
+    let path = [words(&[5]), b"/nope".to_vec(), vec![0, 0, 0]].concat();
+    assert_eq!(
+        exchange(&mut s, &call(12, 2, MOUNT, 3, 1, Cred::Root, &path)),
+        vec![12, 1, 0, 0, 0, 0, 2]
+    );
+}
+
+#[test]
+fn broken_records_close_only_their_connection() {
+    let (_child, addr, _root) = start();
+    // Not even an xid and a message type.
+    let mut s = connect(addr);
+    s.write_all(&record(&[1, 2, 3])).unwrap();
+    assert!(closed(&mut s), "garbage record");
+    // A record claiming 2 GiB: refused before buffering.
+    let mut s = connect(addr);
+    s.write_all(&0xffff_ffffu32.to_be_bytes()).unwrap();
+    assert!(closed(&mut s), "oversized record");
+    // Many fragments adding up past the limit.
+    let mut s = connect(addr);
+    let fragment = [(600u32 << 10).to_be_bytes().to_vec(), vec![0u8; 600 << 10]].concat();
+    let _ = s.write_all(&fragment);
+    let _ = s.write_all(&fragment);
+    assert!(closed(&mut s), "fragments over the limit");
+    // A truncated record, then the client goes away.
+    let mut s = connect(addr);
+    s.write_all(&(0x8000_0000u32 | 100).to_be_bytes()).unwrap();
+    s.write_all(&[0u8; 10]).unwrap();
+    drop(s);
+    // A reply where a call belongs is ignored; the connection keeps working.
+    let mut s = connect(addr);
+    s.write_all(&record(&words(&[5, 1, 0, 0, 0, 0]))).unwrap();
+    assert_eq!(
+        exchange(&mut s, &call(6, 2, NFS, 3, 0, Cred::None, &[])),
+        vec![6, 1, 0, 0, 0, 0]
+    );
+    alive(addr);
+}
+
+/// Random and mutated records (a fuzz run, 256 cases) never take the server down.
+#[test]
+fn random_records_never_crash_the_server() {
+    let (_child, addr, _root) = start();
+    let strategy = (
+        prop_oneof![Just(NFS), Just(MOUNT), Just(PORTMAP), any::<u32>()],
+        0u32..24,
+        proptest::collection::vec(any::<u8>(), 0..256),
+        proptest::collection::vec((0usize..300, any::<u8>()), 0..4),
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&strategy, |(program, procedure, args, flips)| {
+            let version = if program == PORTMAP { 2 } else { 3 };
+            let mut bytes = call(1, 2, program, version, procedure, Cred::Root, &args);
+            for (at, value) in flips {
+                let at = 4 + at % (bytes.len() - 4);
+                bytes[at] = value;
+            }
+            let mut s = connect(addr);
+            let _ = s.write_all(&bytes);
+            // End the stream so a record whose length was mutated upwards ends too.
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+            alive(addr);
+            Ok(())
+        })
+        .unwrap();
+}
