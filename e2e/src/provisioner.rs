@@ -169,6 +169,9 @@ async fn provision(
         return Ok(());
     };
     std::fs::create_dir_all(&folder).context(|| format!("create {}", folder.display()))?;
+    // World-writable, like other local-path provisioners: squashed NFS callers write too.
+    std::fs::set_permissions(&folder, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .context(|| format!("chmod {}", folder.display()))?;
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     match volumes.create(&PostParams::default(), &volume).await {
         Ok(_) => info!(claim = ?claim.metadata.name, folder = %folder.display(), "provisioned"),

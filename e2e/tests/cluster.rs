@@ -245,6 +245,11 @@ impl Suite {
     /// The share's HTTP address: a ready endpoint of the Service's EndpointSlice (the pod IP;
     /// never the ClusterIP).
     async fn share_address(&self) -> Result<SocketAddr, String> {
+        self.endpoint("http").await
+    }
+
+    /// A ready endpoint of the Service's EndpointSlice for the port named `port`.
+    async fn endpoint(&self, port: &str) -> Result<SocketAddr, String> {
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), NAMESPACE);
         let selector = format!("kubernetes.io/service-name={VOLUME}");
         eventually(
@@ -260,7 +265,7 @@ impl Suite {
                         .ports
                         .iter()
                         .flatten()
-                        .find(|p| p.name.as_deref() == Some("http"))?
+                        .find(|p| p.name.as_deref() == Some(port))?
                         .port?;
                     let endpoint = slice
                         .endpoints
@@ -539,6 +544,72 @@ async fn share_over_pod_ip(s: &mut Suite) -> Step {
     }
     s.payload_intact().await?;
     s.measure("share endpoint (from the EndpointSlice)", addr.to_string());
+    Ok(())
+}
+
+/// NFS through the pod IP with a real client (libnfs): a folder and a file written over
+/// NFS are read back over HTTP, and the file uploaded over HTTP reads back over NFS.
+async fn nfs_over_pod_ip(s: &mut Suite) -> Step {
+    let addr = s.endpoint("nfs").await?;
+    let url = |path: &str| {
+        format!(
+            "nfs://{}{path}?version=3&nfsport={}&mountport={}",
+            addr.ip(),
+            addr.port(),
+            addr.port()
+        )
+    };
+    let client = s.repo.join("dataplane/tests/support/libnfs_client.py");
+    let mut child = tokio::process::Command::new("/usr/bin/python3")
+        .arg(&client)
+        .arg(url("/"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("libnfs client: {e}"))?;
+    let commands =
+        "mkdir /nfs\nwrite /nfs/hello.txt 68656c6c6f206e6673\nread /nfs/hello.txt\nquit\n";
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, commands.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| "libnfs client timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let lines = String::from_utf8_lossy(&output.stdout).into_owned();
+    let replies: Vec<serde_json::Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if replies.len() != 4
+        || replies.iter().any(|r| r["ok"] != true)
+        || replies[3]["data"] != "68656c6c6f206e6673"
+    {
+        return Err(format!("NFS session at {addr} failed: {lines}"));
+    }
+    let (status, body) = s.get("nfs/hello.txt").await?;
+    if status != 200 || body != b"hello nfs" {
+        return Err(format!(
+            "the NFS-written file over HTTP: {status} {:?}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let cat = tokio::process::Command::new("nfs-cat")
+        .arg(url("/e2e/payload.bin"))
+        .output()
+        .await
+        .map_err(|e| format!("nfs-cat: {e}"))?;
+    if !cat.status.success() || cat.stdout != s.payload {
+        return Err(format!(
+            "nfs-cat of the HTTP upload: {} ({} bytes): {}",
+            cat.status,
+            cat.stdout.len(),
+            String::from_utf8_lossy(&cat.stderr)
+        ));
+    }
+    s.measure("NFS endpoint (from the EndpointSlice)", addr.to_string());
     Ok(())
 }
 
@@ -839,6 +910,11 @@ async fn zeronas_on_a_real_control_plane() {
         suite,
         "HTTP upload and download through the pod IP from the EndpointSlice",
         share_over_pod_ip
+    );
+    scenario!(
+        suite,
+        "NFS through the pod IP (libnfs): write, read, and the HTTP upload read back",
+        nfs_over_pod_ip
     );
     scenario!(
         suite,

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::service::{HTTP_PORT, METRICS_PORT, NFS_PORT};
 use super::{BuildError, Settings, capacity_bytes, identity, labels, owned_meta, selector};
-use crate::crd::{NasVolume, Rdma, ZeroCopy};
+use crate::crd::{Access, ClientRule, NasVolume, Protocol, Rdma, Squash, ZeroCopy};
 
 /// Where the backing volume is mounted in the dataplane container.
 pub const DATA_MOUNT: &str = "/data";
@@ -25,6 +25,20 @@ pub const DATA_MOUNT: &str = "/data";
 pub const RUN_AS: i64 = 65532;
 /// Seconds the kubelet waits after SIGTERM; the dataplane drains for up to 30.
 pub const GRACE_SECONDS: i64 = 35;
+
+/// A NasVolume client rule as the dataplane's `--nfs-client` value.
+pub fn nfs_client_rule(rule: &ClientRule) -> String {
+    let access = match rule.access {
+        Access::ReadWrite => "rw",
+        Access::ReadOnly => "ro",
+    };
+    let squash = match rule.squash {
+        Squash::Root => "root_squash",
+        Squash::None => "no_root_squash",
+        Squash::All => "all_squash",
+    };
+    format!("{},{access},{squash}", rule.cidr)
+}
 
 /// The dataplane's command line for this NasVolume.
 pub fn dataplane_args(nv: &NasVolume) -> Result<Vec<String>, BuildError> {
@@ -59,6 +73,16 @@ pub fn dataplane_args(nv: &NasVolume) -> Result<Vec<String>, BuildError> {
         "--log-format".to_owned(),
         "json".to_owned(),
     ];
+    args.push("--nfs".to_owned());
+    args.push(if nv.spec.protocols.contains(&Protocol::Nfs) {
+        format!("0.0.0.0:{NFS_PORT}")
+    } else {
+        "off".to_owned()
+    });
+    for rule in &nv.spec.clients {
+        args.push("--nfs-client".to_owned());
+        args.push(nfs_client_rule(rule));
+    }
     if nv.spec.read_only {
         args.push("--read-only".to_owned());
     }
@@ -312,7 +336,18 @@ mod tests {
             args.contains("--zero-copy sendfile --rdma disabled"),
             "{args}"
         );
-        assert!(args.ends_with("--read-only --pin-cpus"), "{args}");
+        assert!(
+            args.ends_with("--nfs 0.0.0.0:2049 --read-only --pin-cpus"),
+            "{args}"
+        );
+        let with_clients = volume(
+            "capacity: 1Gi\nprotocols: [http]\nclients:\n- { cidr: 10.0.0.0/8, access: ReadOnly, squash: None }\n- { cidr: 192.168.0.0/16 }\n",
+        );
+        let args = dataplane_args(&with_clients).unwrap().join(" ");
+        assert!(
+            args.ends_with("--nfs off --nfs-client 10.0.0.0/8,ro,no_root_squash --nfs-client 192.168.0.0/16,rw,root_squash"),
+            "{args}"
+        );
         let d = deployment(&nv, &settings()).unwrap();
         assert_eq!(pod(&d).containers[0].image.as_deref(), Some("custom:1"));
         assert!(
