@@ -76,6 +76,8 @@ e2e: deps $(HELM)
 
 test: deps fmt lint chart unit e2e
 
-## bench: zeronas vs nginx (sendfile on/off) with wrk; table on stdout, JSON in target/bench/
+## bench: zeronas vs nginx (sendfile on/off) with wrk, and vs NFS-Ganesha with libnfs; tables
+## on stdout, JSON in target/bench/ (the NFS part needs root: it runs in its own namespaces)
 bench: deps
 	python3 dataplane/bench/http_bench.py
+	python3 dataplane/bench/nfs_bench.py

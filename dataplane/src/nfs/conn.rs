@@ -1,6 +1,10 @@
 //! One NFS connection: a reader thread that parses records and runs requests in order, and a
-//! writer thread that owns the socket's sending side, fed through a bounded queue, so replies
-//! never interleave and a client that stops reading stalls only its own connection.
+//! writer thread fed through a bounded queue. Sends are serialized by one lock on the
+//! socket's sending side, so replies never interleave, and kept in order: READ replies
+//! (header, `sendfile`, pad) go through the queue, so the next request is parsed while data
+//! goes out; a small reply is written by the reader itself when nothing is queued (no
+//! thread hand-off per GETATTR), and queued behind the others otherwise. A client that stops
+//! reading stalls only its own connection.
 //!
 //! READ data goes out as header (`MSG_MORE`), `sendfile` of the file range, then the XDR
 //! pad. A `sendfile` that comes up short (the file shrank after the header promised `count`
@@ -10,8 +14,9 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use rustix::net::SendFlags;
 
@@ -42,6 +47,32 @@ pub enum Outgoing {
     },
 }
 
+/// The sending side of a connection.
+struct Sending {
+    socket: Mutex<TcpStream>,
+    /// Replies queued for the writer thread and not fully sent yet.
+    pending: AtomicUsize,
+}
+
+impl Sending {
+    fn send(&self, exporter: &Exporter, reply: Outgoing) -> io::Result<()> {
+        let mut socket = self
+            .socket
+            .lock()
+            .map_err(|_| io::Error::other("socket lock poisoned"))?;
+        match reply {
+            Outgoing::Bytes(bytes) => socket.write_all(&bytes),
+            Outgoing::Read {
+                head,
+                file,
+                offset,
+                count,
+                pad,
+            } => send_read(exporter, &mut socket, &head, &file, offset, count, pad),
+        }
+    }
+}
+
 /// Serves one accepted connection until the peer closes it or breaks the protocol.
 pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
@@ -52,15 +83,19 @@ pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    let sending = Arc::new(Sending {
+        socket: Mutex::new(writer_stream),
+        pending: AtomicUsize::new(0),
+    });
     let (queue, replies) = sync_channel::<Outgoing>(REPLY_QUEUE);
-    let writer_exporter = Arc::clone(&exporter);
+    let (writer_exporter, writer_sending) = (Arc::clone(&exporter), Arc::clone(&sending));
     let writer = std::thread::Builder::new()
         .name("zn-nfs-write".into())
-        .spawn(move || write_replies(&writer_exporter, writer_stream, replies));
+        .spawn(move || write_replies(&writer_exporter, &writer_sending, replies));
     if writer.is_err() {
         return;
     }
-    read_requests(&exporter, stream, peer, queue);
+    read_requests(&exporter, stream, peer, &sending, queue);
     if let Ok(writer) = writer {
         let _ = writer.join();
     }
@@ -70,6 +105,7 @@ fn read_requests(
     exporter: &Exporter,
     mut stream: TcpStream,
     peer: SocketAddr,
+    sending: &Sending,
     queue: SyncSender<Outgoing>,
 ) {
     let mut record = Vec::with_capacity(64 * 1024);
@@ -82,40 +118,44 @@ fn read_requests(
                 break;
             }
         }
-        match exporter.handle(&record, peer.ip()) {
-            super::Outcome::Reply(reply) => {
-                if queue.send(reply).is_err() {
-                    break;
-                }
-            }
-            super::Outcome::Skip => {}
+        let reply = match exporter.handle(&record, peer.ip()) {
+            super::Outcome::Reply(reply) => reply,
+            super::Outcome::Skip => continue,
             super::Outcome::Close => {
                 tracing::warn!(%peer, "undecodable RPC record; closing NFS connection");
                 break;
             }
+        };
+        // The writer decrements `pending` only once a reply is fully sent: zero means every
+        // earlier reply is out, so writing this one now keeps the order.
+        if matches!(reply, Outgoing::Bytes(_)) && sending.pending.load(Ordering::Acquire) == 0 {
+            if let Err(e) = sending.send(exporter, reply) {
+                tracing::debug!(%peer, error = %e, "NFS reply not sent; closing the connection");
+                break;
+            }
+            continue;
+        }
+        sending.pending.fetch_add(1, Ordering::AcqRel);
+        if queue.send(reply).is_err() {
+            break;
         }
     }
+    drop(queue);
     let _ = stream.shutdown(Shutdown::Read);
 }
 
-fn write_replies(exporter: &Exporter, mut stream: TcpStream, replies: Receiver<Outgoing>) {
+fn write_replies(exporter: &Exporter, sending: &Sending, replies: Receiver<Outgoing>) {
     for reply in replies {
-        let sent = match reply {
-            Outgoing::Bytes(bytes) => stream.write_all(&bytes),
-            Outgoing::Read {
-                head,
-                file,
-                offset,
-                count,
-                pad,
-            } => send_read(exporter, &mut stream, &head, &file, offset, count, pad),
-        };
+        let sent = sending.send(exporter, reply);
+        sending.pending.fetch_sub(1, Ordering::AcqRel);
         if let Err(e) = sent {
             tracing::debug!(error = %e, "NFS reply not sent; closing the connection");
             break;
         }
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    if let Ok(socket) = sending.socket.lock() {
+        let _ = socket.shutdown(Shutdown::Both);
+    }
 }
 
 fn send_all(stream: &TcpStream, mut bytes: &[u8], flags: SendFlags) -> io::Result<()> {
