@@ -250,3 +250,72 @@ fn random_records_never_crash_the_server() {
         })
         .unwrap();
 }
+
+fn opaque(bytes: &[u8]) -> Vec<u8> {
+    let mut out = words(&[bytes.len() as u32]);
+    out.extend_from_slice(bytes);
+    out.resize(out.len() + (4 - bytes.len() % 4) % 4, 0);
+    out
+}
+
+/// Reads one reply record as raw bytes.
+fn reply_bytes(stream: &mut TcpStream) -> Vec<u8> {
+    let mut mark = [0u8; 4];
+    stream.read_exact(&mut mark).unwrap();
+    let mut body = vec![0u8; (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize];
+    stream.read_exact(&mut body).unwrap();
+    body
+}
+
+fn word(bytes: &[u8], index: usize) -> u32 {
+    u32::from_be_bytes(bytes[index * 4..index * 4 + 4].try_into().unwrap())
+}
+
+#[test]
+fn pipelined_reads_come_back_whole_and_in_order() {
+    let (_child, addr, root) = start();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.path().join("f.bin"), &data).unwrap();
+    let mut s = connect(addr);
+    // MNT "/" → the root handle (status, then the handle).
+    s.write_all(&call(1, 2, MOUNT, 3, 1, Cred::Root, &opaque(b"/")))
+        .unwrap();
+    let mnt = reply_bytes(&mut s);
+    assert_eq!(word(&mnt, 6), 0, "MNT status");
+    let root_handle = mnt[32..32 + word(&mnt, 7) as usize].to_vec();
+    // LOOKUP "f.bin" → the file's handle.
+    let args = [opaque(&root_handle), opaque(b"f.bin")].concat();
+    s.write_all(&call(2, 2, NFS, 3, 3, Cred::Root, &args))
+        .unwrap();
+    let lookup = reply_bytes(&mut s);
+    assert_eq!(word(&lookup, 6), 0, "LOOKUP status");
+    let file_handle = lookup[32..32 + word(&lookup, 7) as usize].to_vec();
+    // Three READs of 100,000 bytes (two go out by sendfile), sent in one write.
+    let mut pipelined = Vec::new();
+    for (i, offset) in [0u64, 100_000, 200_000].iter().enumerate() {
+        let args = [
+            opaque(&file_handle),
+            offset.to_be_bytes().to_vec(),
+            words(&[100_000]),
+        ]
+        .concat();
+        pipelined.extend(call(10 + i as u32, 2, NFS, 3, 6, Cred::Root, &args));
+    }
+    s.write_all(&pipelined).unwrap();
+    for (i, offset) in [0usize, 100_000, 200_000].iter().enumerate() {
+        let reply = reply_bytes(&mut s);
+        assert_eq!(word(&reply, 0), 10 + i as u32, "replies in request order");
+        assert_eq!(word(&reply, 6), 0, "READ status");
+        // status, post_op_attr (1 + 21 words), count, eof, opaque length, data
+        let count = word(&reply, 29) as usize;
+        let eof = word(&reply, 30);
+        assert_eq!((count, word(&reply, 31) as usize), (100_000, 100_000));
+        assert_eq!(eof, u32::from(i == 2));
+        assert!(
+            reply[128..128 + count] == data[*offset..offset + count],
+            "READ {i} data"
+        );
+        assert_eq!(reply.len(), 128 + count, "no pad needed for 100,000 bytes");
+    }
+    alive(addr);
+}

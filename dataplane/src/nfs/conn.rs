@@ -1,9 +1,10 @@
 //! One NFS connection: a reader thread that parses records and runs requests in order, and a
 //! writer thread fed through a bounded queue. Sends are serialized by one lock on the
-//! socket's sending side, so replies never interleave, and kept in order: READ replies
-//! (header, `sendfile`, pad) go through the queue, so the next request is parsed while data
-//! goes out; a small reply is written by the reader itself when nothing is queued (no
-//! thread hand-off per GETATTR), and queued behind the others otherwise. A client that stops
+//! socket's sending side, so replies never interleave, and kept in order. When nothing is
+//! queued the reader writes a reply itself (no thread hand-off per GETATTR or per READ of a
+//! client that waits for each answer); a READ reply (header, `sendfile`, pad) goes to the
+//! writer when the client has already pipelined more requests, so they are decoded while the
+//! data goes out; anything behind a queued reply is queued too. A client that stops
 //! reading stalls only its own connection.
 //!
 //! READ data goes out as header (`MSG_MORE`), `sendfile` of the file range, then the XDR
@@ -128,7 +129,10 @@ fn read_requests(
         };
         // The writer decrements `pending` only once a reply is fully sent: zero means every
         // earlier reply is out, so writing this one now keeps the order.
-        if matches!(reply, Outgoing::Bytes(_)) && sending.pending.load(Ordering::Acquire) == 0 {
+        // A READ is handed to the writer only when the client already pipelined more
+        // requests: then they are decoded while the data goes out.
+        let overlap = matches!(reply, Outgoing::Read { .. }) && more_requests_waiting(&stream);
+        if !overlap && sending.pending.load(Ordering::Acquire) == 0 {
             if let Err(e) = sending.send(exporter, reply) {
                 tracing::debug!(%peer, error = %e, "NFS reply not sent; closing the connection");
                 break;
@@ -142,6 +146,16 @@ fn read_requests(
     }
     drop(queue);
     let _ = stream.shutdown(Shutdown::Read);
+}
+
+/// Whether request bytes are already waiting on the socket (records are read straight from
+/// the socket, unbuffered, so its receive queue is exactly what is left).
+fn more_requests_waiting(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        rustix::net::recv(stream, &mut byte[..], rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT),
+        Ok((n, _)) if n > 0
+    )
 }
 
 fn write_replies(exporter: &Exporter, sending: &Sending, replies: Receiver<Outgoing>) {

@@ -318,6 +318,25 @@ fn timespec(t: Option<Option<(u32, u32)>>) -> Timespec {
     }
 }
 
+/// Sets the mode of `dir/name` without ever following a symlink: the entry is pinned with an
+/// `O_PATH | O_NOFOLLOW` descriptor, checked, and changed through `/proc/self/fd`, so a
+/// symlink swapped in meanwhile cannot redirect the change outside the share.
+fn chmod_exact(dir: &impl std::os::fd::AsFd, name: &Path, mode: u32) -> Result<(), Fail> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let s = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::TYPE)?;
+    if u32::from(s.stx_mode) & 0o170000 == 0o120000 {
+        return Ok(()); // Linux symlinks have no mode of their own.
+    }
+    let magic = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(mode & 0o7777))?;
+    Ok(())
+}
+
 /// Runs `f` under the caller's file-system identity, then returns to the server's.
 fn as_caller<T>(ex: &Exporter, caller: &Caller, f: impl FnOnce() -> T) -> T {
     super::export::assume(&caller.creds);
@@ -698,11 +717,7 @@ impl Exporter {
         let dir = self.dir(d)?;
         let name = d.opaque(MAX_PATH)?.to_vec();
         self.writable(caller)?;
-        let name = check_name(&name)?;
-        if name == "." || name == ".." {
-            return Err(Fail::Status(status::EXIST));
-        }
-        let rel = dir.rel.join(name);
+        let rel = dir.rel.join(check_name(&name)?);
         Ok((dir, rel))
     }
 
@@ -784,8 +799,7 @@ impl Exporter {
         let mode = set.mode.unwrap_or(0o755) & 0o7777;
         as_caller(self, caller, || -> Result<(), Fail> {
             rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(mode))?;
-            rustix::fs::chmodat(&parent, &name, Mode::from_raw_mode(mode), AtFlags::empty())?;
-            Ok(())
+            chmod_exact(&parent, &name, mode)
         })?;
         let attr = self.vfs.stat(&rel)?;
         let rest = SetAttr { mode: None, ..set };
@@ -1055,5 +1069,91 @@ impl Exporter {
         self.wcc(&mut e, self.stat(&node.rel).as_ref());
         e.opaque_fixed(&self.verifier);
         Ok(Done::Body(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn chmod_never_follows_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let fd = std::fs::File::open(dir.path()).unwrap();
+        chmod_exact(&fd, Path::new("link"), 0o777).unwrap();
+        let mode = std::fs::metadata(outside.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "the symlink's target was changed");
+        chmod_exact(&fd, Path::new("file"), 0o640).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("file"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o640
+        );
+    }
+
+    #[test]
+    fn errors_map_to_nfs_statuses() {
+        assert_eq!(
+            status_of(&io::Error::from_raw_os_error(libc::ENOENT)),
+            status::NOENT
+        );
+        assert_eq!(
+            status_of(&io::Error::from_raw_os_error(libc::EXDEV)),
+            status::ACCES
+        );
+        assert_eq!(
+            status_of(&io::Error::from_raw_os_error(libc::ELOOP)),
+            status::INVAL
+        );
+        assert_eq!(
+            status_of(&io::Error::from_raw_os_error(libc::EBADMSG)),
+            status::IO
+        );
+        assert_eq!(status_label(status::STALE), "stale");
+        assert_eq!(failure_words(14), 4);
+        assert_eq!(failure_words(1), 0);
+    }
+
+    #[test]
+    fn sattr_decodes_every_field() {
+        let mut e = Encoder::default();
+        e.bool(true)
+            .u32(0o640)
+            .bool(false)
+            .bool(true)
+            .u32(7)
+            .bool(true)
+            .u64(9)
+            .u32(1)
+            .u32(2)
+            .u32(5)
+            .u32(6);
+        let bytes = e.into_bytes();
+        let set = sattr(&mut Decoder::new(&bytes)).unwrap();
+        assert_eq!(
+            set,
+            SetAttr {
+                mode: Some(0o640),
+                uid: None,
+                gid: Some(7),
+                size: Some(9),
+                atime: Some(None),
+                mtime: Some(Some((5, 6)))
+            }
+        );
+        let bad = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        assert!(sattr(&mut Decoder::new(&bad)).is_err());
     }
 }

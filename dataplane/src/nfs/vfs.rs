@@ -186,12 +186,14 @@ fn statx_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Attr> {
     Ok(Attr::from_statx(&s))
 }
 
-/// Checks that `name` is one path component a client may use.
+/// Checks that `name` is one path component a client may create, remove or rename (`.` and
+/// `..` are not: LOOKUP handles them itself).
 pub fn check_name(name: &[u8]) -> Result<&OsStr, VfsError> {
     if name.len() > NAME_MAX {
         return Err(VfsError::NameTooLong);
     }
-    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(VfsError::InvalidName);
     }
     if name.starts_with(TEMP_PREFIX.as_bytes()) {
@@ -413,6 +415,7 @@ mod tests {
     fn names_are_single_components() {
         assert!(check_name(b"a.txt").is_ok());
         assert!(matches!(check_name(b""), Err(VfsError::InvalidName)));
+        assert!(matches!(check_name(b".."), Err(VfsError::InvalidName)));
         assert!(matches!(check_name(b"a/b"), Err(VfsError::InvalidName)));
         assert!(matches!(check_name(b"a\0"), Err(VfsError::InvalidName)));
         assert!(matches!(
