@@ -464,39 +464,26 @@ async fn apply_sample(s: &mut Suite) -> Step {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NAMESPACE);
     let services: Api<Service> = Api::namespaced(s.client.clone(), NAMESPACE);
-    let get = |what: &str, r: Result<kube::api::ObjectMeta, kube::Error>| {
-        r.map_err(|e| format!("{what}: {e}"))
-    };
-    for (what, meta) in [
+    let owned = [
         (
             "backing claim",
-            get(
-                "backing claim",
-                claims.get(&names.data_claim).await.map(|o| o.metadata),
-            )?,
+            claims.get(&names.data_claim).await.map(|o| o.metadata),
         ),
         (
             "consumer claim",
-            get(
-                "consumer claim",
-                claims.get(&names.consumer_claim).await.map(|o| o.metadata),
-            )?,
+            claims.get(&names.consumer_claim).await.map(|o| o.metadata),
         ),
         (
             "deployment",
-            get(
-                "deployment",
-                deployments.get(&names.deployment).await.map(|o| o.metadata),
-            )?,
+            deployments.get(&names.deployment).await.map(|o| o.metadata),
         ),
         (
             "service",
-            get(
-                "service",
-                services.get(&names.service).await.map(|o| o.metadata),
-            )?,
+            services.get(&names.service).await.map(|o| o.metadata),
         ),
-    ] {
+    ];
+    for (what, meta) in owned {
+        let meta = meta.map_err(|e| format!("{what}: {e}"))?;
         if !owned_by_volume(&meta) {
             return Err(format!(
                 "the {what} is not controlled by the NasVolume: {:?}",
