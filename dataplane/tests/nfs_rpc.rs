@@ -277,24 +277,12 @@ fn pipelined_reads_come_back_whole_and_in_order() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.path().join("f.bin"), &data).unwrap();
     let mut s = connect(addr);
-    // MNT "/" → the root handle (status, then the handle).
-    s.write_all(&call(1, 2, MOUNT, 3, 1, Cred::Root, &opaque(b"/")))
-        .unwrap();
-    let mnt = reply_bytes(&mut s);
-    assert_eq!(word(&mnt, 6), 0, "MNT status");
-    let root_handle = mnt[32..32 + word(&mnt, 7) as usize].to_vec();
-    // LOOKUP "f.bin" → the file's handle.
-    let args = [opaque(&root_handle), opaque(b"f.bin")].concat();
-    s.write_all(&call(2, 2, NFS, 3, 3, Cred::Root, &args))
-        .unwrap();
-    let lookup = reply_bytes(&mut s);
-    assert_eq!(word(&lookup, 6), 0, "LOOKUP status");
-    let file_handle = lookup[32..32 + word(&lookup, 7) as usize].to_vec();
-    // Three READs of 100,000 bytes (two go out by sendfile), sent in one write.
+    let handle = file_handle(&mut s, b"f.bin");
+    // Three READs of 100,000 bytes (sendfile each), sent in one write.
     let mut pipelined = Vec::new();
     for (i, offset) in [0u64, 100_000, 200_000].iter().enumerate() {
         let args = [
-            opaque(&file_handle),
+            opaque(&handle),
             offset.to_be_bytes().to_vec(),
             words(&[100_000]),
         ]
@@ -318,4 +306,161 @@ fn pipelined_reads_come_back_whole_and_in_order() {
         assert_eq!(reply.len(), 128 + count, "no pad needed for 100,000 bytes");
     }
     alive(addr);
+}
+
+/// MNT "/" then LOOKUP `name`: the file's handle.
+fn file_handle(s: &mut TcpStream, name: &[u8]) -> Vec<u8> {
+    s.write_all(&call(1, 2, MOUNT, 3, 1, Cred::Root, &opaque(b"/")))
+        .unwrap();
+    let mnt = reply_bytes(s);
+    let root_handle = mnt[32..32 + word(&mnt, 7) as usize].to_vec();
+    s.write_all(&call(
+        2,
+        2,
+        NFS,
+        3,
+        3,
+        Cred::Root,
+        &[opaque(&root_handle), opaque(name)].concat(),
+    ))
+    .unwrap();
+    let lookup = reply_bytes(s);
+    assert_eq!(word(&lookup, 6), 0, "LOOKUP status");
+    lookup[32..32 + word(&lookup, 7) as usize].to_vec()
+}
+
+/// WRITE `data` at `offset` with `stable`; returns (committed level, verifier).
+fn write(
+    s: &mut TcpStream,
+    handle: &[u8],
+    offset: u64,
+    stable: u32,
+    data: &[u8],
+) -> (u32, Vec<u8>) {
+    let args = [
+        opaque(handle),
+        offset.to_be_bytes().to_vec(),
+        words(&[data.len() as u32, stable]),
+        opaque(data),
+    ]
+    .concat();
+    s.write_all(&call(3, 2, NFS, 3, 7, Cred::Root, &args))
+        .unwrap();
+    let reply = reply_bytes(s);
+    // status, wcc (pre: false; post: true + 21 words), count, committed, verifier
+    assert_eq!(word(&reply, 6), 0, "WRITE status");
+    assert_eq!(word(&reply, 30), data.len() as u32, "WRITE count");
+    (word(&reply, 31), reply[128..136].to_vec())
+}
+
+#[test]
+fn writes_commit_and_the_verifier_changes_on_restart() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("w.bin"), b"").unwrap();
+    // The file belongs to root: the caller (AUTH_SYS root) must not be squashed.
+    let rule = ["--nfs-client", "127.0.0.0/8,rw,no_root_squash"];
+    let (child, _) = spawn_dataplane(
+        &[],
+        root.path(),
+        &["--nfs", "127.0.0.1:0", rule[0], rule[1]],
+    );
+    let addr: SocketAddr = child.1["nfs"].as_str().unwrap().parse().unwrap();
+    let mut s = connect(addr);
+    let handle = file_handle(&mut s, b"w.bin");
+    let (committed, first) = write(&mut s, &handle, 0, 0, b"unstable");
+    assert_eq!(committed, 0, "UNSTABLE is answered as UNSTABLE");
+    let (committed, again) = write(&mut s, &handle, 8, 2, b"+filesync");
+    assert_eq!(
+        (committed, &again),
+        (2, &first),
+        "FILE_SYNC, same verifier while the server lives"
+    );
+    s.write_all(&call(
+        4,
+        2,
+        NFS,
+        3,
+        21,
+        Cred::Root,
+        &[opaque(&handle), words(&[0, 0, 0])].concat(),
+    ))
+    .unwrap();
+    let commit = reply_bytes(&mut s);
+    assert_eq!(word(&commit, 6), 0, "COMMIT status");
+    assert_eq!(&commit[120..128], &first[..], "COMMIT carries the verifier");
+    assert_eq!(
+        std::fs::read(root.path().join("w.bin")).unwrap(),
+        b"unstable+filesync"
+    );
+
+    // A new server on the same port: the handle still works, the verifier is new, so a
+    // client resends what it had not committed.
+    drop(s);
+    common::stop_child(child);
+    let port_arg = addr.to_string();
+    let (_child, _) = spawn_dataplane(&[], root.path(), &["--nfs", &port_arg, rule[0], rule[1]]);
+    let mut s = connect(addr);
+    let (_, after) = write(&mut s, &handle, 0, 1, b"UNSTABLE");
+    assert_ne!(after, first, "the write verifier changes on restart");
+    assert_eq!(
+        std::fs::read(root.path().join("w.bin")).unwrap(),
+        b"UNSTABLE+filesync"
+    );
+}
+
+#[test]
+fn mount_bookkeeping_export_dump_umnt() {
+    let root = tempfile::tempdir().unwrap();
+    let (child, _) = spawn_dataplane(
+        &[],
+        root.path(),
+        &["--nfs", "127.0.0.1:0", "--nfs-client", "127.0.0.0/8,rw"],
+    );
+    let addr: SocketAddr = child.1["nfs"].as_str().unwrap().parse().unwrap();
+    let mut s = connect(addr);
+    // EXPORT: "/" with the rule as its group, then the end of both lists.
+    let export = exchange(&mut s, &call(1, 2, MOUNT, 3, 5, Cred::Root, &[]));
+    let expected = [
+        vec![1, 1, 0, 0, 0, 0, 1],
+        words_of(&opaque(b"/")),
+        vec![1],
+        words_of(&opaque(b"127.0.0.0/8,rw")),
+        vec![0, 0],
+    ]
+    .concat();
+    assert_eq!(export, expected);
+    // MNT then DUMP lists (machine "t", "/"); UMNT removes it again.
+    assert_eq!(
+        exchange(&mut s, &call(2, 2, MOUNT, 3, 1, Cred::Root, &opaque(b"/")))[6],
+        0
+    );
+    let dump = exchange(&mut s, &call(3, 2, MOUNT, 3, 2, Cred::Root, &[]));
+    let listed = [
+        vec![3, 1, 0, 0, 0, 0, 1],
+        words_of(&opaque(b"t")),
+        words_of(&opaque(b"/")),
+        vec![0],
+    ]
+    .concat();
+    assert_eq!(dump, listed);
+    assert_eq!(
+        exchange(&mut s, &call(4, 2, MOUNT, 3, 3, Cred::Root, &opaque(b"/"))),
+        vec![4, 1, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        exchange(&mut s, &call(5, 2, MOUNT, 3, 2, Cred::Root, &[])),
+        vec![5, 1, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        exchange(&mut s, &call(6, 2, MOUNT, 3, 4, Cred::Root, &[])),
+        vec![6, 1, 0, 0, 0, 0],
+        "UMNTALL"
+    );
+}
+
+fn words_of(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

@@ -9,6 +9,10 @@ if [ "${ZERONAS_E2E_NETNS:-}" != 1 ]; then
     flags=(--net)
     # Without root, a user namespace grants the network-admin rights inside.
     [ "$(id -u)" = 0 ] || flags+=(--map-root-user)
+    if ! unshare "${flags[@]}" -- true 2>/dev/null; then
+        echo "netns.sh: cannot create a network namespace (needs root, or unprivileged user namespaces)" >&2
+        exit 1
+    fi
     exec env ZERONAS_E2E_NETNS=1 unshare "${flags[@]}" -- "$0" "$@"
 fi
 ip link set lo up
