@@ -3,6 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
+NFS ?= 127.0.0.1:2049
 APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2 libnfs-utils
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # Tools built from their Go modules, cached outside the repository.
@@ -13,7 +14,7 @@ HELM := $(TOOLS)/helm-$(HELM_VERSION)
 .PHONY: run test deps fmt lint unit build help bench crds chart e2e
 
 help:
-	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP)"
+	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP) and NFSv3 on $(NFS)"
 	@echo "make test           fmt check, clippy -D warnings, all tests (what CI runs)"
 
 ## Installs what the build and the tests need, when missing.
@@ -31,7 +32,7 @@ build: deps
 
 run: build
 	mkdir -p "$(ROOT)"
-	$(CARGO) run --release --locked -p zeronas-dataplane -- --root "$(ROOT)" --http "$(HTTP)"
+	$(CARGO) run --release --locked -p zeronas-dataplane -- --root "$(ROOT)" --http "$(HTTP)" --nfs "$(NFS)"
 
 ## crds: regenerate the CRD from the Rust types (never edit crds/nasvolume.yaml by hand)
 crds:

@@ -58,7 +58,9 @@ pub struct NasVolumeSpec {
     #[serde(default)]
     pub read_only: bool,
 
-    /// Who may mount or fetch, and how. Default: the pod network only, root squashed.
+    /// Who may mount over NFS, and how; the first rule matching a client wins, and a client
+    /// matching none is refused. Default (empty): every client that can reach the Service
+    /// (NFS mounts come from the nodes), read-write unless `readOnly`, root squashed.
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub clients: Vec<ClientRule>,

@@ -177,7 +177,8 @@ impl Creds {
 /// permissions and sets ownership of what it creates. Otherwise everything happens as the
 /// process's own user (e.g. the non-root dataplane container).
 pub fn can_switch_identity() -> bool {
-    rustix::process::geteuid().is_root()
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
 }
 
 /// Switches the calling thread's file-system identity to `creds` (no-op without root).
