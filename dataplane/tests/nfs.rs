@@ -353,3 +353,26 @@ fn handles_survive_a_restart_and_a_rename() {
     assert_eq!(nfs.ok("pread h 0 5")["data"], "7374696c6c");
     assert!(export.metric(r#"zeronas_nfs_requests_total{proc="READ",status="stale"}"#) == 0.0);
 }
+
+#[test]
+fn setattr_changes_modes_times_and_sizes() {
+    let export = Export::start(&["--nfs-client", "127.0.0.0/8,rw,no_root_squash"]);
+    let (mut nfs, _) = Client::mount(&export.url("/"));
+    nfs.ok("write /s.txt 0102030405");
+    nfs.ok("chmod /s.txt 600");
+    nfs.ok("truncate /s.txt 2");
+    nfs.ok("chmod / 755");
+    nfs.ok("utimes /s.txt 1000000000");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(export.path("s.txt")).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o777, meta.len()), (0o600, 2));
+    let mtime = std::os::unix::fs::MetadataExt::mtime(&meta);
+    assert_eq!(mtime, 1_000_000_000, "client-set modification time");
+    let root_mode = std::fs::metadata(export.root.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(root_mode, 0o755, "the export's root takes SETATTR too");
+    assert_eq!(nfs.ok("stat /s.txt")["size"], 2);
+}

@@ -437,7 +437,7 @@ impl Exporter {
 
     /// Applies `set` to `rel` (its attributes `attr`) as the caller.
     fn apply(&self, caller: &Caller, rel: &Path, attr: &Attr, set: &SetAttr) -> Result<(), Fail> {
-        let (dir, name) = self.vfs.locate(rel)?;
+        let (dir, name) = self.vfs.entry(rel)?;
         if let Some(size) = set.size {
             if attr.ftype != ftype::REG {
                 return Err(Fail::Status(if attr.is_dir() {
@@ -505,10 +505,6 @@ impl Exporter {
         self.writable(caller)?;
         if guard.is_some_and(|g| g != node.attr.ctime) {
             return Err(Fail::Status(status::NOT_SYNC));
-        }
-        if node.rel.as_os_str().is_empty() {
-            // The root has no parent here: only its mode and times are settable, as the server.
-            return Err(Fail::Status(status::ACCES));
         }
         self.apply(caller, &node.rel, &node.attr, &set)?;
         let mut e = Encoder::with_capacity(100);

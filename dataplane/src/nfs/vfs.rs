@@ -367,6 +367,15 @@ impl Vfs {
         Ok((self.dir_fd(parent)?, PathBuf::from(name)))
     }
 
+    /// Like [`Vfs::locate`], but the root is its own descriptor with the name `.` (for
+    /// SETATTR, whose calls all accept that form).
+    pub fn entry(&self, rel: &Path) -> Result<(OwnedFd, PathBuf), VfsError> {
+        if rel.as_os_str().is_empty() {
+            return Ok((self.dir_fd(rel)?, PathBuf::from(".")));
+        }
+        self.locate(rel)
+    }
+
     /// Attributes of `rel`, without following a final symlink.
     pub fn stat(&self, rel: &Path) -> io::Result<Attr> {
         if rel.as_os_str().is_empty() {

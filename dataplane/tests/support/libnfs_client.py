@@ -4,7 +4,8 @@
 Usage: libnfs_client.py 'nfs://127.0.0.1/?version=3&nfsport=P&mountport=P[&uid=U&gid=G]'
 Reads one command per line on stdin and prints one JSON line per command on stdout:
   mkdir P | rmdir P | unlink P | rename A B | symlink TARGET P | readlink P | stat P
-  write P HEX | read P | open NAME P | pread NAME OFFSET COUNT | statvfs P | quit
+  write P HEX | read P | open NAME P | pread NAME OFFSET COUNT | statvfs P
+  chmod P OCTAL | truncate P SIZE | utimes P SECONDS | quit
 An open file keeps its libnfs handle (and so its NFS file handle) across commands, which is
 how a test proves a handle still works after the server restarts.
 """
@@ -32,7 +33,7 @@ class Stat64(ctypes.Structure):
 
 for name in ("nfs_mount", "nfs_mkdir", "nfs_rmdir", "nfs_unlink", "nfs_rename", "nfs_symlink",
              "nfs_readlink", "nfs_stat64", "nfs_open", "nfs_creat", "nfs_pread", "nfs_pwrite",
-             "nfs_close", "nfs_fsync", "nfs_statvfs"):
+             "nfs_close", "nfs_fsync", "nfs_statvfs", "nfs_chmod", "nfs_truncate", "nfs_utimes"):
     getattr(lib, name).restype = ctypes.c_int
 lib.nfs_pread.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p]
 lib.nfs_pwrite.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p]
@@ -65,6 +66,14 @@ for line in sys.stdin:
         out = result(lib.nfs_rename(nfs, args[0], args[1]))
     elif cmd == "symlink":
         out = result(lib.nfs_symlink(nfs, args[0], args[1]))
+    elif cmd == "chmod":
+        out = result(lib.nfs_chmod(nfs, args[0], int(words[2], 8)))
+    elif cmd == "truncate":
+        lib.nfs_truncate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint64]
+        out = result(lib.nfs_truncate(nfs, args[0], int(words[2])))
+    elif cmd == "utimes":
+        times = (ctypes.c_long * 4)(int(words[2]), 0, int(words[2]), 0)  # two struct timeval
+        out = result(lib.nfs_utimes(nfs, args[0], times))
     elif cmd == "readlink":
         buf = ctypes.create_string_buffer(4096)
         rc = lib.nfs_readlink(nfs, args[0], buf, 4096)
