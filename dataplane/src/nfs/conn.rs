@@ -25,6 +25,9 @@ use super::Exporter;
 use super::record::{RecordError, read_record};
 use crate::io::{FallbackReason, Transfer, TransferPath, is_unsupported};
 
+/// Record buffer a connection keeps between requests.
+const RECORD_KEEP: usize = 64 * 1024;
+
 /// Replies queued per connection before the reader stops taking requests.
 pub const REPLY_QUEUE: usize = 16;
 
@@ -109,7 +112,7 @@ fn read_requests(
     sending: &Sending,
     queue: SyncSender<Outgoing>,
 ) {
-    let mut record = Vec::with_capacity(64 * 1024);
+    let mut record = Vec::with_capacity(RECORD_KEEP);
     loop {
         match read_record(&mut stream, &mut record) {
             Ok(()) => {}
@@ -119,7 +122,12 @@ fn read_requests(
                 break;
             }
         }
-        let reply = match exporter.handle(&record, peer.ip()) {
+        let reply = exporter.handle(&record, peer.ip());
+        // A 1 MiB WRITE grows the buffer; idle connections should not each keep that much.
+        if record.capacity() > RECORD_KEEP {
+            record = Vec::with_capacity(RECORD_KEEP);
+        }
+        let reply = match reply {
             super::Outcome::Reply(reply) => reply,
             super::Outcome::Skip => continue,
             super::Outcome::Close => {
