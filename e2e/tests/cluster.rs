@@ -211,6 +211,12 @@ impl Suite {
         }
     }
 
+    /// `kubectl patch` of the sample NasVolume with a JSON merge patch.
+    async fn patch_volume(&self, patch: &str) -> Result<String, String> {
+        self.kubectl(&["patch", "nasvolume", VOLUME, "--type", "merge", "-p", patch])
+            .await
+    }
+
     async fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         self.run_tool(Path::new("kubectl"), args).await
     }
@@ -629,18 +635,7 @@ async fn rejects_invalid(s: &mut Suite) -> Step {
             }
         }
     }
-    match s
-        .kubectl(&[
-            "patch",
-            "nasvolume",
-            VOLUME,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"capacity":"5Gi"}}"#,
-        ])
-        .await
-    {
+    match s.patch_volume(r#"{"spec":{"capacity":"5Gi"}}"#).await {
         Ok(out) => Err(format!("shrinking was accepted: {out}")),
         Err(e) if e.contains("capacity may grow but never shrink") => Ok(()),
         Err(e) => Err(format!("shrinking rejected without the CEL message: {e}")),
@@ -651,16 +646,7 @@ async fn grow_and_change_resources(s: &mut Suite) -> Step {
     let names = OwnedNames::for_volume(NAMESPACE, VOLUME);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
     let started = Instant::now();
-    s.kubectl(&[
-        "patch",
-        "nasvolume",
-        VOLUME,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"capacity":"20Gi"}}"#,
-    ])
-    .await?;
+    s.patch_volume(r#"{"spec":{"capacity":"20Gi"}}"#).await?;
     eventually(
         "the backing claim to request and report 20Gi",
         Duration::from_secs(60),
@@ -696,16 +682,8 @@ async fn grow_and_change_resources(s: &mut Suite) -> Step {
         .filter_map(|p| p.metadata.uid.clone())
         .collect();
     let started = Instant::now();
-    s.kubectl(&[
-        "patch",
-        "nasvolume",
-        VOLUME,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"resources":{"cpu":"2","memory":"768Mi"}}}"#,
-    ])
-    .await?;
+    s.patch_volume(r#"{"spec":{"resources":{"cpu":"2","memory":"768Mi"}}}"#)
+        .await?;
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NAMESPACE);
     eventually(
         "the Deployment to carry the new resources",
