@@ -151,11 +151,32 @@ def ganesha_pid():
         return int(f.read().strip())
 
 
+def stop_daemon(read_pid):
+    """Stops a daemon that forked away (Ganesha) by the PID it wrote, and waits until it is gone."""
+    try:
+        pid = read_pid()
+        os.kill(pid, 15)
+    except (OSError, ValueError):
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+
+
 def inside(args):
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True)
     os.makedirs("/run/rpcbind", exist_ok=True)
-    subprocess.run(["rpcbind", "-w"], check=True)
+    # In the foreground, so this script holds its PID and stops it at the end.
+    rpcbind = subprocess.Popen(["rpcbind", "-f", "-w"])
+    wait_port(111, rpcbind, "rpcbind")
     work = tempfile.mkdtemp(prefix="zeronas-nfs-bench-")
     data = os.path.join(work, "data")
     os.makedirs(data)
@@ -205,10 +226,9 @@ LOG {{ Default_Log_Level = WARN; }}
     finally:
         zeronas.terminate()
         zeronas.wait()
-        try:
-            os.kill(ganesha_pid(), 15)
-        except OSError:
-            pass
+        stop_daemon(ganesha_pid)
+        rpcbind.terminate()
+        rpcbind.wait()
         shutil.rmtree(work, ignore_errors=True)
     return results
 

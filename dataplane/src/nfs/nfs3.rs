@@ -337,6 +337,17 @@ fn chmod_exact(dir: &impl std::os::fd::AsFd, name: &Path, mode: u32) -> Result<(
     Ok(())
 }
 
+/// Attributes of an open file or folder.
+fn fd_attr(fd: &impl std::os::fd::AsFd) -> io::Result<Attr> {
+    let s = rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::BASIC_STATS | rustix::fs::StatxFlags::BTIME,
+    )?;
+    Ok(Attr::from_statx(&s))
+}
+
 /// Runs `f` under the caller's file-system identity, then returns to the server's.
 fn as_caller<T>(ex: &Exporter, caller: &Caller, f: impl FnOnce() -> T) -> T {
     super::export::assume(&caller.creds);
@@ -676,14 +687,7 @@ impl Exporter {
             }
         };
         // Sizes seen before and after: other writers may have grown the file meanwhile.
-        let after = rustix::fs::statx(
-            &*file,
-            "",
-            AtFlags::EMPTY_PATH,
-            rustix::fs::StatxFlags::BASIC_STATS | rustix::fs::StatxFlags::BTIME,
-        )
-        .map(|s| Attr::from_statx(&s))
-        .ok();
+        let after = fd_attr(&*file).ok();
         self.app.usage.record_write(
             Some(node.attr.size),
             after.map_or(end.max(node.attr.size), |a| a.size),
@@ -739,53 +743,62 @@ impl Exporter {
         let name = check_name(&raw_name)?;
         let rel = dir.rel.join(name);
         let parent = self.vfs.dir_fd(&dir.rel)?;
-        let exclusive = how != 0;
         let mode = set.mode.unwrap_or(0o644) & 0o7777;
-        let flags = OFlags::CREATE
-            | OFlags::WRONLY
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC
-            | if exclusive {
-                OFlags::EXCL
-            } else {
-                OFlags::empty()
-            };
-        let before = self.vfs.stat(&rel).ok();
+        let base = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Try to create first (the common case); an existing file is an error for GUARDED,
+        // a retransmission check for EXCLUSIVE, and simply opened for UNCHECKED.
         let opened = as_caller(self, caller, || {
-            rustix::fs::openat(&parent, name, flags, Mode::from_raw_mode(mode))
-        });
-        match opened {
-            Ok(fd) => {
-                if before.is_none() {
-                    self.app.usage.record_write(None, 0);
+            match rustix::fs::openat(
+                &parent,
+                name,
+                base | OFlags::CREATE | OFlags::EXCL,
+                Mode::from_raw_mode(mode),
+            ) {
+                Ok(fd) => {
                     // Exactly the client's mode, whatever the process umask.
-                    as_caller(self, caller, || {
-                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-                    })?;
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+                    Ok((fd, true))
                 }
-                drop(fd);
-                let attr = self.vfs.stat(&rel)?;
-                let mut rest = SetAttr { mode: None, ..set };
-                if let Some((a, m)) = verifier {
-                    // EXCLUSIVE: keep the verifier in the times, so a retransmitted CREATE
-                    // recognises its own file (what knfsd does).
-                    rest.atime = Some(Some((a, 0)));
-                    rest.mtime = Some(Some((m, 0)));
+                Err(rustix::io::Errno::EXIST) if how == 0 => {
+                    rustix::fs::openat(&parent, name, base, Mode::empty()).map(|fd| (fd, false))
                 }
-                if rest != SetAttr::default() {
-                    self.apply(caller, &rel, &attr, &rest)?;
-                }
+                Err(e) => Err(e),
             }
+        });
+        let (attr, created) = match opened {
+            Ok((fd, created)) => (fd_attr(&fd)?, created),
             Err(rustix::io::Errno::EXIST) if verifier.is_some() => {
                 let existing = self.vfs.stat(&rel)?;
                 let (a, m) = verifier.unwrap_or_default();
                 if existing.atime.0 != a || existing.mtime.0 != m {
                     return Err(Fail::Status(status::EXIST));
                 }
+                (existing, false)
             }
             Err(e) => return Err(e.into()),
+        };
+        if created {
+            self.app.usage.record_write(None, 0);
         }
-        self.created(&rel, &dir)
+        let mut rest = SetAttr { mode: None, ..set };
+        if let (Some((a, m)), true) = (verifier, created) {
+            // EXCLUSIVE: keep the verifier in the times, so a retransmitted CREATE
+            // recognises its own file (what knfsd does).
+            rest.atime = Some(Some((a, 0)));
+            rest.mtime = Some(Some((m, 0)));
+        }
+        let attr = if rest == SetAttr::default() {
+            attr
+        } else {
+            self.apply(caller, &rel, &attr, &rest)?;
+            self.vfs.stat(&rel)?
+        };
+        self.vfs.remember(&rel, &attr);
+        let mut e = Encoder::with_capacity(240);
+        self.post_op_fh(&mut e, &attr);
+        self.post_op_attr(&mut e, Some(&attr));
+        self.wcc(&mut e, fd_attr(&parent).ok().as_ref());
+        Ok(Done::Body(e))
     }
 
     fn mkdir(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
