@@ -90,8 +90,9 @@ fn tool(program: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-// Files are always named under a folder in libnfs URLs: libnfs 4.0 mounts an empty export
-// path for `nfs://host/file` and then fails ("mount_cb: (null)") against any server.
+// Files are named under a folder in these libnfs URLs: for `nfs://host/file` libnfs 4.0 mounts
+// an empty path, walks the EXPORT list and fails ("mount_cb: (null)"), against NFS-Ganesha too,
+// unless the URL adds `auto-traverse-mounts=0`.
 
 /// The ctypes libnfs client of `support/libnfs_client.py`.
 struct Client {
