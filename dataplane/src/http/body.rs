@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -123,15 +122,7 @@ impl FileBody {
         permit: OwnedSemaphorePermit,
     ) -> io::Result<Bytes> {
         let mut buf = BytesMut::zeroed(want);
-        let mut filled = 0;
-        while filled < want {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = crate::io::small::pread_into(&file, offset, &mut buf)?;
         buf.truncate(filled);
         Ok(budgeted_bytes(buf, permit))
     }

@@ -14,7 +14,6 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -222,16 +221,14 @@ fn send_read(
             Err(rustix::io::Errno::INTR) => {}
             Err(e) if is_unsupported(&e.into()) => {
                 // This file cannot be sent by sendfile: finish with pread + write.
+                let started = std::time::Instant::now();
                 let copied = copy_range(stream, file, position, end)?;
+                transfer.fallback_time = started.elapsed();
                 transfer.push(
                     TransferPath::Copy,
                     copied,
                     Some(FallbackReason::SendfileUnsupported),
                 );
-                exporter
-                    .app
-                    .metrics
-                    .record_fallback("nfs", FallbackReason::SendfileUnsupported);
                 position = end;
             }
             Err(e) => {
@@ -249,7 +246,7 @@ fn copy_range(stream: &mut TcpStream, file: &File, mut position: u64, end: u64) 
     let mut buffer = vec![0u8; 256 * 1024];
     while position < end {
         let want = ((end - position) as usize).min(buffer.len());
-        let n = file.read_at(&mut buffer[..want], position)?;
+        let n = crate::io::small::pread_into(file, position, &mut buffer[..want])?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -614,22 +614,22 @@ impl Exporter {
         } else {
             wanted.min(size - offset)
         } as usize;
-        let mut e = Encoder::with_capacity(128 + if count <= SMALL_READ { count } else { 0 });
+        let mut e = Encoder::with_capacity(128 + if count <= SMALL_READ { count + 3 } else { 0 });
         self.post_op_attr(&mut e, Some(&node.attr));
         if count <= SMALL_READ {
-            let mut data = vec![0u8; count];
-            let mut filled = 0;
-            while filled < count {
-                match file.read_at(&mut data[filled..], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            data.truncate(filled);
+            // Read straight into the reply: count, eof and the data length are patched once
+            // the bytes are in (the file may have shrunk since its attributes were taken).
+            let at = e.len();
+            e.u32(0).bool(false).u32(0);
+            let buffer = e.bytes_mut();
+            buffer.resize(at + 12 + count, 0);
+            let filled = crate::io::small::pread_into(&file, offset, &mut buffer[at + 12..])?;
+            buffer.truncate(at + 12 + filled);
             let eof = offset + filled as u64 >= size;
-            e.u32(filled as u32).bool(eof).opaque(&data);
+            buffer[at..at + 4].copy_from_slice(&(filled as u32).to_be_bytes());
+            buffer[at + 4..at + 8].copy_from_slice(&u32::from(eof).to_be_bytes());
+            buffer[at + 8..at + 12].copy_from_slice(&(filled as u32).to_be_bytes());
+            buffer.resize(at + 12 + filled.div_ceil(4) * 4, 0);
             if filled > 0 {
                 self.app.metrics.record_transfer(
                     "nfs",
@@ -639,9 +639,6 @@ impl Exporter {
                         Some(crate::io::FallbackReason::SmallBody),
                     ),
                 );
-                self.app
-                    .metrics
-                    .record_fallback("nfs", crate::io::FallbackReason::SmallBody);
             }
             return Ok(Done::Body(e));
         }
