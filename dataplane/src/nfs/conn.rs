@@ -111,6 +111,7 @@ fn read_requests(
     sending: &Sending,
     queue: SyncSender<Outgoing>,
 ) {
+    let grant = exporter.grant(peer.ip());
     let mut record = Vec::with_capacity(RECORD_KEEP);
     loop {
         match read_record(&mut stream, &mut record) {
@@ -121,7 +122,7 @@ fn read_requests(
                 break;
             }
         }
-        let reply = exporter.handle(&record, peer.ip());
+        let reply = exporter.handle(&record, grant);
         // A 1 MiB WRITE grows the buffer; idle connections should not each keep that much.
         if record.capacity() > RECORD_KEEP {
             record = Vec::with_capacity(RECORD_KEEP);

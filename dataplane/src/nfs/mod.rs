@@ -66,6 +66,9 @@ pub struct Exporter {
     port: u16,
 }
 
+/// What a client may do (access, squashing); `None`: it matches no client rule.
+pub type Grant = Option<(export::Access, export::Squash)>;
+
 /// What to do with a request record.
 pub enum Outcome {
     /// Send this reply.
@@ -81,8 +84,13 @@ fn finish(e: xdr::Encoder) -> Outcome {
 }
 
 impl Exporter {
-    /// Answers one request record from a client at `peer`.
-    pub fn handle(&self, record: &[u8], peer: IpAddr) -> Outcome {
+    /// What the client rules grant a client at `ip`: decided once per connection.
+    pub fn grant(&self, ip: IpAddr) -> Grant {
+        decide(&self.rules, ip)
+    }
+
+    /// Answers one request record from a client the rules granted `grant`.
+    pub fn handle(&self, record: &[u8], grant: Grant) -> Outcome {
         let mut call = match rpc::parse_call(record) {
             Ok(call) => call,
             Err(CallError::Garbage) => return Outcome::Close,
@@ -122,9 +130,9 @@ impl Exporter {
             PORTMAP_PROGRAM => self.portmap2(call.procedure, &mut call.args),
             MOUNT_PROGRAM => {
                 let machine = auth.as_ref().map(|a| a.machine.as_str()).unwrap_or("");
-                self.mount3(call.procedure, peer, machine, &mut call.args)
+                self.mount3(call.procedure, grant.is_some(), machine, &mut call.args)
             }
-            _ => match (decide(&self.rules, peer), &auth) {
+            _ => match (grant, &auth) {
                 (Some((access, squash)), Some(auth)) => {
                     let caller = Caller {
                         creds: Creds::squashed(auth, squash, self.anon),

@@ -1,10 +1,7 @@
 //! MOUNT v3 (RFC 1813 appendix I) and PORTMAP v2 (RFC 1833) on the NFS port, so clients that
 //! mount with `mountport=` or that ask a portmapper both find the export.
 
-use std::net::IpAddr;
-
 use super::Exporter;
-use super::export::decide;
 use super::nfs3::{Done, Fail};
 use super::xdr::{Decoder, Encoder};
 
@@ -61,11 +58,12 @@ impl Exporter {
         })
     }
 
-    /// Runs MOUNT procedure `proc_` for a client at `peer` named `machine`.
+    /// Runs MOUNT procedure `proc_` for a client named `machine`; `allowed`: whether any
+    /// client rule matches it.
     pub fn mount3(
         &self,
         proc_: u32,
-        peer: IpAddr,
+        allowed: bool,
         machine: &str,
         d: &mut Decoder,
     ) -> Result<Done, Fail> {
@@ -74,7 +72,7 @@ impl Exporter {
             0 => {}
             1 => {
                 let path = d.opaque(MAX_DIRPATH)?.to_vec();
-                if decide(&self.rules, peer).is_none() {
+                if !allowed {
                     e.u32(MNT3ERR_ACCES);
                 } else if let Some((_, attr)) = self.export_dir(&path) {
                     e.u32(0).opaque(&self.vfs.handle(&attr).encode());

@@ -719,8 +719,8 @@ impl Exporter {
     }
 
     fn create(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
-        let dir = self.dir(d)?;
-        let raw_name = d.opaque(MAX_PATH)?.to_vec();
+        let (dir, rel) = self.new_entry(caller, d)?;
+        let name = rel.file_name().ok_or(Fail::Status(status::INVAL))?;
         let how = d.u32()?;
         let (set, verifier) = match how {
             0 | 1 => (sattr(d)?, None),
@@ -729,16 +729,13 @@ impl Exporter {
                 (
                     SetAttr::default(),
                     Some((
-                        (u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+                        u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
                         u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
                     )),
                 )
             }
             _ => return Err(Fail::Garbage),
         };
-        self.writable(caller)?;
-        let name = check_name(&raw_name)?;
-        let rel = dir.rel.join(name);
         let parent = self.vfs.dir_fd(&dir.rel)?;
         let mode = set.mode.unwrap_or(0o644) & 0o7777;
         let base = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;

@@ -278,28 +278,9 @@ mod tests {
             csc.capabilities.as_ref().unwrap().drop,
             Some(vec!["ALL".to_owned()])
         );
-        assert_eq!(
-            c.liveness_probe
-                .as_ref()
-                .unwrap()
-                .http_get
-                .as_ref()
-                .unwrap()
-                .path
-                .as_deref(),
-            Some("/healthz")
-        );
-        assert_eq!(
-            c.readiness_probe
-                .as_ref()
-                .unwrap()
-                .http_get
-                .as_ref()
-                .unwrap()
-                .path
-                .as_deref(),
-            Some("/readyz")
-        );
+        let probe_path = |p: &Option<Probe>| p.as_ref()?.http_get.as_ref()?.path.clone();
+        assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/healthz"));
+        assert_eq!(probe_path(&c.readiness_probe).as_deref(), Some("/readyz"));
         assert_eq!(c.image.as_deref(), Some("zeronas/dataplane:test"));
         assert_eq!(
             p.volumes.as_ref().unwrap()[0]
