@@ -434,18 +434,8 @@ impl Shared {
                         .await?
                     {
                         Some(path) => break path,
-                        None => {
-                            {
-                                let mut containers = self.containers.lock().await;
-                                for c in containers.iter_mut() {
-                                    c.state = waiting(
-                                        "ContainerCreating",
-                                        format!("waiting for claim {} to bind", source.claim_name),
-                                    );
-                                }
-                            }
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
+                        // The Pod keeps reporting ContainerCreating meanwhile.
+                        None => tokio::time::sleep(Duration::from_millis(500)).await,
                     }
                 }
             } else if volume.empty_dir.is_some() {
