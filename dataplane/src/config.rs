@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::identity::{IdentityChoice, parse_mode, parse_owner};
 use crate::transport::RdmaMode;
 
 /// zeronas dataplane: serves one folder as a share over an HTTP file API.
@@ -31,9 +32,24 @@ pub struct Config {
     /// (first match wins; none: every client, read-write, root squashed).
     #[arg(long = "nfs-client", value_name = "RULE")]
     pub nfs_clients: Vec<String>,
-    /// uid and gid that squashed NFS callers act as.
+    /// uid and gid that squashed NFS callers act as (posix identities).
     #[arg(long, env = "ZERONAS_ANON_ID", default_value_t = 65534)]
     pub anon_id: u32,
+
+    /// Whose identity NFS requests run under: `posix` (each caller's, after squashing; needs
+    /// the capabilities CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETUID, SETGID), `squash`
+    /// (every caller acts as this process's user), or `auto` (posix when those capabilities
+    /// are held, else squash).
+    #[arg(long, env = "ZERONAS_IDENTITY", value_enum, default_value_t = IdentityChoice::Auto)]
+    pub identity: IdentityChoice,
+
+    /// Owner (`UID:GID`) given to the share root when the share is new (empty).
+    #[arg(long, env = "ZERONAS_ROOT_OWNER", value_parser = parse_owner)]
+    pub root_owner: Option<(u32, u32)>,
+
+    /// Mode (octal, e.g. `0777`) given to the share root when the share is new (empty).
+    #[arg(long, env = "ZERONAS_ROOT_MODE", value_parser = parse_mode)]
+    pub root_mode: Option<u32>,
 
     /// Separate address for `/metrics`, `/healthz` and `/readyz` (default: on the HTTP listener).
     #[arg(long, env = "ZERONAS_METRICS")]
@@ -227,5 +243,26 @@ mod tests {
         assert_eq!(c.share, "default");
         assert_eq!(c.http, "127.0.0.1:8080".parse().unwrap());
         assert!(Config::try_parse_from(["zd"]).is_err());
+        assert_eq!(c.identity, IdentityChoice::Auto);
+        let c = Config::try_parse_from([
+            "zd",
+            "--root",
+            "/tmp",
+            "--identity",
+            "squash",
+            "--root-owner",
+            "0:0",
+            "--root-mode",
+            "0777",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.identity, c.root_owner, c.root_mode),
+            (IdentityChoice::Squash, Some((0, 0)), Some(0o777))
+        );
+        let bad = Config::try_parse_from(["zd", "--root", "/tmp", "--identity", "nobody"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("posix") && bad.contains("squash"), "{bad}");
     }
 }

@@ -4,12 +4,14 @@
 //! shutdown; [`http::service`] routes requests; [`http::api`] performs the file operations
 //! on a [`share::Share`]; [`http::plan`] holds every HTTP rule as pure functions.
 //! [`cgroup`] and [`runtime`] size and pin the worker threads from the cgroup's limits;
-//! [`budget`] keeps I/O buffers inside the memory limit.
+//! [`budget`] keeps I/O buffers inside the memory limit. [`identity`] decides whose
+//! identity file operations run under and sets up a new share's root.
 
 pub mod budget;
 pub mod cgroup;
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod io;
 pub mod logging;
 pub mod metrics;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use zeronas_dataplane::config::Config;
+use zeronas_dataplane::identity::{self, IdentityMode, RootSetup};
 use zeronas_dataplane::logging;
 use zeronas_dataplane::nfs::export::ClientRule;
 use zeronas_dataplane::nfs::{ExportOptions, NfsServer};
@@ -25,6 +26,21 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    let mode = identity::detect(config.identity).map_err(|e| e.to_string())?;
+    let root_setup = RootSetup {
+        owner: config.root_owner,
+        mode: config.root_mode,
+    };
+    identity::prepare_root(&config.root, root_setup, mode, config.read_only)
+        .map_err(|e| e.to_string())?;
+    let me = identity::ProcessIdentity::current();
+    tracing::info!(
+        identity = mode.as_str(),
+        uid = me.uid,
+        gid = me.gid,
+        groups = ?me.groups,
+        "file-system identity"
+    );
     let report = RuntimeReport::detect(config.workers, config.pin_cpus, config.rdma)?;
     report.log();
     let plan = report.plan.clone();
@@ -38,15 +54,17 @@ fn run(config: &Config) -> Result<(), String> {
     let server = control
         .block_on(Server::bind(config, report))
         .map_err(|e| e.to_string())?;
-    let nfs = start_nfs(config, &server)?;
+    let nfs = start_nfs(config, &server, mode)?;
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
     let http = server
         .http_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     let metrics = server.metrics_addr().map(|a| a.to_string());
-    let line =
-        serde_json::json!({ "event": "listening", "http": http, "metrics": metrics, "nfs": nfs });
+    let line = serde_json::json!({
+        "event": "listening", "http": http, "metrics": metrics, "nfs": nfs,
+        "identity": mode.as_str(),
+    });
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
     drop(stdout);
@@ -55,7 +73,11 @@ fn run(config: &Config) -> Result<(), String> {
 }
 
 /// Starts the NFS export unless `--nfs off`; returns its address.
-fn start_nfs(config: &Config, server: &Server) -> Result<Option<String>, String> {
+fn start_nfs(
+    config: &Config,
+    server: &Server,
+    identity: IdentityMode,
+) -> Result<Option<String>, String> {
     if config.nfs == "off" {
         return Ok(None);
     }
@@ -73,6 +95,7 @@ fn start_nfs(config: &Config, server: &Server) -> Result<Option<String>, String>
         rules,
         rule_texts: config.nfs_clients.clone(),
         anon: (config.anon_id, config.anon_id),
+        identity,
     };
     let nfs = NfsServer::start(&config.nfs, &config.root, options, server.app())
         .map_err(|e| format!("cannot serve NFS on {}: {e}", config.nfs))?;

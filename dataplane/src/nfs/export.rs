@@ -1,5 +1,6 @@
 //! Who may use the export and as whom: client rules by network (read-write or read-only,
-//! root squashing), and the per-thread file-system identity a request runs under.
+//! root squashing), and the per-thread file-system identity a request runs under (see
+//! [`crate::identity`] for the two modes).
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -154,11 +155,10 @@ impl Creds {
     }
 
     /// Whether these credentials may `want` (bits: 4 read, 2 write, 1 execute) a file with
-    /// `mode`, owned by `owner`/`group`. uid 0 may do anything; an owner may read and write
-    /// its own file whatever the mode (what knfsd does, so a file created read-only can
-    /// still receive the data its creator writes).
-    pub fn permits(&self, mode: u32, owner: u32, group: u32, want: u32) -> bool {
-        if self.uid == 0 || (self.uid == owner && want & 1 == 0) {
+    /// `mode`, owned by `owner`/`group`, by its mode bits; uid 0 may do anything (ACCESS,
+    /// LOOKUP and READDIR; ACCESS itself refuses root execution of files with no x bit).
+    pub fn may(&self, mode: u32, owner: u32, group: u32, want: u32) -> bool {
+        if self.uid == 0 {
             return true;
         }
         let class = if self.uid == owner {
@@ -170,24 +170,20 @@ impl Creds {
         };
         class & want & 7 == want & 7
     }
-}
 
-/// Whether this process may act as other users (it runs as root): then each NFS thread
-/// switches its file-system uid/gid and groups to the caller's, and the kernel checks
-/// permissions and sets ownership of what it creates. Otherwise everything happens as the
-/// process's own user (e.g. the non-root dataplane container).
-pub fn can_switch_identity() -> bool {
-    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
-}
-
-/// Switches the calling thread's file-system identity to `creds` (no-op without root).
-/// These are per-thread system calls: the glibc wrappers of setgroups would change every
-/// thread of the process.
-pub fn assume(creds: &Creds) {
-    if !can_switch_identity() {
-        return;
+    /// [`Creds::may`] for READ and WRITE: an owner may also read and write its own file
+    /// whatever the mode (what knfsd does), so a file created read-only still receives the
+    /// data its creator writes through the descriptor it opened. ACCESS does not grant this,
+    /// so a new `open` of such a file for writing is refused as on a local disk.
+    pub fn permits(&self, mode: u32, owner: u32, group: u32, want: u32) -> bool {
+        (self.uid == owner && want & 1 == 0) || self.may(mode, owner, group, want)
     }
+}
+
+/// Switches the calling thread's file-system identity to `creds` (posix identities only:
+/// the caller checks the mode). These are per-thread system calls: the glibc wrappers of
+/// setgroups would change every thread of the process.
+pub fn assume(creds: &Creds) {
     // SAFETY: plain system calls on this thread's credentials; the group list pointer and
     // length describe a live slice.
     unsafe {
@@ -197,12 +193,14 @@ pub fn assume(creds: &Creds) {
     }
 }
 
-/// The server's own identity (root, no groups).
+/// The server's own identity: the process's uid, gid and supplementary groups (squash mode
+/// acts as it, and posix mode returns to it after each request).
 pub fn server_creds() -> Creds {
+    let me = crate::identity::ProcessIdentity::current();
     Creds {
-        uid: rustix::process::geteuid().as_raw(),
-        gid: rustix::process::getegid().as_raw(),
-        gids: Vec::new(),
+        uid: me.uid,
+        gid: me.gid,
+        gids: me.groups,
     }
 }
 
@@ -266,6 +264,8 @@ mod tests {
         );
         assert!(user.permits(0o600, 1000, 0, 6));
         assert!(user.permits(0o400, 1000, 0, 2), "owner override for writes");
+        assert!(!user.may(0o400, 1000, 0, 2), "but not for ACCESS");
+        assert!(user.may(0o400, 1000, 0, 4));
         assert!(!user.permits(0o600, 1, 100, 4));
         assert!(user.permits(0o640, 1, 100, 4));
         assert!(!user.permits(0o640, 1, 100, 2));

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use super::vfs::{Node, Vfs};
+use super::vfs::{Attr, Node, Vfs};
 
 /// Default number of cached files.
 pub const DEFAULT_CAPACITY: usize = 256;
@@ -69,15 +69,7 @@ impl FdCache {
         };
         let file = Arc::new(file);
         if let Ok(mut inner) = self.inner.lock() {
-            if inner.map.len() >= self.capacity
-                && let Some(oldest) = inner
-                    .map
-                    .iter()
-                    .min_by_key(|(_, e)| e.used)
-                    .map(|(k, _)| *k)
-            {
-                inner.map.remove(&oldest);
-            }
+            Self::make_room(&mut inner, self.capacity);
             let used = inner.tick;
             inner.map.insert(
                 key,
@@ -89,6 +81,36 @@ impl FdCache {
             );
         }
         Ok(file)
+    }
+
+    /// Caches `file`, just opened for the file with `attr` (CREATE's own descriptor).
+    pub fn insert(&self, attr: &Attr, file: File, writable: bool) {
+        let key = (attr.fileid, attr.generation);
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.tick += 1;
+            let used = inner.tick;
+            Self::make_room(&mut inner, self.capacity);
+            inner.map.insert(
+                key,
+                Entry {
+                    file: Arc::new(file),
+                    writable: writable && !self.read_only,
+                    used,
+                },
+            );
+        }
+    }
+
+    fn make_room(inner: &mut Inner, capacity: usize) {
+        if inner.map.len() >= capacity
+            && let Some(oldest) = inner
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| *k)
+        {
+            inner.map.remove(&oldest);
+        }
     }
 
     /// Drops every cached descriptor of inode `ino`.

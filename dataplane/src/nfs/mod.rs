@@ -33,6 +33,7 @@ use nfs3::{Caller, Done, Fail, PROCEDURES, failure_words, status, status_label};
 use rpc::{AcceptStat, AuthStat, CallError, Credential};
 
 use crate::http::service::App;
+use crate::identity::IdentityMode;
 
 /// What the export needs from the command line.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct ExportOptions {
     pub rule_texts: Vec<String>,
     /// uid and gid of squashed callers.
     pub anon: (u32, u32),
+    /// Whose identity requests run under.
+    pub identity: IdentityMode,
 }
 
 /// Everything the NFS threads share.
@@ -58,6 +61,7 @@ pub struct Exporter {
     rule_texts: Vec<String>,
     share_name: String,
     anon: (u32, u32),
+    identity: IdentityMode,
     server_creds: Creds,
     /// Changes on every start, so clients resend writes they had not committed.
     verifier: [u8; 8],
@@ -134,10 +138,12 @@ impl Exporter {
             }
             _ => match (grant, &auth) {
                 (Some((access, squash)), Some(auth)) => {
-                    let caller = Caller {
-                        creds: Creds::squashed(auth, squash, self.anon),
-                        access,
+                    let creds = match self.identity {
+                        IdentityMode::Posix => Creds::squashed(auth, squash, self.anon),
+                        // Checked as the identity that acts: the process's own.
+                        IdentityMode::Squash => self.server_creds.clone(),
                     };
+                    let caller = Caller { creds, access };
                     self.nfs3(call.procedure, &caller, &mut call.args)
                 }
                 (None, Some(_)) => Err(Fail::Status(status::ACCES)),
@@ -224,6 +230,7 @@ impl NfsServer {
             rule_texts: options.rule_texts,
             share_name: options.share,
             anon: options.anon,
+            identity: options.identity,
             server_creds: export::server_creds(),
             verifier: nanos.to_be_bytes(),
             fds: fdcache::FdCache::new(fdcache::DEFAULT_CAPACITY, options.read_only),

@@ -18,6 +18,7 @@ use super::export::{Access, Creds};
 use super::handle::fnv1a;
 use super::vfs::{Attr, Node, VfsError, check_name, ftype};
 use super::xdr::{Decoder, Encoder, XdrError};
+use crate::identity::IdentityMode;
 
 /// Largest READ and WRITE.
 pub const MAX_IO: u32 = 1 << 20;
@@ -348,8 +349,12 @@ fn fd_attr(fd: &impl std::os::fd::AsFd) -> io::Result<Attr> {
     Ok(Attr::from_statx(&s))
 }
 
-/// Runs `f` under the caller's file-system identity, then returns to the server's.
+/// Runs `f` under the caller's file-system identity, then returns to the server's (posix
+/// identities; in squash mode everything runs as the process).
 fn as_caller<T>(ex: &Exporter, caller: &Caller, f: impl FnOnce() -> T) -> T {
+    if ex.identity != IdentityMode::Posix {
+        return f();
+    }
     super::export::assume(&caller.creds);
     let result = f();
     super::export::assume(&ex.server_creds);
@@ -402,8 +407,14 @@ impl Exporter {
         Ok(())
     }
 
+    /// READ and WRITE: the mode bits, or the owner (see [`Creds::permits`]).
     fn permits(caller: &Caller, a: &Attr, want: u32) -> bool {
         caller.creds.permits(a.mode, a.uid, a.gid, want)
+    }
+
+    /// ACCESS, LOOKUP and READDIR: the mode bits alone (see [`Creds::may`]).
+    fn may(caller: &Caller, a: &Attr, want: u32) -> bool {
+        caller.creds.may(a.mode, a.uid, a.gid, want)
     }
 
     fn stat(&self, rel: &Path) -> Option<Attr> {
@@ -474,16 +485,10 @@ impl Exporter {
             self.app.usage.record_write(Some(attr.size), size);
         }
         as_caller(self, caller, || -> Result<(), Fail> {
-            if let Some(mode) = set.mode
-                && attr.ftype != ftype::LNK
-            {
-                // The type was checked just above: mode changes never go through a symlink.
-                rustix::fs::chmodat(
-                    &dir,
-                    &name,
-                    Mode::from_raw_mode(mode & 0o7777),
-                    AtFlags::empty(),
-                )?;
+            if let Some(mode) = set.mode {
+                // Pinned with O_PATH | O_NOFOLLOW: a symlink swapped in after the lookup is
+                // never followed out of the share.
+                chmod_exact(&dir, &name, mode)?;
             }
             if set.uid.is_some() || set.gid.is_some() {
                 rustix::fs::chownat(
@@ -526,7 +531,7 @@ impl Exporter {
     fn lookup(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
         let dir = self.dir(d)?;
         let name = d.opaque(MAX_PATH)?;
-        if !Self::permits(caller, &dir.attr, 1) {
+        if !Self::may(caller, &dir.attr, 1) {
             return Err(Fail::Status(status::ACCES));
         }
         let attr = match name {
@@ -554,7 +559,7 @@ impl Exporter {
         let node = self.node(d)?;
         let wanted = d.u32()?;
         let a = &node.attr;
-        let can = |bits| Self::permits(caller, a, bits);
+        let can = |bits| Self::may(caller, a, bits);
         let read_only = self.read_only || caller.access == Access::ReadOnly;
         let mut granted = 0;
         if can(4) {
@@ -738,14 +743,16 @@ impl Exporter {
         };
         let parent = self.vfs.dir_fd(&dir.rel)?;
         let mode = set.mode.unwrap_or(0o644) & 0o7777;
-        let base = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         // Try to create first (the common case); an existing file is an error for GUARDED,
-        // a retransmission check for EXCLUSIVE, and simply opened for UNCHECKED.
+        // a retransmission check for EXCLUSIVE, and simply looked at for UNCHECKED. A new
+        // file is opened read-write whatever its mode, and that descriptor serves the WRITEs
+        // that follow (a file created read-only, as `cp` of a 0444 file or git do, still
+        // receives its data).
         let opened = as_caller(self, caller, || {
             match rustix::fs::openat(
                 &parent,
                 name,
-                base | OFlags::CREATE | OFlags::EXCL,
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode),
             ) {
                 Ok(fd) => {
@@ -753,14 +760,27 @@ impl Exporter {
                     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
                     Ok((fd, true))
                 }
-                Err(rustix::io::Errno::EXIST) if how == 0 => {
-                    rustix::fs::openat(&parent, name, base, Mode::empty()).map(|fd| (fd, false))
-                }
+                Err(rustix::io::Errno::EXIST) if how == 0 => rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map(|fd| (fd, false)),
                 Err(e) => Err(e),
             }
         });
         let (attr, created) = match opened {
-            Ok((fd, created)) => (fd_attr(&fd)?, created),
+            Ok((fd, created)) => {
+                let attr = fd_attr(&fd)?;
+                if !created && attr.ftype != ftype::REG {
+                    return Err(Fail::Status(status::EXIST));
+                }
+                if created {
+                    self.fds.insert(&attr, File::from(fd), true);
+                }
+                (attr, created)
+            }
             Err(rustix::io::Errno::EXIST) if verifier.is_some() => {
                 let existing = self.vfs.stat(&rel)?;
                 let (a, m) = verifier.unwrap_or_default();
@@ -928,7 +948,7 @@ impl Exporter {
             let count = d.u32()? as usize;
             (count, count)
         };
-        if !Self::permits(caller, &dir.attr, 4) {
+        if !Self::may(caller, &dir.attr, 4) {
             return Err(Fail::Status(status::ACCES));
         }
         let entries = self.entries(&dir)?;

@@ -186,6 +186,31 @@ fn statx_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Attr> {
     Ok(Attr::from_statx(&s))
 }
 
+/// Opens `dir/name` (a regular file the process owns) with `access` by adding owner read
+/// and write to its mode for the moment of the open. The file is pinned with an `O_PATH`
+/// descriptor first, so the change and the open reach that file and never a symlink or a
+/// file swapped in meanwhile.
+fn open_as_owner(dir: &OwnedFd, name: &Path, access: OFlags) -> io::Result<std::fs::File> {
+    let pinned = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let s = rustix::fs::statx(&pinned, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+    let mode = u32::from(s.stx_mode);
+    if mode & 0o170000 != 0o100000 || s.stx_uid != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
+    let magic = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+    rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode((mode | 0o600) & 0o7777))?;
+    let opened = rustix::fs::open(magic.as_str(), access | OFlags::CLOEXEC, Mode::empty());
+    let restored = rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(mode & 0o7777));
+    let fd = opened?;
+    restored?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// Checks that `name` is one path component a client may create, remove or rename (`.` and
 /// `..` are not: LOOKUP handles them itself).
 pub fn check_name(name: &[u8]) -> Result<&OsStr, VfsError> {
@@ -389,19 +414,26 @@ impl Vfs {
     }
 
     /// Opens a regular file of the share for I/O as the server (O_NOFOLLOW: a symlink is
-    /// never opened through).
+    /// never opened through). Callers have checked the NFS caller's permission first, with
+    /// the owner allowed to read and write its own file whatever the mode (as knfsd does);
+    /// when the server itself owns the file but its mode refuses the server (squash mode:
+    /// a 0444 file created and then written by its owner, after the descriptor cache let
+    /// the creating descriptor go), the file is opened under a brief owner `u+rw`.
     pub fn open_file(&self, rel: &Path, write: bool) -> io::Result<std::fs::File> {
         let (dir, name) = self
             .locate(rel)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
-        let fd = rustix::fs::openat(
+        match rustix::fs::openat(
             &dir,
             &name,
             access | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
-        Ok(std::fs::File::from(fd))
+        ) {
+            Ok(fd) => Ok(std::fs::File::from(fd)),
+            Err(rustix::io::Errno::ACCESS) => open_as_owner(&dir, &name, access),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `statvfs` of the share's file system: (total bytes, free bytes, total files, free files).
