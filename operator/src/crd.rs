@@ -33,6 +33,14 @@ use serde::{Deserialize, Serialize};
     .message("cpuPinning needs a whole number of CPUs in resources.cpu (e.g. 2, not 1500m)")
     .reason(kube::core::Reason::FieldValueInvalid)
     .field_path(".resources.cpu"))]
+#[x_kube(validation = Rule::new("!has(self.identity) || self.identity != 'Squash' || !has(self.shareRoot) || ((!has(self.shareRoot.uid) || self.shareRoot.uid > 0) && (!has(self.shareRoot.gid) || self.shareRoot.gid > 0))")
+    .message("identity Squash runs the dataplane as shareRoot.uid/gid, which must not be 0 (use identity Posix for per-caller ownership)")
+    .reason(kube::core::Reason::FieldValueInvalid)
+    .field_path(".shareRoot"))]
+#[x_kube(validation = Rule::new("!has(self.identity) || self.identity != 'Squash' || !has(self.shareRoot) || !has(self.shareRoot.mode)")
+    .message("shareRoot.mode applies to identity Posix only; with Squash the pod's fsGroup makes the root writable")
+    .reason(kube::core::Reason::FieldValueForbidden)
+    .field_path(".shareRoot.mode"))]
 #[serde(rename_all = "camelCase")]
 pub struct NasVolumeSpec {
     /// Size of the backing volume, and the quota the dataplane enforces (e.g. `100Gi`). May
@@ -60,10 +68,29 @@ pub struct NasVolumeSpec {
 
     /// Who may mount over NFS, and how; the first rule matching a client wins, and a client
     /// matching none is refused. Default (empty): every client that can reach the Service
-    /// (NFS mounts come from the nodes), read-write unless `readOnly`, root squashed.
+    /// (NFS mounts come from the nodes), read-write unless `readOnly`, root not squashed
+    /// (like Longhorn and Rook NFS volumes: a root container may chown, as on any volume).
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub clients: Vec<ClientRule>,
+
+    /// Whose identity file operations run under. `Posix` (default): each NFS caller's own
+    /// uid and groups (after the client rule's squashing), checked by the kernel, so `ls -l`
+    /// shows who wrote what and chown/chmod work; the dataplane pod runs as uid 0 with the
+    /// capabilities CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETUID and SETGID (Pod Security
+    /// Standard `baseline`). `Squash`: every caller acts as the dataplane's non-root user
+    /// (`shareRoot.uid`/`gid`, default 65532), so every client can read and write every
+    /// file and every file belongs to that user; the pod needs no capability (`restricted`).
+    /// Switching an existing share from Posix to Squash needs its files chowned to that user.
+    #[serde(default)]
+    pub identity: Identity,
+
+    /// The share root's owner and mode. Posix: applied when the share is new (empty), default
+    /// uid 0, gid 0, mode `0777`, so pods of any uid can create their files, as on an
+    /// emptyDir. Squash: the dataplane runs as `uid`/`gid` (default 65532) and `gid` is the
+    /// pod's fsGroup, which makes the volume writable; `mode` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_root: Option<ShareRoot>,
 
     /// CPU and memory of the dataplane pod; requests equal limits, so the pod is Guaranteed.
     #[serde(default)]
@@ -131,16 +158,46 @@ pub enum Access {
     ReadOnly,
 }
 
-/// Identity squashing for a client network.
+/// Identity squashing for a client network (identity `Posix`; with `Squash` every caller
+/// acts as the dataplane's user anyway).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Squash {
-    /// Map uid/gid 0 to nobody.
-    #[default]
+    /// Map uid/gid 0 to nobody (65534).
     Root,
-    /// Keep every identity.
+    /// Keep every identity (the default: root in a pod is root on its volume, as with
+    /// Longhorn and Rook NFS; limit who reaches the share with `clients`).
+    #[default]
     None,
     /// Map every identity to nobody.
     All,
+}
+
+/// Whose identity file operations run under.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Identity {
+    /// Each caller's own identity, checked by the kernel (pod: uid 0 with six capabilities).
+    #[default]
+    Posix,
+    /// Every caller acts as the dataplane's non-root user (pod: no capabilities).
+    Squash,
+}
+
+/// Owner and mode of the share root.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareRoot {
+    /// Owner uid (Posix default 0; Squash: the dataplane's uid, default 65532).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub uid: Option<i64>,
+    /// Group gid (Posix default 0; Squash: the dataplane's gid and fsGroup, default 65532).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub gid: Option<i64>,
+    /// Octal permission bits, Posix only (default `0777`; e.g. `2775`, `0755`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^0?[0-7]{3,4}$"))]
+    pub mode: Option<String>,
 }
 
 /// CPU and memory of the dataplane container (requests == limits).

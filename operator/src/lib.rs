@@ -7,6 +7,7 @@
 //! - [`controller`]: watches, server-side apply, finalizer, status, events, backoff.
 //! - [`leader`]: leader election on a Lease.
 //! - [`metrics`]: reconcile metrics.
+//! - [`render`]: `zeronas-operator render`, the objects for one NasVolume as YAML.
 
 pub mod controller;
 pub mod crd;
@@ -15,3 +16,4 @@ pub mod metrics;
 pub mod names;
 pub mod quantity;
 pub mod reconcile;
+pub mod render;

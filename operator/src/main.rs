@@ -23,6 +23,7 @@ use zeronas_operator::crd::NasVolume;
 use zeronas_operator::leader::{self, LeaseConfig};
 use zeronas_operator::metrics::Metrics;
 use zeronas_operator::reconcile::Settings;
+use zeronas_operator::render;
 
 /// zeronas operator: turns NasVolumes into dataplane pods and shares.
 #[derive(Debug, Parser)]
@@ -35,7 +36,7 @@ struct Cli {
     #[arg(long, env = "ZERONAS_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
     /// Dataplane image for NasVolumes that do not set one.
-    #[arg(long, env = "ZERONAS_DATAPLANE_IMAGE", default_value = concat!("zeronas/dataplane:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, global = true, env = "ZERONAS_DATAPLANE_IMAGE", default_value = concat!("ghcr.io/zeronas/dataplane:", env!("CARGO_PKG_VERSION")))]
     dataplane_image: String,
     /// Elect a leader on a Lease before reconciling (safe with several replicas).
     #[arg(long, env = "ZERONAS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -52,11 +53,65 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, env = "ZERONAS_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Prints, as YAML, every object the operator would apply for a NasVolume (the same
+    /// builders the controller uses), without contacting a cluster.
+    Render {
+        /// The NasVolume manifest (`-`: standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: std::path::PathBuf,
+        /// Namespace for a manifest that names none.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The Service's ClusterIP for the PV's server (known once the Service exists).
+        #[arg(long, default_value = render::PLACEHOLDER_CLUSTER_IP)]
+        cluster_ip: String,
+    },
+}
+
+/// `render`: reads the manifest, prints the objects.
+fn render_command(
+    file: &std::path::Path,
+    namespace: &str,
+    cluster_ip: &str,
+    dataplane_image: &str,
+) -> Result<(), String> {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+    };
+    let settings = Settings {
+        dataplane_image: dataplane_image.to_owned(),
+    };
+    let nv = render::parse(&text, namespace).map_err(|e| format!("{}: {e}", file.display()))?;
+    let objects = render::objects(&nv, &settings, cluster_ip).map_err(|e| e.to_string())?;
+    print!("{}", render::to_yaml(&nv, &objects));
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Render {
+        file,
+        namespace,
+        cluster_ip,
+    }) = &cli.command
+    {
+        return match render_command(file, namespace, cluster_ip, &cli.dataplane_image) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("zeronas-operator render: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(&cli.log_format);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,10 @@
 //! The dataplane Deployment `<name>-dataplane`: one Guaranteed-QoS pod (requests == limits
-//! for every container), non-root with a read-only root filesystem, no capabilities,
-//! RuntimeDefault seccomp, probes on the metrics port. Any change to its pod template
-//! (resources, image, data path) rolls the pod; strategy Recreate, because the backing
-//! volume is ReadWriteOnce.
+//! for every container), a read-only root filesystem, no privilege escalation,
+//! RuntimeDefault seccomp, probes on the metrics port, and the identity of the NasVolume's
+//! mode: `Posix` runs as uid 0 with exactly the capabilities per-caller identities need
+//! (Pod Security Standard `baseline`), `Squash` as a non-root user with none (`restricted`).
+//! Any change to its pod template (resources, image, data path) rolls the pod; strategy
+//! Recreate, because the backing volume is ReadWriteOnce.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +19,24 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::service::{HTTP_PORT, METRICS_PORT, NFS_PORT};
 use super::{BuildError, Settings, capacity_bytes, identity, labels, owned_meta, selector};
-use crate::crd::{Access, ClientRule, NasVolume, Protocol, Rdma, Squash, ZeroCopy};
+use crate::crd::{Access, ClientRule, Identity, NasVolume, Protocol, Rdma, Squash, ZeroCopy};
 
 /// Where the backing volume is mounted in the dataplane container.
 pub const DATA_MOUNT: &str = "/data";
-/// The unprivileged user the dataplane runs as.
-pub const RUN_AS: i64 = 65532;
+/// The unprivileged user (and group) the dataplane runs as in `Squash` mode by default.
+pub const SQUASH_ID: i64 = 65532;
+/// The capabilities the dataplane keeps in `Posix` mode (see the dataplane's
+/// `identity::POSIX_CAPABILITIES`); all are allowed by the `baseline` Pod Security Standard.
+pub const POSIX_CAPABILITIES: [&str; 6] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "SETUID",
+    "SETGID",
+];
+/// The share root's mode on a new `Posix` share: any uid may create its files.
+pub const DEFAULT_ROOT_MODE: &str = "0777";
 /// Seconds the kubelet waits after SIGTERM; the dataplane drains for up to 30.
 pub const GRACE_SECONDS: i64 = 35;
 
@@ -38,6 +52,38 @@ pub fn nfs_client_rule(rule: &ClientRule) -> String {
         Squash::All => "all_squash",
     };
     format!("{},{access},{squash}", rule.cidr)
+}
+
+/// Client rules when the NasVolume lists none: every client, read-write, root kept.
+pub const DEFAULT_CLIENT_RULES: [&str; 2] =
+    ["0.0.0.0/0,rw,no_root_squash", "::/0,rw,no_root_squash"];
+
+/// The uid and gid the dataplane process runs as.
+pub fn process_ids(nv: &NasVolume) -> (i64, i64) {
+    let root = nv.spec.share_root.clone().unwrap_or_default();
+    match nv.spec.identity {
+        Identity::Posix => (0, 0),
+        Identity::Squash => (root.uid.unwrap_or(SQUASH_ID), root.gid.unwrap_or(SQUASH_ID)),
+    }
+}
+
+/// The dataplane's identity arguments: the mode, and in `Posix` mode the share root's owner
+/// and mode for a new share.
+fn identity_args(nv: &NasVolume) -> Vec<String> {
+    match nv.spec.identity {
+        Identity::Posix => {
+            let root = nv.spec.share_root.clone().unwrap_or_default();
+            vec![
+                "--identity".to_owned(),
+                "posix".to_owned(),
+                "--root-owner".to_owned(),
+                format!("{}:{}", root.uid.unwrap_or(0), root.gid.unwrap_or(0)),
+                "--root-mode".to_owned(),
+                root.mode.unwrap_or_else(|| DEFAULT_ROOT_MODE.to_owned()),
+            ]
+        }
+        Identity::Squash => vec!["--identity".to_owned(), "squash".to_owned()],
+    }
 }
 
 /// The dataplane's command line for this NasVolume.
@@ -79,10 +125,19 @@ pub fn dataplane_args(nv: &NasVolume) -> Result<Vec<String>, BuildError> {
     } else {
         "off".to_owned()
     });
-    for rule in &nv.spec.clients {
+    let rules: Vec<String> = if nv.spec.clients.is_empty() {
+        DEFAULT_CLIENT_RULES
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect()
+    } else {
+        nv.spec.clients.iter().map(nfs_client_rule).collect()
+    };
+    for rule in rules {
         args.push("--nfs-client".to_owned());
-        args.push(nfs_client_rule(rule));
+        args.push(rule);
     }
+    args.extend(identity_args(nv));
     if nv.spec.read_only {
         args.push("--read-only".to_owned());
     }
@@ -112,6 +167,49 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
         container_port: port,
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
+    }
+}
+
+/// The container's security context: no privilege escalation, a read-only root file
+/// system, every capability dropped but those `Posix` needs.
+pub fn container_security(nv: &NasVolume) -> SecurityContext {
+    let (uid, gid) = process_ids(nv);
+    let add = match nv.spec.identity {
+        Identity::Posix => Some(POSIX_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+        Identity::Squash => None,
+    };
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(uid != 0),
+        run_as_user: Some(uid),
+        run_as_group: Some(gid),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The pod's security context: RuntimeDefault seccomp; in `Squash` mode the fsGroup that
+/// makes the backing volume writable by the dataplane's user (changed only when the root's
+/// group differs, so a large share mounts fast). `Posix` sets no fsGroup: it would give
+/// every caller's file to one group.
+pub fn pod_security(nv: &NasVolume) -> PodSecurityContext {
+    let (uid, gid) = process_ids(nv);
+    let squash = nv.spec.identity == Identity::Squash;
+    PodSecurityContext {
+        run_as_non_root: Some(uid != 0),
+        run_as_user: Some(uid),
+        run_as_group: Some(gid),
+        fs_group: squash.then_some(gid),
+        fs_group_change_policy: squash.then(|| "OnRootMismatch".to_owned()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
     }
 }
 
@@ -148,16 +246,7 @@ pub fn deployment(nv: &NasVolume, settings: &Settings) -> Result<Deployment, Bui
         }),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 2, 1)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(container_security(nv)),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: DATA_MOUNT.into(),
@@ -167,17 +256,7 @@ pub fn deployment(nv: &NasVolume, settings: &Settings) -> Result<Deployment, Bui
     };
     let pod = PodSpec {
         containers: vec![container],
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            fs_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(pod_security(nv)),
         volumes: Some(vec![Volume {
             name: "data".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -265,18 +344,50 @@ mod tests {
         );
         let p = pod(&d);
         let sc = p.security_context.as_ref().unwrap();
+        // Posix (the default): uid 0 with exactly six capabilities, no fsGroup.
         assert_eq!(
-            (sc.run_as_non_root, sc.run_as_user),
-            (Some(true), Some(65532))
+            (sc.run_as_non_root, sc.run_as_user, sc.fs_group),
+            (Some(false), Some(0), None)
         );
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         let c = &p.containers[0];
         let csc = c.security_context.as_ref().unwrap();
         assert_eq!(csc.read_only_root_filesystem, Some(true));
         assert_eq!(csc.allow_privilege_escalation, Some(false));
+        let caps = csc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(
-            csc.capabilities.as_ref().unwrap().drop,
-            Some(vec!["ALL".to_owned()])
+            caps.add.as_deref().unwrap(),
+            [
+                "CHOWN",
+                "DAC_OVERRIDE",
+                "FOWNER",
+                "FSETID",
+                "SETUID",
+                "SETGID"
+            ]
+        );
+        // Only capabilities the `baseline` Pod Security Standard allows.
+        let baseline = [
+            "AUDIT_WRITE",
+            "CHOWN",
+            "DAC_OVERRIDE",
+            "FOWNER",
+            "FSETID",
+            "KILL",
+            "MKNOD",
+            "NET_BIND_SERVICE",
+            "SETFCAP",
+            "SETGID",
+            "SETPCAP",
+            "SETUID",
+            "SYS_CHROOT",
+        ];
+        assert!(
+            caps.add
+                .iter()
+                .flatten()
+                .all(|c| baseline.contains(&c.as_str()))
         );
         let probe_path = |p: &Option<Probe>| p.as_ref()?.http_get.as_ref()?.path.clone();
         assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/healthz"));
@@ -318,7 +429,11 @@ mod tests {
             "{args}"
         );
         assert!(
-            args.ends_with("--nfs 0.0.0.0:2049 --read-only --pin-cpus"),
+            args.ends_with(
+                "--nfs 0.0.0.0:2049 --nfs-client 0.0.0.0/0,rw,no_root_squash \
+                 --nfs-client ::/0,rw,no_root_squash --identity posix --root-owner 0:0 \
+                 --root-mode 0777 --read-only --pin-cpus"
+            ),
             "{args}"
         );
         let with_clients = volume(
@@ -326,7 +441,7 @@ mod tests {
         );
         let args = dataplane_args(&with_clients).unwrap().join(" ");
         assert!(
-            args.ends_with("--nfs off --nfs-client 10.0.0.0/8,ro,no_root_squash --nfs-client 192.168.0.0/16,rw,root_squash"),
+            args.ends_with("--nfs off --nfs-client 10.0.0.0/8,ro,no_root_squash --nfs-client 192.168.0.0/16,rw,no_root_squash --identity posix --root-owner 0:0 --root-mode 0777"),
             "{args}"
         );
         let d = deployment(&nv, &settings()).unwrap();
@@ -336,5 +451,45 @@ mod tests {
                 .unwrap()
                 .contains(&"--pin-cpus".to_owned())
         );
+    }
+
+    #[test]
+    fn squash_runs_unprivileged() {
+        let nv = volume("capacity: 1Gi\nidentity: Squash\n");
+        let d = deployment(&nv, &settings()).unwrap();
+        let p = pod(&d);
+        let sc = p.security_context.as_ref().unwrap();
+        assert_eq!(
+            (
+                sc.run_as_non_root,
+                sc.run_as_user,
+                sc.run_as_group,
+                sc.fs_group
+            ),
+            (Some(true), Some(65532), Some(65532), Some(65532))
+        );
+        assert_eq!(sc.fs_group_change_policy.as_deref(), Some("OnRootMismatch"));
+        let csc = p.containers[0].security_context.as_ref().unwrap();
+        let caps = csc.capabilities.as_ref().unwrap();
+        assert_eq!(
+            (caps.drop.clone(), caps.add.clone()),
+            (Some(vec!["ALL".to_owned()]), None)
+        );
+        assert_eq!(csc.run_as_non_root, Some(true));
+        let args = dataplane_args(&nv).unwrap().join(" ");
+        assert!(args.ends_with("--identity squash"), "{args}");
+        assert!(
+            !args.contains("--root-owner") && !args.contains("--root-mode"),
+            "{args}"
+        );
+        let db = volume("capacity: 1Gi\nidentity: Squash\nshareRoot: { uid: 999, gid: 999 }\n");
+        assert_eq!(process_ids(&db), (999, 999));
+        let posix = volume("capacity: 1Gi\nshareRoot: { uid: 1000, gid: 100, mode: '2775' }\n");
+        let args = dataplane_args(&posix).unwrap().join(" ");
+        assert!(
+            args.ends_with("--root-owner 1000:100 --root-mode 2775"),
+            "{args}"
+        );
+        assert_eq!(process_ids(&posix), (0, 0));
     }
 }
