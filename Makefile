@@ -4,14 +4,15 @@ CARGO ?= cargo
 ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
 NFS ?= 127.0.0.1:2049
-APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2 libnfs-utils
+APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2 libnfs-utils \
+	qemu-system-x86 busybox-static cpio kmod umoci
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # Tools built from their Go modules, cached outside the repository.
 TOOLS := $(HOME)/.cache/zeronas/bin
 HELM_VERSION := v3.22.0
 HELM := $(TOOLS)/helm-$(HELM_VERSION)
 
-.PHONY: run test deps fmt lint unit build help bench crds chart e2e
+.PHONY: run test deps fmt lint unit build help bench crds chart e2e kernel-client images
 
 help:
 	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP) and NFSv3 on $(NFS)"
@@ -24,7 +25,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 build: deps
@@ -75,7 +76,14 @@ e2e: deps $(HELM)
 	$(CARGO) test --locked -p zeronas-e2e --features e2e --test cluster --no-run
 	HELM=$(HELM) e2e/scripts/netns.sh $(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test cluster -- --nocapture
 
-test: deps fmt lint chart unit e2e
+## kernel-client: Debian's kernel in QEMU mounts the dataplane (run as `zeronas-operator
+## render` says) in both identity modes and runs the file workload (e2e/kernel/)
+kernel-client: deps
+	$(CARGO) build --locked -p zeronas-dataplane -p zeronas-operator
+	$(CARGO) test --locked -p zeronas-e2e --features e2e --test kernel_client --no-run
+	$(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test kernel_client -- --nocapture
+
+test: deps fmt lint chart unit kernel-client e2e
 
 ## bench: zeronas vs nginx (sendfile on/off) with wrk, and vs NFS-Ganesha with libnfs; tables
 ## on stdout, JSON in target/bench/ (the NFS part needs root: it runs in its own namespaces)

@@ -12,13 +12,16 @@
 //! - [`provisioner`]: a local-path provisioner and resizer for one StorageClass, so backing
 //!   claims bind the way they would on a real cluster.
 //!
-//! The suite runs inside its own network namespace: no packet leaves it.
+//! The suite runs inside its own network namespace: no packet leaves it. [`security`] applies
+//! each pod's security context to the processes the node agent starts (and to the dataplane
+//! of the kernel-client test, `tests/kernel_client.rs`).
 
 pub mod cluster;
 pub mod http;
 pub mod node;
 pub mod pod_ips;
 pub mod provisioner;
+pub mod security;
 
 use std::path::PathBuf;
 

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use super::NodeConfig;
 use super::launch::{binary_for, container_env, rewrite_arg, token_kubeconfig};
 use super::probe::{self, ProbeSpec, Tracker};
+use crate::security::{RunAs, apply_fs_group};
 
 /// Longest restart back-off, as in the kubelet.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -346,6 +347,8 @@ async fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
 /// Everything needed to start one container as a process.
 struct LaunchPlan {
     binary: PathBuf,
+    /// The container's security context, applied through `setpriv`.
+    run_as: RunAs,
     args: Vec<String>,
     env: Vec<(String, String)>,
     dir: PathBuf,
@@ -360,7 +363,11 @@ impl LaunchPlan {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        Command::new(&self.binary)
+        // setpriv execs the binary in place, so the PID is the container's process.
+        Command::new("setpriv")
+            .args(self.run_as.setpriv_args())
+            .arg("--")
+            .arg(&self.binary)
             .args(&self.args)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -448,6 +455,31 @@ impl Shared {
             tokio::fs::create_dir_all(&path)
                 .await
                 .map_err(|e| format!("volume {}: create {}: {e}", volume.name, path.display()))?;
+            // The kubelet gives claim and emptyDir volumes (never hostPath) to the fsGroup.
+            let pod_sc = self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.security_context.clone());
+            if let Some(gid) = pod_sc.as_ref().and_then(|sc| sc.fs_group)
+                && volume.host_path.is_none()
+            {
+                let on_mismatch = pod_sc
+                    .as_ref()
+                    .and_then(|sc| sc.fs_group_change_policy.as_deref())
+                    == Some("OnRootMismatch");
+                let (dir, gid) = (path.clone(), gid as u32);
+                tokio::task::spawn_blocking(move || apply_fs_group(&dir, gid, on_mismatch))
+                    .await
+                    .map_err(|e| format!("volume {}: fsGroup: {e}", volume.name))?
+                    .map_err(|e| {
+                        format!(
+                            "volume {}: fsGroup {gid} on {}: {e}",
+                            volume.name,
+                            path.display()
+                        )
+                    })?;
+            }
             mapped.insert(volume.name.clone(), path);
         }
         Ok(mapped)
@@ -565,8 +597,11 @@ impl Shared {
                 .map(|p| probe::resolve(container, p, self.ip))
                 .transpose()
         };
+        let pod_spec = self.pod.spec.clone().unwrap_or_default();
+        let run_as = RunAs::for_container(&pod_spec, container)?;
         Ok(LaunchPlan {
             binary,
+            run_as,
             args,
             env,
             dir: self.dir.clone(),
