@@ -32,6 +32,11 @@ pub struct Config {
     /// (first match wins; none: every client, read-write, root squashed).
     #[arg(long = "nfs-client", value_name = "RULE")]
     pub nfs_clients: Vec<String>,
+    /// Most NFS connections served at once; more are closed on accept and counted in
+    /// `zeronas_connections_refused_total{protocol="nfs"}` (a node's kernel client uses one).
+    #[arg(long, env = "ZERONAS_NFS_MAX_CONNECTIONS", default_value_t = 512)]
+    pub nfs_max_connections: usize,
+
     /// uid and gid that squashed NFS callers act as (posix identities).
     #[arg(long, env = "ZERONAS_ANON_ID", default_value_t = 65534)]
     pub anon_id: u32,

@@ -96,6 +96,7 @@ fn start_nfs(
         rule_texts: config.nfs_clients.clone(),
         anon: (config.anon_id, config.anon_id),
         identity,
+        max_connections: config.nfs_max_connections,
     };
     let nfs = NfsServer::start(&config.nfs, &config.root, options, server.app())
         .map_err(|e| format!("cannot serve NFS on {}: {e}", config.nfs))?;

@@ -119,6 +119,7 @@ pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpRequestLabels, Counter>,
     nfs_requests: Family<NfsRequestLabels, Counter>,
+    connections_refused: Family<ProtocolLabels, Counter>,
     nfs_duration: Family<NfsProcLabels, Histogram>,
     fallback_duration: Family<ProtocolLabels, Histogram>,
     transport_info: Family<TransportLabels, Gauge>,
@@ -172,6 +173,12 @@ impl Metrics {
             "zeronas_nfs_requests",
             "NFS, MOUNT and PORTMAP requests by procedure and status",
             nfs_requests.clone(),
+        );
+        let connections_refused = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "zeronas_connections_refused",
+            "Connections closed on accept because the protocol's connection cap was reached",
+            connections_refused.clone(),
         );
         let nfs_duration = Family::<NfsProcLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.00001, 2.0, 22))
@@ -320,9 +327,24 @@ impl Metrics {
             share_capacity,
             share_used,
             share_files,
+            connections_refused,
             requests_total: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a connection refused at the cap of `protocol`.
+    pub fn refuse_connection(&self, protocol: &'static str) {
+        self.connections_refused
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc();
+    }
+
+    /// Connections refused at the cap of `protocol` so far.
+    pub fn connections_refused(&self, protocol: &'static str) -> u64 {
+        self.connections_refused
+            .get_or_create(&ProtocolLabels { protocol })
+            .get()
     }
 
     /// Counts one NFS request.

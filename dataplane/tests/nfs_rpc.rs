@@ -464,3 +464,48 @@ fn words_of(bytes: &[u8]) -> Vec<u32> {
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
+
+/// `/metrics` over a plain blocking connection.
+fn metrics(http: &str) -> String {
+    let mut s = TcpStream::connect(http).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn connections_past_the_cap_are_refused_and_counted() {
+    let root = tempfile::tempdir().unwrap();
+    let (child, _) = spawn_dataplane(&[], root.path(), &["--nfs-max-connections", "3"]);
+    let addr: SocketAddr = child.1["nfs"].as_str().unwrap().parse().unwrap();
+    let http = child.1["http"].as_str().unwrap().to_owned();
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    for (i, s) in held.iter_mut().enumerate() {
+        let reply = exchange(s, &call(10 + i as u32, 2, NFS, 3, 0, Cred::None, &[]));
+        assert_eq!(reply[0], 10 + i as u32, "connection {i} is served");
+    }
+    let mut fourth = connect(addr);
+    let _ = fourth.write_all(&call(99, 2, NFS, 3, 0, Cred::None, &[]));
+    assert!(closed(&mut fourth), "the connection past the cap is closed");
+    let counted = common::metric(
+        &metrics(&http),
+        r#"zeronas_connections_refused_total{protocol="nfs"}"#,
+    );
+    assert_eq!(counted, 1.0);
+    // A slot frees when a connection ends.
+    drop(held.pop());
+    let served = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        let mut s = connect(addr);
+        s.write_all(&call(7, 2, NFS, 3, 0, Cred::None, &[])).is_ok() && !closed_or_reply(&mut s)
+    });
+    assert!(served, "a new connection is served once one closed");
+}
+
+/// Reads one reply record: false when one came, true when the connection was closed.
+fn closed_or_reply(stream: &mut TcpStream) -> bool {
+    let mut mark = [0u8; 4];
+    stream.read_exact(&mut mark).is_err()
+}

@@ -24,6 +24,7 @@ pub mod xdr;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -50,6 +51,8 @@ pub struct ExportOptions {
     pub anon: (u32, u32),
     /// Whose identity requests run under.
     pub identity: IdentityMode,
+    /// Most connections served at once.
+    pub max_connections: usize,
 }
 
 /// Everything the NFS threads share.
@@ -199,6 +202,15 @@ impl Exporter {
     }
 }
 
+/// One served connection, counted until its thread ends.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A started NFS server.
 #[derive(Debug)]
 pub struct NfsServer {
@@ -218,6 +230,7 @@ impl NfsServer {
         let started = Instant::now();
         let vfs = vfs::Vfs::open(root, &options.share)?;
         tracing::info!(nfs = %local, indexed = vfs.indexed(), index_ms = started.elapsed().as_millis() as u64, "NFS export ready");
+        let max_connections = options.max_connections.max(1);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -237,6 +250,7 @@ impl NfsServer {
             mounts: Mutex::new(Vec::new()),
             port: local.port(),
         });
+        let active = Arc::new(AtomicUsize::new(0));
         std::thread::Builder::new()
             .name("zn-nfs-accept".into())
             .spawn(move || {
@@ -253,10 +267,20 @@ impl NfsServer {
                         Ok(p) => p,
                         Err(_) => continue,
                     };
+                    if active.load(Ordering::Relaxed) >= max_connections {
+                        exporter.app.metrics.refuse_connection("nfs");
+                        tracing::warn!(%peer, max_connections, "NFS connection cap reached: connection closed");
+                        continue;
+                    }
+                    active.fetch_add(1, Ordering::Relaxed);
+                    let slot = ConnectionSlot(Arc::clone(&active));
                     let exporter = Arc::clone(&exporter);
                     let spawned = std::thread::Builder::new()
                         .name("zn-nfs-conn".into())
-                        .spawn(move || conn::serve(exporter, stream, peer));
+                        .spawn(move || {
+                            let _slot = slot;
+                            conn::serve(exporter, stream, peer)
+                        });
                     if let Err(e) = spawned {
                         tracing::warn!(error = %e, "cannot start an NFS connection thread");
                     }
