@@ -62,9 +62,17 @@ $(HELM):
 
 ## chart: helm lint --strict, render every variant, and prove the values schema rejects unknown keys
 chart: $(HELM)
+	@mkdir -p target
 	$(HELM) lint --strict charts/zeronas
 	$(HELM) template zeronas charts/zeronas --namespace zeronas-system > /dev/null
 	$(HELM) template zeronas charts/zeronas --set metrics.serviceMonitor.enabled=true | grep -q "kind: ServiceMonitor"
+	$(HELM) template zeronas charts/zeronas | grep -q 'image: "ghcr.io/zeronas/operator:0.1.0"'
+	$(HELM) template zeronas charts/zeronas --set image.digest=sha256:$$(printf '%064d' 1) \
+		--set dataplaneImage.tag=1.2.3 --set dataplaneImage.digest=sha256:$$(printf '%064d' 2) > target/chart-digest.yaml
+	grep -q 'image: "ghcr.io/zeronas/operator:0.1.0@sha256:0*1"' target/chart-digest.yaml
+	grep -q -- '--dataplane-image=ghcr.io/zeronas/dataplane:1.2.3@sha256:0*2' target/chart-digest.yaml
+	@if $(HELM) template zeronas charts/zeronas --set image.digest=latest > /dev/null 2>&1; then \
+		echo "values.schema.json accepted a malformed digest" >&2; exit 1; fi
 	@if $(HELM) template zeronas charts/zeronas --set unknownKey=1 > /dev/null 2>&1; then \
 		echo "values.schema.json accepted an unknown key" >&2; exit 1; fi
 
@@ -74,16 +82,38 @@ e2e: deps $(HELM)
 	e2e/scripts/build-controlplane.sh > /dev/null
 	$(CARGO) build --locked -p zeronas-dataplane -p zeronas-operator
 	$(CARGO) test --locked -p zeronas-e2e --features e2e --test cluster --no-run
-	HELM=$(HELM) e2e/scripts/netns.sh $(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test cluster -- --nocapture
+	@set -o pipefail; HELM=$(HELM) e2e/scripts/netns.sh $(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test cluster -- --nocapture 2>&1 | tee target/e2e.log
+
+## images: OCI images of the operator and the dataplane in target/images/<name> (umoci, from
+## the release binaries and the libraries they link; pulls nothing from a registry)
+images: deps
+	images/build.sh
+
+## images-check: each image's config, and its binaries run from the image's root file system
+images-check: images
+	@set -o pipefail; images/check.sh 2>&1 | tee target/images-check.log
 
 ## kernel-client: Debian's kernel in QEMU mounts the dataplane (run as `zeronas-operator
 ## render` says) in both identity modes and runs the file workload (e2e/kernel/)
 kernel-client: deps
 	$(CARGO) build --locked -p zeronas-dataplane -p zeronas-operator
 	$(CARGO) test --locked -p zeronas-e2e --features e2e --test kernel_client --no-run
-	$(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test kernel_client -- --nocapture
+	@set -o pipefail; $(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test kernel_client -- --nocapture 2>&1 | tee target/kernel-client.log
 
-test: deps fmt lint chart unit kernel-client e2e
+## test: every stage in order, each one's time printed, then the cargo tests' summary line
+TEST_STAGES := fmt lint chart images-check unit kernel-client e2e
+test: deps
+	@mkdir -p target; : > target/test-stages.log; \
+	for stage in $(TEST_STAGES); do \
+		start=$$(date +%s); echo "== make $$stage"; \
+		$(MAKE) --no-print-directory $$stage || { echo "== stage $$stage FAILED after $$(( $$(date +%s) - start )) s"; exit 1; }; \
+		echo "$$stage $$(( $$(date +%s) - start ))" >> target/test-stages.log; \
+		echo "== stage $$stage: $$(( $$(date +%s) - start )) s"; \
+	done; \
+	echo "== stage times (s): $$(tr '\n' ' ' < target/test-stages.log)"; \
+	awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
+	     /^images: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } \
+	     END { printf "tests: %d passed, %d failed\n", p, f }' target/unit-tests.log target/images-check.log target/kernel-client.log target/e2e.log
 
 ## bench: zeronas vs nginx (sendfile on/off) with wrk, and vs NFS-Ganesha with libnfs; tables
 ## on stdout, JSON in target/bench/ (the NFS part needs root: it runs in its own namespaces)

@@ -22,6 +22,7 @@ use kube::api::{Api, ListParams};
 use zeronas_e2e::cluster::{API_SERVER, ControlPlane};
 use zeronas_e2e::node::{NodeAgent, NodeConfig};
 use zeronas_e2e::provisioner::LocalPathProvisioner;
+use zeronas_e2e::security::RunAs;
 use zeronas_operator::crd::{NasVolume, Phase};
 use zeronas_operator::names::OwnedNames;
 
@@ -124,9 +125,12 @@ impl Suite {
             NodeConfig {
                 name: "e2e-node".into(),
                 images: BTreeMap::from([
-                    ("zeronas/operator".to_owned(), bin.join("zeronas-operator")),
                     (
-                        "zeronas/dataplane".to_owned(),
+                        "ghcr.io/zeronas/operator".to_owned(),
+                        bin.join("zeronas-operator"),
+                    ),
+                    (
+                        "ghcr.io/zeronas/dataplane".to_owned(),
                         bin.join("zeronas-dataplane"),
                     ),
                 ]),
@@ -256,8 +260,13 @@ impl Suite {
 
     /// A ready endpoint of the Service's EndpointSlice for the port named `port`.
     async fn endpoint(&self, port: &str) -> Result<SocketAddr, String> {
+        self.endpoint_of(VOLUME, port).await
+    }
+
+    /// A ready endpoint of Service `service`'s EndpointSlice for the port named `port`.
+    async fn endpoint_of(&self, service: &str, port: &str) -> Result<SocketAddr, String> {
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), NAMESPACE);
-        let selector = format!("kubernetes.io/service-name={VOLUME}");
+        let selector = format!("kubernetes.io/service-name={service}");
         eventually(
             "a ready endpoint in the Service's EndpointSlice",
             Duration::from_secs(60),
@@ -606,6 +615,271 @@ async fn nfs_over_pod_ip(s: &mut Suite) -> Step {
     Ok(())
 }
 
+/// Runs the libnfs client (`dataplane/tests/support/libnfs_client.py`) against `addr` as
+/// `uid`/`gid` with `commands` (one per line); returns one JSON reply per command.
+async fn libnfs(
+    addr: SocketAddr,
+    uid: u32,
+    commands: &str,
+    repo: &Path,
+) -> Result<Vec<serde_json::Value>, String> {
+    let url = format!(
+        "nfs://{}/?version=3&nfsport={}&mountport={}&uid={uid}&gid={uid}",
+        addr.ip(),
+        addr.port(),
+        addr.port()
+    );
+    let mut child = tokio::process::Command::new("/usr/bin/python3")
+        .arg(repo.join("dataplane/tests/support/libnfs_client.py"))
+        .arg(&url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("libnfs client: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{commands}quit\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| "libnfs client timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let replies: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if replies.iter().any(|r| r["ok"] != true) {
+        return Err(format!("NFS session at {addr} as uid {uid} failed: {text}"));
+    }
+    Ok(replies)
+}
+
+/// The uid of the (last) `stat` reply of a libnfs session.
+fn stat_uid(replies: &[serde_json::Value]) -> Option<u64> {
+    replies.iter().rev().find_map(|r| r["uid"].as_u64())
+}
+
+/// Checks that each running container of `pod` (a local process, `zeronas-e2e://PID`) has
+/// the uid, gid, groups, capabilities and no_new_privs its security context asks for.
+fn check_pod_identity(pod: &Pod) -> Result<String, String> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let mut seen = Vec::new();
+    for status in pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+    {
+        let Some(pid) = status
+            .container_id
+            .as_deref()
+            .and_then(|id| id.strip_prefix("zeronas-e2e://"))
+        else {
+            continue;
+        };
+        let container = spec
+            .containers
+            .iter()
+            .find(|c| c.name == status.name)
+            .ok_or("no container")?;
+        let want = RunAs::for_container(&spec, container)?;
+        let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("{name}/{}: /proc/{pid}/status: {e}", status.name))?;
+        let field = |key: &str| {
+            proc_status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let bounding = want.bounding_mask()?;
+        let effective = if want.uid == 0 { bounding } else { 0 };
+        let got = (
+            field("Uid").first().cloned(),
+            field("Gid").first().cloned(),
+            field("Groups"),
+            u64::from_str_radix(
+                field("CapEff").first().map(String::as_str).unwrap_or(""),
+                16,
+            )
+            .ok(),
+            field("NoNewPrivs").first().cloned(),
+        );
+        let expected = (
+            Some(want.uid.to_string()),
+            Some(want.gid.to_string()),
+            want.groups.iter().map(u32::to_string).collect::<Vec<_>>(),
+            Some(effective),
+            Some(if want.no_new_privs { "1" } else { "0" }.to_owned()),
+        );
+        if got != expected {
+            return Err(format!(
+                "{name}/{}: runs as {got:?}, its security context says {expected:?}",
+                status.name
+            ));
+        }
+        seen.push(format!(
+            "{name}/{} uid {} CapEff {effective:x}",
+            status.name, want.uid
+        ));
+    }
+    if seen.is_empty() {
+        return Err(format!("{name}: no running container"));
+    }
+    Ok(seen.join(", "))
+}
+
+/// The operator and the dataplane run with exactly their pods' security contexts (the node
+/// agent applies them as a container runtime would); a Posix dataplane writes as the NFS
+/// caller.
+async fn security_contexts(s: &mut Suite) -> Step {
+    let pods: Api<Pod> = Api::all(s.client.clone());
+    let mut checked = Vec::new();
+    for pod in pods
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+    {
+        let running = pod.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Running");
+        if running {
+            checked.push(check_pod_identity(&pod)?);
+        }
+    }
+    if checked.len() < 2 {
+        return Err(format!(
+            "expected the operator and a dataplane pod, checked {checked:?}"
+        ));
+    }
+    s.measure(
+        "pods checked against their security context",
+        checked.join("; "),
+    );
+    // Posix: a file written over NFS as uid 1000 belongs to uid 1000 on the volume.
+    let addr = s.endpoint("nfs").await?;
+    let replies = libnfs(
+        addr,
+        1000,
+        "write /by-1000.txt 6869\nstat /by-1000.txt\n",
+        &s.repo,
+    )
+    .await?;
+    let owner = stat_uid(&replies);
+    if owner != Some(1000) {
+        return Err(format!(
+            "posix: a file written by uid 1000 is owned by {owner:?}: {replies:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A NasVolume with identity Squash: its dataplane runs as uid 65532 with no capability, and
+/// every caller's file belongs to 65532 on the backing volume.
+async fn squash_volume(s: &mut Suite) -> Step {
+    const NAME: &str = "shared";
+    let path = s.run_dir.join("squash.yaml");
+    std::fs::write(
+        &path,
+        format!("apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {NAME}\nspec:\n  capacity: 1Gi\n  identity: Squash\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    s.kubectl(&["apply", "-f", path.to_str().unwrap_or_default()])
+        .await?;
+    let volumes = s.volumes();
+    eventually(
+        "the Squash NasVolume to be Ready",
+        Duration::from_secs(180),
+        || async {
+            let nv = volumes.get_opt(NAME).await.ok().flatten()?;
+            let status = nv.status?;
+            (status.observed_generation == nv.metadata.generation
+                && status.phase == Some(Phase::Ready))
+            .then_some(())
+        },
+    )
+    .await?;
+    s.measure(
+        "time-to-Ready of a Squash NasVolume",
+        secs(started.elapsed()),
+    );
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let pod = pods
+        .list(&ListParams::default().labels(&format!("zeronas.io/volume={NAME}")))
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .next()
+        .ok_or("no Squash dataplane pod")?;
+    let identity = check_pod_identity(&pod)?;
+    if !identity.contains("uid 65532 CapEff 0") {
+        return Err(format!("the Squash dataplane runs as {identity}"));
+    }
+    let addr = s.endpoint_of(NAME, "nfs").await?;
+    let replies = libnfs(
+        addr,
+        0,
+        "mkdir /root-made\nwrite /root-made/a.txt 6869\nstat /root-made/a.txt\n",
+        &s.repo,
+    )
+    .await?;
+    let by_user = libnfs(
+        addr,
+        1000,
+        "write /root-made/b.txt 6869\nstat /root-made/b.txt\n",
+        &s.repo,
+    )
+    .await?;
+    let owners = (stat_uid(&replies), stat_uid(&by_user));
+    if owners != (Some(65532), Some(65532)) {
+        return Err(format!(
+            "squash: files of uid 0 and 1000 are owned by {owners:?}"
+        ));
+    }
+    // On the backing volume itself, too.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let pv_name = claims
+        .get(&format!("{NAME}-data"))
+        .await
+        .map_err(|e| e.to_string())?
+        .spec
+        .and_then(|sp| sp.volume_name)
+        .ok_or("the Squash backing claim has no volume")?;
+    let pvs: Api<PersistentVolume> = Api::all(s.client.clone());
+    let folder = pvs
+        .get(&pv_name)
+        .await
+        .map_err(|e| e.to_string())?
+        .spec
+        .and_then(|sp| sp.host_path)
+        .map(|h| PathBuf::from(h.path))
+        .ok_or("the backing PV has no hostPath")?;
+    let uid = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(folder.join("root-made/b.txt")).map_err(|e| e.to_string())?,
+    );
+    if uid != 65532 {
+        return Err(format!("squash: b.txt is owned by {uid} on the volume"));
+    }
+    s.kubectl(&["delete", "nasvolume", NAME, "--timeout=120s"])
+        .await?;
+    eventually(
+        "the Squash dataplane pod to go",
+        Duration::from_secs(120),
+        || async {
+            let left = pods
+                .list(&ListParams::default().labels(&format!("zeronas.io/volume={NAME}")))
+                .await
+                .ok()?;
+            left.items.is_empty().then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 async fn rejects_invalid(s: &mut Suite) -> Step {
     let cases = [
         (
@@ -617,6 +891,16 @@ async fn rejects_invalid(s: &mut Suite) -> Step {
             "bad-cidr",
             "capacity: 1Gi\n  clients: [{ cidr: 10.0.0.0/33 }]",
             "cidr must be a valid CIDR",
+        ),
+        (
+            "bad-identity",
+            "capacity: 1Gi\n  identity: Nobody",
+            "Unsupported value: \"Nobody\": supported values: \"Posix\", \"Squash\"",
+        ),
+        (
+            "squash-as-root",
+            "capacity: 1Gi\n  identity: Squash\n  shareRoot: { uid: 0 }",
+            "must not be 0",
         ),
     ];
     for (name, spec, message) in cases {
@@ -883,7 +1167,17 @@ async fn zeronas_on_a_real_control_plane() {
     );
     scenario!(
         suite,
-        "invalid NasVolumes rejected with the CEL messages",
+        "operator and dataplane run with their pods' security contexts; posix ownership",
+        security_contexts
+    );
+    scenario!(
+        suite,
+        "identity Squash: dataplane as 65532 without capabilities, every file 65532's",
+        squash_volume
+    );
+    scenario!(
+        suite,
+        "invalid NasVolumes rejected with the CEL and enum messages",
         rejects_invalid
     );
     scenario!(

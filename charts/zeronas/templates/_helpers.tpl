@@ -25,3 +25,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "zeronas.serviceAccountName" -}}
 {{- default (include "zeronas.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
+
+{{/* An image reference from {repository, tag, digest}: repository:tag, and @digest when set
+     (the tag defaults to the chart's appVersion). */}}
+{{- define "zeronas.image" -}}
+{{- $ref := printf "%s:%s" .image.repository (default .chart.AppVersion .image.tag) -}}
+{{- if .image.digest -}}
+{{- $ref = printf "%s@%s" $ref .image.digest -}}
+{{- end -}}
+{{- $ref -}}
+{{- end -}}

@@ -434,35 +434,36 @@ impl Shared {
             .iter()
             .flat_map(|s| s.volumes.iter().flatten())
         {
-            let path = if let Some(source) = &volume.persistent_volume_claim {
+            // Whether the kubelet would apply the pod's fsGroup: emptyDir and local volumes
+            // support ownership management, hostPath (volume or PV) does not.
+            let (path, owned) = if let Some(source) = &volume.persistent_volume_claim {
                 loop {
                     match self
                         .claim_path(&claims, &volumes, &source.claim_name)
                         .await?
                     {
-                        Some(path) => break path,
+                        Some(found) => break found,
                         // The Pod keeps reporting ContainerCreating meanwhile.
                         None => tokio::time::sleep(Duration::from_millis(500)).await,
                     }
                 }
             } else if volume.empty_dir.is_some() {
-                self.dir.join("volumes").join(&volume.name)
+                (self.dir.join("volumes").join(&volume.name), true)
             } else if let Some(host) = &volume.host_path {
-                PathBuf::from(&host.path)
+                (PathBuf::from(&host.path), false)
             } else {
                 continue;
             };
             tokio::fs::create_dir_all(&path)
                 .await
                 .map_err(|e| format!("volume {}: create {}: {e}", volume.name, path.display()))?;
-            // The kubelet gives claim and emptyDir volumes (never hostPath) to the fsGroup.
             let pod_sc = self
                 .pod
                 .spec
                 .as_ref()
                 .and_then(|s| s.security_context.clone());
             if let Some(gid) = pod_sc.as_ref().and_then(|sc| sc.fs_group)
-                && volume.host_path.is_none()
+                && owned
             {
                 let on_mismatch = pod_sc
                     .as_ref()
@@ -485,13 +486,14 @@ impl Shared {
         Ok(mapped)
     }
 
-    /// The folder behind a bound claim, `None` while it is not bound yet.
+    /// The folder behind a bound claim, and whether its volume supports fsGroup ownership
+    /// (`local` does, `hostPath` does not); `None` while it is not bound yet.
     async fn claim_path(
         &self,
         claims: &Api<PersistentVolumeClaim>,
         volumes: &Api<PersistentVolume>,
         claim: &str,
-    ) -> Result<Option<PathBuf>, String> {
+    ) -> Result<Option<(PathBuf, bool)>, String> {
         let Some(pvc) = claims
             .get_opt(claim)
             .await
@@ -509,9 +511,9 @@ impl Shared {
             .map_err(|e| format!("get volume {volume_name}: {e}"))?;
         let spec = pv.spec.unwrap_or_default();
         spec.host_path
-            .map(|h| h.path)
-            .or(spec.local.map(|l| l.path))
-            .map(|p| Some(PathBuf::from(p)))
+            .map(|h| (h.path, false))
+            .or(spec.local.map(|l| (l.path, true)))
+            .map(|(p, owned)| Some((PathBuf::from(p), owned)))
             .ok_or_else(|| format!("volume {volume_name} is neither hostPath nor local; the node agent cannot map it"))
     }
 
