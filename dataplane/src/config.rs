@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 use crate::identity::{IdentityChoice, parse_mode, parse_owner};
 use crate::transport::RdmaMode;
 
-/// zeronas dataplane: serves one folder as a share over an HTTP file API.
+/// zeronas dataplane: serves one folder as a share over NFSv3 and an HTTP file API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "zeronas-dataplane", version, about)]
 pub struct Config {

@@ -1,4 +1,4 @@
-//! zeronas dataplane: serves one folder as a share over an HTTP file API.
+//! zeronas dataplane: serves one folder as a share over NFSv3 ([`nfs`]) and an HTTP file API.
 //!
 //! Layers, from the outside in: [`server`] accepts connections and drains them on
 //! shutdown; [`http::service`] routes requests; [`http::api`] performs the file operations

@@ -116,3 +116,38 @@ fn cidrs_and_protocols_are_checked() {
     let twice = with_spec("  capacity: 1Gi\n  protocols: [nfs, nfs]\n");
     assert!(twice.validate_cel().is_err());
 }
+
+#[test]
+fn identity_modes_and_share_root() {
+    let crd = serde_json::to_value(NasVolume::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(
+        spec["properties"]["identity"]["enum"],
+        serde_json::json!(["Posix", "Squash"]),
+        "the apiserver names the allowed values when refusing another"
+    );
+    assert_eq!(spec["properties"]["identity"]["default"], "Posix");
+    let ok =
+        with_spec("  capacity: 1Gi\n  identity: Squash\n  shareRoot: { uid: 999, gid: 999 }\n");
+    assert!(ok.validate_cel().is_ok());
+    let posix_root = with_spec("  capacity: 1Gi\n  shareRoot: { uid: 0, gid: 0, mode: '2775' }\n");
+    assert!(posix_root.validate_cel().is_ok());
+    let squash_root = with_spec("  capacity: 1Gi\n  identity: Squash\n  shareRoot: { uid: 0 }\n");
+    let err = format!(
+        "{:?}",
+        squash_root.validate_cel().expect_err("squash as root")
+    );
+    assert!(err.contains("must not be 0"), "{err}");
+    let squash_mode =
+        with_spec("  capacity: 1Gi\n  identity: Squash\n  shareRoot: { mode: '0777' }\n");
+    let err = format!(
+        "{:?}",
+        squash_mode.validate_cel().expect_err("mode with squash")
+    );
+    assert!(err.contains("applies to identity Posix only"), "{err}");
+    let unknown = serde_yaml::from_str::<NasVolume>(
+        "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata: { name: x }\nspec: { capacity: 1Gi, identity: Nobody }\n",
+    )
+    .expect_err("unknown identity");
+    assert!(unknown.to_string().contains("Posix"), "{unknown}");
+}
