@@ -78,11 +78,15 @@ chart: $(HELM)
 
 ## e2e: a real control plane (built once from Go modules), the chart, the operator and a dataplane
 ## run by the test node agent; scenarios in e2e/tests/cluster.rs, logs in target/e2e/
+# Built as `make unit` builds (the whole workspace: one feature set, so nothing is compiled
+# twice); the binaries the pods run come from that build.
+E2E_TEST := $(CARGO) test --workspace --locked --features zeronas-e2e/e2e
+
 e2e: deps $(HELM)
 	e2e/scripts/build-controlplane.sh > /dev/null
-	$(CARGO) build --locked -p zeronas-dataplane -p zeronas-operator
-	$(CARGO) test --locked -p zeronas-e2e --features e2e --test cluster --no-run
-	@set -o pipefail; HELM=$(HELM) e2e/scripts/netns.sh $(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test cluster -- --nocapture 2>&1 | tee target/e2e.log
+	$(CARGO) test --workspace --locked --no-run
+	$(E2E_TEST) --test cluster --no-run
+	@set -o pipefail; HELM=$(HELM) e2e/scripts/netns.sh $(E2E_TEST) --offline --test cluster -- --nocapture 2>&1 | tee target/e2e.log
 
 ## images: OCI images of the operator and the dataplane in target/images/<name> (umoci, from
 ## the release binaries and the libraries they link; pulls nothing from a registry)
@@ -96,9 +100,9 @@ images-check: images
 ## kernel-client: Debian's kernel in QEMU mounts the dataplane (run as `zeronas-operator
 ## render` says) in both identity modes and runs the file workload (e2e/kernel/)
 kernel-client: deps
-	$(CARGO) build --locked -p zeronas-dataplane -p zeronas-operator
-	$(CARGO) test --locked -p zeronas-e2e --features e2e --test kernel_client --no-run
-	@set -o pipefail; $(CARGO) test --locked --offline -p zeronas-e2e --features e2e --test kernel_client -- --nocapture 2>&1 | tee target/kernel-client.log
+	$(CARGO) test --workspace --locked --no-run
+	$(E2E_TEST) --test kernel_client --no-run
+	@set -o pipefail; $(E2E_TEST) --offline --test kernel_client -- --nocapture 2>&1 | tee target/kernel-client.log
 
 ## test: every stage in order, each one's time printed, then the cargo tests' summary line
 TEST_STAGES := fmt lint chart images-check unit kernel-client e2e

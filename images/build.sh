@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # build.sh: `make images`. Builds the release binaries, then one OCI image layout per binary
 # in target/images/<name> (tag = the crate version), from a minimal root file system
-# (rootfs.sh), with umoci (as root: it unpacks and repacks a bundle), pulling nothing from
-# any registry. Prints each image's digest and
+# (rootfs.sh), with umoci (unpacking and repacking a bundle; rootless when not root), pulling
+# nothing from any registry. Prints each image's digest and
 # sizes and writes them to target/images/images.json. Push with
 #   skopeo copy oci:target/images/dataplane:VERSION docker://ghcr.io/zeronas/dataplane:VERSION
 set -euo pipefail
@@ -15,6 +15,7 @@ if [ -n "$(git status --porcelain 2>/dev/null)" ]; then REVISION="$REVISION-dirt
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 CREATED=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 SOURCE=${IMAGE_SOURCE:-https://github.com/zeronas/zeronas}
+ROOTLESS=$( [ "$(id -u)" = 0 ] || echo --rootless )
 
 started=$(date +%s)
 $CARGO build --release --locked -p zeronas-dataplane -p zeronas-operator
@@ -36,9 +37,12 @@ for name in operator dataplane; do
   umoci init --layout "$layout"
   umoci new --image "$layout:$VERSION"
   # unpack + repack (umoci 0.4's `insert` of a whole tree at / writes a truncated layer).
+  # As root the files keep their owner (root); otherwise --rootless maps this user to root
+  # in the layer (repack reads that mapping from the bundle), so a release runner's uid never
+  # ends up in the image.
   bundle=$OUT/bundle-$name
   rm -rf "$bundle"
-  umoci unpack --image "$layout:$VERSION" "$bundle"
+  umoci unpack $ROOTLESS --image "$layout:$VERSION" "$bundle"
   cp -a "$rootfs/." "$bundle/rootfs/"
   umoci repack --image "$layout:$VERSION" --history.created "$CREATED" --history.author zeronas \
     --history.created_by "images/rootfs.sh target/release/zeronas-$name" "$bundle"

@@ -54,6 +54,11 @@ PY
   root=$work/$name
   mkdir -p "$root"
   tar -xzf "$layer" -C "$root"
+  if foreign=$(tar -tvzf "$layer" | awk '$2 != "0/0"' | head -3) && [ -z "$foreign" ]; then
+    ok "$name: every file in the layer belongs to 0:0"
+  else
+    fail "$name: layer entries not owned by 0:0: $foreign"
+  fi
   if [ ! -e "$root/bin/sh" ] && [ ! -e "$root/usr/bin/sh" ] && [ -x "$root/usr/local/bin/zeronas-$name" ]; then
     ok "$name: root file system holds the binary and no shell ($(du -sh "$root" | cut -f1))"
   else

@@ -83,12 +83,18 @@ pub enum IdentityError {
         /// Comma-separated names.
         missing: String,
     },
+    /// `--identity posix` as a uid other than 0.
+    #[error(
+        "--identity posix needs uid 0 (with the capabilities CHOWN, DAC_OVERRIDE, FOWNER, FSETID, \
+         SETUID, SETGID): this process runs as uid {0}; use --identity squash"
+    )]
+    NotRoot(u32),
     /// The capability sets could not be read.
     #[error("cannot read this process's capabilities: {0}")]
     Capabilities(#[source] io::Error),
-    /// Switching a thread's file-system identity did not take effect.
-    #[error("switching the file-system uid to {0} had no effect: posix identities cannot work")]
-    SwitchFailed(u32),
+    /// Switching a thread's file-system identity did not behave as posix needs.
+    #[error("switching the file-system uid to {0}: {1}; posix identities cannot work")]
+    SwitchFailed(u32, &'static str),
     /// The share root could not be inspected or set up.
     #[error("share root {path}: {action}: {source}")]
     Root {
@@ -127,20 +133,26 @@ pub fn missing_posix_capabilities(effective: CapabilitySet) -> Vec<&'static str>
         .collect()
 }
 
-/// The mode for `choice` given the effective capabilities (pure).
+/// The mode for `choice` given the process's effective uid and capabilities (pure). Posix
+/// needs uid 0: the kernel drops a thread's file-system capabilities when its fsuid moves
+/// from 0 to a caller's uid, which is what makes the caller's permissions apply; a non-root
+/// process holding the capabilities would keep them for every caller.
 pub fn choose(
     choice: IdentityChoice,
+    euid: u32,
     effective: CapabilitySet,
 ) -> Result<IdentityMode, IdentityError> {
     let missing = missing_posix_capabilities(effective);
+    let able = missing.is_empty() && euid == 0;
     match choice {
         IdentityChoice::Squash => Ok(IdentityMode::Squash),
-        IdentityChoice::Auto if missing.is_empty() => Ok(IdentityMode::Posix),
+        IdentityChoice::Auto if able => Ok(IdentityMode::Posix),
         IdentityChoice::Auto => Ok(IdentityMode::Squash),
-        IdentityChoice::Posix if missing.is_empty() => Ok(IdentityMode::Posix),
-        IdentityChoice::Posix => Err(IdentityError::MissingCapabilities {
+        IdentityChoice::Posix if able => Ok(IdentityMode::Posix),
+        IdentityChoice::Posix if !missing.is_empty() => Err(IdentityError::MissingCapabilities {
             missing: missing.join(", "),
         }),
+        IdentityChoice::Posix => Err(IdentityError::NotRoot(euid)),
     }
 }
 
@@ -168,24 +180,48 @@ impl ProcessIdentity {
     }
 }
 
-/// Decides the mode for `choice` on this process and, for posix, proves that switching a
-/// thread's file-system uid works (a missing capability makes `setfsuid` silently do
-/// nothing, which would run every request as root).
+/// The capabilities the kernel drops while a thread's fsuid is not 0.
+const FS_CAPABILITIES: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::FSETID);
+
+/// Decides the mode for `choice` on this process and, for posix, proves on this thread what
+/// it relies on: switching the fsuid takes effect (a missing capability makes `setfsuid`
+/// silently do nothing), the file-system capabilities are gone while it is switched (so a
+/// caller's permissions apply) and back afterwards.
 pub fn detect(choice: IdentityChoice) -> Result<IdentityMode, IdentityError> {
     let caps =
         rustix::thread::capabilities(None).map_err(|e| IdentityError::Capabilities(e.into()))?;
-    let mode = choose(choice, caps.effective)?;
+    let euid = rustix::process::geteuid().as_raw();
+    let mode = choose(choice, euid, caps.effective)?;
     if mode == IdentityMode::Posix {
-        let own = rustix::process::geteuid().as_raw();
-        let probe = if own == 65534 { 65533 } else { 65534 };
+        let probe = 65534;
         // SAFETY: setfsuid only changes this thread's file-system uid; it is restored below.
-        unsafe {
+        let switched = unsafe {
             libc::syscall(libc::SYS_setfsuid, probe);
-            let now = libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32;
-            libc::syscall(libc::SYS_setfsuid, own);
-            if now != probe {
-                return Err(IdentityError::SwitchFailed(probe));
-            }
+            libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32
+        };
+        let during = rustix::thread::capabilities(None).map(|c| c.effective);
+        // SAFETY: as above.
+        unsafe {
+            libc::syscall(libc::SYS_setfsuid, euid);
+        }
+        let after = rustix::thread::capabilities(None).map(|c| c.effective);
+        if switched != probe {
+            return Err(IdentityError::SwitchFailed(probe, "it had no effect"));
+        }
+        if during.map_or(true, |c| c.intersects(FS_CAPABILITIES)) {
+            return Err(IdentityError::SwitchFailed(
+                probe,
+                "the file-system capabilities stayed (SECBIT_NO_SETUID_FIXUP?)",
+            ));
+        }
+        if after.map_or(true, |c| !c.contains(FS_CAPABILITIES)) {
+            return Err(IdentityError::SwitchFailed(
+                probe,
+                "the file-system capabilities did not come back",
+            ));
         }
     }
     Ok(mode)
@@ -209,6 +245,17 @@ pub enum RootOutcome {
     InUse,
     /// Nothing to apply.
     Unchanged,
+}
+
+/// Extended attribute set on the share root once its owner and mode were applied, so an
+/// emptied share keeps whatever its users made of the root.
+pub const ROOT_MARKER: &str = "user.zeronas.root-set";
+
+/// Whether the root carries [`ROOT_MARKER`] (false where the file system has no user
+/// extended attributes: then emptiness alone decides).
+pub fn root_marked(root: &Path) -> bool {
+    let mut value = [0u8; 16];
+    rustix::fs::lgetxattr(root, ROOT_MARKER, &mut value[..]).is_ok()
 }
 
 /// Whether a folder listing counts as a new share: nothing in it but `lost+found` (which
@@ -244,7 +291,8 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
     }
 }
 
-/// Sets up the share root: on a new share (see [`is_new_share`]) applies `setup`; in squash
+/// Sets up the share root: on a new share (see [`is_new_share`], and not yet marked with
+/// [`ROOT_MARKER`]) applies `setup` and marks the root; in squash
 /// mode then checks that the process can write the root (unless `read_only`), so a pod
 /// without the right fsGroup fails at start-up with a clear message instead of refusing
 /// every write later.
@@ -268,7 +316,7 @@ pub fn prepare_root(
             .map_err(fail("list"))?
             .filter_map(|e| e.ok().map(|e| e.file_name()))
             .collect();
-        if is_new_share(names.iter().map(|n| n.as_os_str())) {
+        if is_new_share(names.iter().map(|n| n.as_os_str())) && !root_marked(root) {
             let meta = std::fs::symlink_metadata(root).map_err(fail("stat"))?;
             if let Some((uid, gid)) = setup.owner
                 && (meta.uid(), meta.gid()) != (uid, gid)
@@ -280,6 +328,11 @@ pub fn prepare_root(
             {
                 rustix::fs::chmod(root, rustix::fs::Mode::from_raw_mode(bits))
                     .map_err(|e| fail("chmod")(e.into()))?;
+            }
+            if let Err(e) =
+                rustix::fs::lsetxattr(root, ROOT_MARKER, b"1", rustix::fs::XattrFlags::empty())
+            {
+                tracing::info!(root = %root.display(), error = %e, "cannot mark the share root (no user xattrs): an emptied share gets its root set up again");
             }
             tracing::info!(root = %root.display(), owner = ?setup.owner, mode = ?setup.mode.map(|m| format!("{m:o}")), "new share: root owner and mode set");
             outcome = RootOutcome::Applied;
@@ -316,29 +369,43 @@ mod tests {
             .iter()
             .fold(CapabilitySet::empty(), |s, (c, _)| s | *c);
         assert_eq!(
-            choose(IdentityChoice::Posix, all).unwrap(),
+            choose(IdentityChoice::Posix, 0, all).unwrap(),
             IdentityMode::Posix
         );
         assert_eq!(
-            choose(IdentityChoice::Auto, all).unwrap(),
+            choose(IdentityChoice::Auto, 0, all).unwrap(),
             IdentityMode::Posix
         );
         assert_eq!(
-            choose(IdentityChoice::Auto, CapabilitySet::empty()).unwrap(),
+            choose(IdentityChoice::Auto, 0, CapabilitySet::empty()).unwrap(),
             IdentityMode::Squash
         );
         assert_eq!(
-            choose(IdentityChoice::Squash, all).unwrap(),
+            choose(IdentityChoice::Squash, 0, all).unwrap(),
             IdentityMode::Squash
         );
         let without_setgid = all - CapabilitySet::SETGID - CapabilitySet::CHOWN;
-        let err = choose(IdentityChoice::Posix, without_setgid)
+        let err = choose(IdentityChoice::Posix, 0, without_setgid)
             .unwrap_err()
             .to_string();
         assert!(err.contains("CHOWN, SETGID"), "{err}");
         assert!(err.contains("--identity squash"), "{err}");
         assert_eq!(missing_posix_capabilities(all), Vec::<&str>::new());
-        assert!(!missing_posix_capabilities(all).contains(&"DAC_READ_SEARCH"));
+        // A non-root process with the capabilities would keep them for every caller.
+        assert_eq!(
+            choose(IdentityChoice::Auto, 1000, all).unwrap(),
+            IdentityMode::Squash
+        );
+        let err = choose(IdentityChoice::Posix, 1000, all)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs uid 0"), "{err}");
+        // Only capabilities of the `baseline` Pod Security Standard.
+        assert!(
+            POSIX_CAPABILITIES
+                .iter()
+                .all(|(_, n)| *n != "DAC_READ_SEARCH")
+        );
     }
 
     #[test]
@@ -390,6 +457,19 @@ mod tests {
         assert_eq!(
             prepare_root(root, RootSetup::default(), IdentityMode::Squash, false).unwrap(),
             RootOutcome::Unchanged
+        );
+        // Emptied again (a database that chmods the root and crashes before its first
+        // file): where the marker could be set, the root is left as its users made it.
+        std::fs::remove_file(root.join("PG_VERSION")).unwrap();
+        let expected = if root_marked(root) {
+            (RootOutcome::InUse, 0o700)
+        } else {
+            (RootOutcome::Applied, 0o777)
+        };
+        let outcome = prepare_root(root, setup, IdentityMode::Posix, false).unwrap();
+        assert_eq!(
+            (outcome, std::fs::metadata(root).unwrap().mode() & 0o7777),
+            expected
         );
     }
 }

@@ -377,3 +377,57 @@ fn setattr_changes_modes_times_and_sizes() {
     assert_eq!(root_mode, 0o755, "the export's root takes SETATTR too");
     assert_eq!(nfs.ok("stat /s.txt")["size"], 2);
 }
+
+/// Squash identity, run as an unprivileged user (as its pod runs it): an owner keeps writing
+/// its read-only file through a handle it opened before a restart (the server reopens it
+/// with a brief owner override), and reading such a file never touches its mode or ctime.
+#[test]
+fn squash_owner_writes_its_read_only_file_after_a_restart() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to start the dataplane as another user");
+        return;
+    }
+    let wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+    ];
+    let root = tempfile::tempdir().unwrap();
+    set_mode(root.path(), 0o777);
+    let (child, _) = spawn_dataplane(&wrapper, root.path(), &["--identity", "squash"]);
+    assert_eq!(child.1["identity"], "squash");
+    let nfs_addr: SocketAddr = child.1["nfs"].as_str().unwrap().parse().unwrap();
+    let port = nfs_addr.port();
+    let (mut nfs, _) = Client::mount(&nfs_url(port, "/", ""));
+    nfs.ok("write /ro 6869");
+    nfs.ok("open h /ro");
+    nfs.ok("chmod /ro 444");
+    let file = root.path().join("ro");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().uid(), 65534);
+
+    common::stop_child(child);
+    let port_arg = format!("127.0.0.1:{port}");
+    let (_child, _) = spawn_dataplane(
+        &wrapper,
+        root.path(),
+        &["--identity", "squash", "--nfs", &port_arg],
+    );
+    let before = std::fs::metadata(&file).unwrap();
+    assert_eq!(nfs.ok("pread h 0 2")["data"], "6869");
+    let after_read = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (
+            after_read.mode() & 0o7777,
+            after_read.ctime(),
+            after_read.ctime_nsec()
+        ),
+        (0o444, before.ctime(), before.ctime_nsec()),
+        "a READ changed the file's mode or ctime"
+    );
+    nfs.ok("pwrite h 0 7878");
+    assert_eq!(std::fs::read(&file).unwrap(), b"xx");
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o7777, 0o444);
+}

@@ -27,9 +27,13 @@ step() {
 expect_equal() {
   [ "$2" = "$3" ] || { echo "$1: got '$2', want '$3'"; return 1; }
 }
-# refused COMMAND...: the command must fail (a denial POSIX requires).
-refused() {
-  if "$@" 2>/dev/null; then echo "allowed: $*"; return 1; fi
+refused() { # MESSAGE COMMAND...: COMMAND must fail, saying MESSAGE (the errno's text)
+  want=$1
+  shift
+  if err=$("$@" 2>&1 >/dev/null); then echo "allowed: $*"; return 1; fi
+  case $err in *"$want"*) return 0 ;; esac
+  echo "refused with '$err', want '$want': $*"
+  return 1
 }
 
 s_create() { : > "$dir/empty" && test -f "$dir/empty" && expect_equal size "$(stat -c %s "$dir/empty")" 0; }
@@ -58,10 +62,10 @@ s_chown() {
       chown 0:0 "$dir/hl"
   elif [ "$mode" = posix ]; then
     # An ordinary user may change the group to one of its own, never the owner.
-    chgrp "$(id -g)" "$dir/b.txt" && refused chown 0 "$dir/b.txt"
+    chgrp "$(id -g)" "$dir/b.txt" && refused "Operation not permitted" chown 0 "$dir/b.txt"
   else
     # squash: every file belongs to the share's user; changing that is refused, keeping it works.
-    chown "$owner" "$dir/b.txt" && refused chown 1234 "$dir/b.txt"
+    chown "$owner" "$dir/b.txt" && refused "Operation not permitted" chown 1234 "$dir/b.txt"
   fi
 }
 s_truncate() {
@@ -69,7 +73,7 @@ s_truncate() {
     truncate -s 10000 "$dir/b.txt" && expect_equal size "$(stat -c %s "$dir/b.txt")" 10000
 }
 s_excl() {
-  (set -C; echo 1 > "$dir/excl") && refused sh -c "set -C; echo 2 > '$dir/excl'" &&
+  (set -C; echo 1 > "$dir/excl") && refused "File exists" sh -c "set -C; echo 2 > '$dir/excl'" &&
     expect_equal content "$(cat "$dir/excl")" 1
 }
 s_read_only_file() {
@@ -80,7 +84,7 @@ s_read_only_file() {
   if [ "$mode" = posix ] && [ "$uid" = 0 ]; then
     echo more >> "$dir/ro.txt" && expect_equal content "$(cat "$dir/ro.txt")" "$(printf 'data\nmore')"
   else
-    refused sh -c "echo more >> '$dir/ro.txt'"
+    refused "Permission denied" sh -c "echo more >> '$dir/ro.txt'"
   fi
 }
 s_big_folder() {
@@ -103,16 +107,20 @@ s_tar() {
 }
 s_denials() {
   # What POSIX refuses whoever asks.
-  refused rmdir "$dir/d1" && refused mkdir "$dir/d1" && refused rm "$dir/d1" &&
-    refused ln "$dir/d1" "$dir/d1-link" && refused mv "$dir/d1" "$dir/d1/d2/inside" &&
-    refused sh -c "echo x > '$dir/d1/d2/d3/nowhere/file'"
+  refused "Directory not empty" rmdir "$dir/d1" && refused "File exists" mkdir "$dir/d1" &&
+    refused "is a directory" rm "$dir/d1" && refused "Operation not permitted" ln "$dir/d1" "$dir/d1-link" &&
+    refused "Invalid argument" mv "$dir/d1" "$dir/d1/d2/inside" &&
+    refused "nonexistent directory" sh -c "echo x > '$dir/d1/d2/d3/nowhere/file'"
 }
 s_denials_of_others() {
   # posix, as an ordinary user, on root's files: root's folder is 0755, b.txt 0640, big32 0644.
   other=$dir
-  refused sh -c "echo x >> '$other/big32'" && refused cat "$other/b.txt" &&
-    refused chmod 777 "$other/big32" && refused touch "$other/new-by-$me" &&
-    refused rm -f "$other/big32" && refused mv "$other/big32" "$other/moved" &&
+  refused "Permission denied" sh -c "echo x >> '$other/big32'" &&
+    refused "Permission denied" cat "$other/b.txt" &&
+    refused "Operation not permitted" chmod 777 "$other/big32" &&
+    refused "Permission denied" touch "$other/new-by-$me" &&
+    refused "Permission denied" rm -f "$other/big32" &&
+    refused "Permission denied" mv "$other/big32" "$other/moved" &&
     test -s "$other/big32"
 }
 

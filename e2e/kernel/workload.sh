@@ -3,7 +3,7 @@
 # the PV's options, run steps.sh as root and as the ordinary user alice (uid 1000), then the
 # steps that need root around them: caches dropped before reading back, df, the
 # database-style chown-then-write-as-999 flow, the server restarted in the middle of a large
-# write (the host does that on the ZN-RESTART line), and the quota.
+# write (the host does that after the ZN-RESTART line), and the quota.
 # Output protocol (one line each, read by tests/kernel_client.rs):
 #   ZN-STEP MODE USER STEP ok|FAIL [detail]    ZN-MD5 MODE NAME MD5    ZN-RESTART MODE
 . /config.sh
@@ -19,8 +19,13 @@ step() {
   if [ $? -eq 0 ]; then report "$name" ok; else report "$name" FAIL "$(echo "$out" | tr '\n' ' ' | cut -c1-300)"; fi
 }
 expect_equal() { [ "$2" = "$3" ] || { echo "$1: got '$2', want '$3'"; return 1; }; }
-refused() {
-  if "$@" 2>/dev/null; then echo "allowed: $*"; return 1; fi
+refused() { # MESSAGE COMMAND...: COMMAND must fail, saying MESSAGE (the errno's text)
+  want=$1
+  shift
+  if err=$("$@" 2>&1 >/dev/null); then echo "allowed: $*"; return 1; fi
+  case $err in *"$want"*) return 0 ;; esac
+  echo "refused with '$err', want '$want': $*"
+  return 1
 }
 as() { # USER COMMAND: runs COMMAND (a string) with sh as USER
   su -s /bin/sh "$1" -c "$2"
@@ -42,10 +47,11 @@ w_database() {
       expect_equal owner "$(stat -c %u:%g:%a "$db")" 999:999:700 &&
       expect_equal "file owner" "$(stat -c %u "$db/PG_VERSION")" 999 &&
       expect_equal "read back" "$(as pg "cat $db/base/1")" row &&
-      refused as alice "ls $db" && refused as alice "cat $db/base/1"
+      refused "Permission denied" as alice "ls $db" &&
+      refused "Permission denied" as alice "cat $db/base/1"
   else
     # squash: the folder stays the share user's (chown to 999 is refused); 999 writes as it.
-    refused chown 999:999 "$db" && chown "$owner" "$db" && chmod 700 "$db" &&
+    refused "Operation not permitted" chown 999:999 "$db" && chown "$owner" "$db" && chmod 700 "$db" &&
       as pg "echo 16 > $db/PG_VERSION && mkdir $db/base && echo row > $db/base/1" &&
       expect_equal owner "$(stat -c %u:%a "$db")" "$owner:700" &&
       expect_equal "file owner" "$(stat -c %u "$db/PG_VERSION")" "$owner" &&
@@ -53,19 +59,17 @@ w_database() {
   fi
 }
 w_restart() {
-  # The host kills the dataplane (SIGKILL) on ZN-RESTART and starts it again on the same
-  # port; the hard mount retries, the new write verifier makes the client resend what was
-  # not committed, and handles taken before the restart keep working.
+  # The host kills the dataplane (SIGKILL) while this copy's data is arriving (it watches
+  # the file grow after ZN-RESTART) and starts it again on the same port; the hard mount
+  # retries, the new write verifier makes the client resend what was not committed, and
+  # handles taken before the restart keep working.
   before=$(stat -c %i "$m/root/b.txt")
-  cp /tmp/big48 "$m/restart.bin" &
+  cp /tmp/big64 "$m/restart.bin" &
   copy=$!
-  sleep 1
-  # The restart must come while the copy is still running, or this proves nothing.
-  kill -0 $copy 2>/dev/null || { echo "the copy finished before the restart"; return 1; }
   echo "ZN-RESTART $mode" >&3
   wait $copy || { echo "cp failed with $?"; return 1; }
   sync && drop_caches &&
-    expect_equal md5 "$(md5 "$m/restart.bin")" "$(md5 /tmp/big48)" &&
+    expect_equal md5 "$(md5 "$m/restart.bin")" "$(md5 /tmp/big64)" &&
     expect_equal "old handle" "$(stat -c %i "$m/root/b.txt")" "$before" &&
     expect_equal "old file" "$(cat "$m/root/excl")" 1 &&
     echo "ZN-MD5 $mode restart.bin $(md5 "$m/restart.bin")" >&3
@@ -74,13 +78,13 @@ w_quota() {
   # Writing past the quota fails with ENOSPC, reported to the writer (never a silent short
   # file); the space is usable again after the file is removed.
   avail=$(df -k "$m" | awk 'NR == 2 {print $4}')
-  refused dd if=/dev/zero of="$m/over" bs=1M count=$((avail / 1024 + 4)) conv=fsync &&
+  refused "No space left on device" dd if=/dev/zero of="$m/over" bs=1M count=$((avail / 1024 + 4)) conv=fsync &&
     rm -f "$m/over" && echo fine > "$m/after-quota" && expect_equal content "$(cat "$m/after-quota")" fine
 }
 
 dd if=/dev/urandom of=/tmp/big32 bs=1M count=32 2>/dev/null
 md5 /tmp/big32 > /tmp/big32.md5
-dd if=/dev/urandom of=/tmp/big48 bs=1M count=48 2>/dev/null
+dd if=/dev/urandom of=/tmp/big64 bs=1M count=64 2>/dev/null
 chmod 644 /tmp/big32 /tmp/big32.md5
 echo "ZN-MD5 - big32 $(cat /tmp/big32.md5)"
 
@@ -103,7 +107,7 @@ for mode in $MODES; do
   fi
   step df w_df
   step database-chown-then-write-as-999 w_database
-  step restart-during-48mib-write w_restart
+  step restart-during-64mib-write w_restart
   step quota-enospc w_quota
   step umount umount "$m"
 done

@@ -1,5 +1,7 @@
 //! A local-path provisioner (and resizer) for one StorageClass, test-only: each claim of the
-//! class gets a hostPath PersistentVolume on a folder under `root`, pre-bound to the claim
+//! class gets a `local` PersistentVolume (node affinity: the e2e node) on a new folder under
+//! `root`, owned by root with mode 0755 as a fresh file system's root is (so a pod's fsGroup
+//! and the dataplane's share-root setup are what make it writable), pre-bound to the claim
 //! (kube-controller-manager's binder completes the binding, as with any external
 //! provisioner); a grown claim gets its volume and status capacity grown; a released volume
 //! is deleted with its folder (reclaim policy Delete).
@@ -9,8 +11,8 @@ use std::path::PathBuf;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
-    PersistentVolumeSpec,
+    LocalVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
@@ -23,6 +25,8 @@ use crate::{Context, Result};
 
 /// The provisioner name on the StorageClass and in `pv.kubernetes.io/provisioned-by`.
 pub const PROVISIONER: &str = "e2e.zeronas.io/local-path";
+/// The node the volumes live on (the node agent's Node).
+pub const NODE: &str = "e2e-node";
 
 /// The running provisioner; dropping it stops it.
 pub struct LocalPathProvisioner {
@@ -109,9 +113,21 @@ pub fn volume_for(
             volume_mode: Some("Filesystem".into()),
             storage_class_name: Some(class.to_owned()),
             persistent_volume_reclaim_policy: Some("Delete".into()),
-            host_path: Some(HostPathVolumeSource {
+            local: Some(LocalVolumeSource {
                 path: folder.display().to_string(),
-                type_: Some("DirectoryOrCreate".into()),
+                fs_type: None,
+            }),
+            node_affinity: Some(VolumeNodeAffinity {
+                required: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: "kubernetes.io/hostname".into(),
+                            operator: "In".into(),
+                            values: Some(vec![NODE.to_owned()]),
+                        }]),
+                        match_fields: None,
+                    }],
+                }),
             }),
             claim_ref: Some(ObjectReference {
                 api_version: Some("v1".into()),
@@ -169,8 +185,8 @@ async fn provision(
         return Ok(());
     };
     std::fs::create_dir_all(&folder).context(|| format!("create {}", folder.display()))?;
-    // World-writable, like other local-path provisioners: squashed NFS callers write too.
-    std::fs::set_permissions(&folder, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+    // As a fresh file system's root: root's, 0755.
+    std::fs::set_permissions(&folder, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .context(|| format!("chmod {}", folder.display()))?;
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     match volumes.create(&PostParams::default(), &volume).await {
@@ -231,7 +247,7 @@ async fn reclaim_volumes(client: Client, class: String) {
         {
             continue;
         }
-        if let Some(path) = spec.host_path.map(|h| h.path)
+        if let Some(path) = spec.local.map(|l| l.path)
             && let Err(e) = std::fs::remove_dir_all(&path)
         {
             warn!(%path, error = %e, "removing a released volume's folder failed");

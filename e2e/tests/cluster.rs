@@ -123,7 +123,7 @@ impl Suite {
         let node = NodeAgent::start(
             client.clone(),
             NodeConfig {
-                name: "e2e-node".into(),
+                name: zeronas_e2e::provisioner::NODE.into(),
                 images: BTreeMap::from([
                     (
                         "ghcr.io/zeronas/operator".to_owned(),
@@ -854,12 +854,22 @@ async fn squash_volume(s: &mut Suite) -> Step {
         .await
         .map_err(|e| e.to_string())?
         .spec
-        .and_then(|sp| sp.host_path)
-        .map(|h| PathBuf::from(h.path))
-        .ok_or("the backing PV has no hostPath")?;
-    let uid = std::os::unix::fs::MetadataExt::uid(
-        &std::fs::metadata(folder.join("root-made/b.txt")).map_err(|e| e.to_string())?,
-    );
+        .and_then(|sp| sp.local)
+        .map(|l| PathBuf::from(l.path))
+        .ok_or("the backing PV is not a local volume")?;
+    // The kubelet's fsGroup made the fresh root (root's, 0755) writable for 65532.
+    let root = std::fs::metadata(&folder).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::MetadataExt;
+    if root.gid() != 65532 || root.mode() & 0o2070 != 0o2070 {
+        return Err(format!(
+            "squash: the volume's root has gid {} mode {:o}, not the fsGroup's 65532 and g+rwxs",
+            root.gid(),
+            root.mode() & 0o7777
+        ));
+    }
+    let uid = std::fs::metadata(folder.join("root-made/b.txt"))
+        .map_err(|e| e.to_string())?
+        .uid();
     if uid != 65532 {
         return Err(format!("squash: b.txt is owned by {uid} on the volume"));
     }

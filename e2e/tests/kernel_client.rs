@@ -9,7 +9,7 @@
 //! the rendered PV's mount options through QEMU's user-mode network (the guest's 10.0.2.2 is
 //! this machine's loopback) and runs `e2e/kernel/workload.sh`. Every step prints one line;
 //! the test fails on any failed or missing step, checks what the guest wrote on disk here,
-//! and restarts a dataplane (SIGKILL) when the guest asks, in the middle of a large write.
+//! and restarts a dataplane (SIGKILL) while the guest's 64 MiB write is arriving.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -26,6 +26,10 @@ use zeronas_e2e::security::{RunAs, apply_fs_group};
 
 /// How long the guest may take (TCG, no KVM: a few minutes at most).
 const GUEST_DEADLINE: Duration = Duration::from_secs(900);
+/// Size of the file the guest copies while its dataplane is restarted (workload.sh).
+const RESTART_FILE: u64 = 64 << 20;
+/// Bytes on the server's disk before the restart.
+const RESTART_AFTER: u64 = 4 << 20;
 /// Steps each user runs from steps.sh (`main` and `read-big` phases).
 const USER_STEPS: usize = 20;
 /// Steps the workload runs as root around them, per mode (mount, df, database, restart,
@@ -373,6 +377,7 @@ fn kernel_client_workload_in_both_identity_modes() {
     });
     let mut console = std::fs::File::create(work.join("console.log")).expect("console log");
     let mut lines = Vec::new();
+    let mut restarts = Vec::new();
     let deadline = Instant::now() + GUEST_DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -393,17 +398,31 @@ fn kernel_client_workload_in_both_identity_modes() {
                 .iter_mut()
                 .find(|s| s.mode == mode.trim())
                 .expect("a known mode");
+            // Kill once the copy's data is arriving, and before it has all arrived: a
+            // restart before or after the write would prove nothing.
+            let file = share.dir.join("restart.bin");
+            let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let waiting = Instant::now();
+            while size() < RESTART_AFTER && waiting.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let written = size();
             let at = Instant::now();
-            let written = std::fs::metadata(share.dir.join("restart.bin"))
-                .map(|m| m.len())
-                .unwrap_or(0);
             share.kill();
+            assert!(
+                (RESTART_AFTER..RESTART_FILE).contains(&written),
+                "{mode}: the restart came with {written} of {RESTART_FILE} bytes on disk: not during the write"
+            );
             std::thread::sleep(Duration::from_millis(500));
             share.start();
             println!(
-                "{mode}: dataplane killed with {written} of 50331648 bytes on disk, restarted in {:.1} s",
+                "{mode}: dataplane killed with {written} of {RESTART_FILE} bytes on disk, restarted in {:.1} s",
                 at.elapsed().as_secs_f64()
             );
+            restarts.push(format!(
+                "{mode} at {:.0} of 64 MiB",
+                written as f64 / 1048576.0
+            ));
         }
         if line.starts_with("ZN-") {
             println!("{line}");
@@ -497,9 +516,10 @@ fn kernel_client_workload_in_both_identity_modes() {
         .cloned()
         .collect();
     println!(
-        "kernel client: {} steps passed ({} per mode); guest {guest_seconds:.1} s (uptime marks: {}); whole test {:.1} s",
+        "kernel client: {} steps passed ({} per mode); restarts {}; guest {guest_seconds:.1} s (uptime marks: {}); whole test {:.1} s",
         steps.len(),
         steps.len() / 2,
+        restarts.join(", "),
         per_mode.join(", "),
         started.elapsed().as_secs_f64()
     );

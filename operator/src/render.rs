@@ -34,8 +34,10 @@ pub enum RenderError {
     Build(#[from] BuildError),
 }
 
-/// Reads a NasVolume from YAML the way the apiserver would store it: defaults applied,
-/// CEL rules checked, the namespace (when the document has none) and a placeholder uid set.
+/// Reads a NasVolume from YAML the way the apiserver would store it: defaults and enums
+/// applied by the types, the CRD's CEL rules checked, the share root's mode parsed, the
+/// namespace (when the document has none) and a placeholder uid set. (The schema's other
+/// bounds, such as list lengths, are the apiserver's to check.)
 pub fn parse(yaml: &str, namespace: &str) -> Result<NasVolume, RenderError> {
     let value: serde_yaml::Value = serde_yaml::from_str(yaml)?;
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
@@ -49,7 +51,18 @@ pub fn parse(yaml: &str, namespace: &str) -> Result<NasVolume, RenderError> {
     }
     let mut nv: NasVolume = serde_yaml::from_value(value)?;
     nv.validate_cel()
-        .map_err(|e| RenderError::Invalid(format!("{e:?}")))?;
+        .map_err(|e| RenderError::Invalid(e.to_string()))?;
+    if let Some(mode) = nv.spec.share_root.as_ref().and_then(|r| r.mode.as_deref()) {
+        let digits = mode
+            .strip_prefix('0')
+            .filter(|d| d.len() >= 3)
+            .unwrap_or(mode);
+        if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(RenderError::Invalid(format!(
+                "spec.shareRoot.mode {mode:?} is not an octal mode such as 0777 or 2775"
+            )));
+        }
+    }
     let meta = nv.meta_mut();
     if meta.namespace.is_none() {
         meta.namespace = Some(namespace.to_owned());
@@ -163,6 +176,9 @@ mod tests {
         assert!(err.contains("must not be 0"), "{err}");
         let other = "apiVersion: v1\nkind: Pod\nmetadata: { name: p }\n";
         assert!(matches!(parse(other, "d"), Err(RenderError::WrongKind(_))));
+        let bad_mode = SAMPLE.replace("identity: Squash", "shareRoot: { mode: '9' }");
+        let err = parse(&bad_mode, "d").unwrap_err().to_string();
+        assert!(err.contains("not an octal mode"), "{err}");
         let wrong_mode = SAMPLE.replace("Squash", "Nobody");
         assert!(matches!(
             parse(&wrong_mode, "d"),

@@ -58,9 +58,14 @@ impl FdCache {
             }
         }
         // Prefer read-write so later WRITEs reuse the descriptor; fall back to read-only.
+        // A WRITE the caller was allowed (an owner writing its read-only file) may need the
+        // owner override; a READ never changes a mode for it.
         let (file, writable) = if write || !self.read_only {
             match vfs.open_file(&node.rel, true) {
                 Ok(f) => (f, true),
+                Err(e) if write && e.raw_os_error() == Some(libc::EACCES) => {
+                    (vfs.open_file_as_owner(&node.rel)?, true)
+                }
                 Err(e) if write => return Err(e),
                 Err(_) => (vfs.open_file(&node.rel, false)?, false),
             }

@@ -819,7 +819,9 @@ impl Exporter {
         let (dir, rel) = self.new_entry(caller, d)?;
         let set = sattr(d)?;
         let (parent, name) = self.vfs.locate(&rel)?;
-        let mode = set.mode.unwrap_or(0o755) & 0o7777;
+        // A folder made in a setgid folder keeps the setgid bit the kernel gave it, so the
+        // group (an fsGroup, a `2775` share root) carries on down, as on a local disk.
+        let mode = set.mode.unwrap_or(0o755) & 0o7777 | dir.attr.mode & 0o2000;
         as_caller(self, caller, || -> Result<(), Fail> {
             rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(mode))?;
             chmod_exact(&parent, &name, mode)

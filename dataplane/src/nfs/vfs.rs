@@ -186,29 +186,43 @@ fn statx_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Attr> {
     Ok(Attr::from_statx(&s))
 }
 
-/// Opens `dir/name` (a regular file the process owns) with `access` by adding owner read
-/// and write to its mode for the moment of the open. The file is pinned with an `O_PATH`
+/// Serialises owner-override opens, so two of them never see each other's temporary mode.
+static OWNER_OPEN: Mutex<()> = Mutex::new(());
+
+/// Opens `dir/name` (a regular file the process owns) read-write by adding owner read and
+/// write to its mode for the moment of the open. The file is pinned with an `O_PATH`
 /// descriptor first, so the change and the open reach that file and never a symlink or a
-/// file swapped in meanwhile.
-fn open_as_owner(dir: &OwnedFd, name: &Path, access: OFlags) -> io::Result<std::fs::File> {
+/// file swapped in meanwhile. The old mode is put back only if the mode is still the
+/// temporary one (a client's chmod in between wins).
+fn open_as_owner(dir: &OwnedFd, name: &Path) -> io::Result<std::fs::File> {
+    let _serial = OWNER_OPEN.lock().unwrap_or_else(|e| e.into_inner());
     let pinned = rustix::fs::openat(
         dir,
         name,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let s = rustix::fs::statx(&pinned, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-    let mode = u32::from(s.stx_mode);
-    if mode & 0o170000 != 0o100000 || s.stx_uid != rustix::process::geteuid().as_raw() {
+    let mode_of = |fd: &OwnedFd| -> io::Result<(u32, u32)> {
+        let s = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+        Ok((u32::from(s.stx_mode), s.stx_uid))
+    };
+    let (mode, uid) = mode_of(&pinned)?;
+    if mode & 0o170000 != 0o100000 || uid != rustix::process::geteuid().as_raw() {
         return Err(io::Error::from_raw_os_error(libc::EACCES));
     }
+    let original = mode & 0o7777;
+    let temporary = original | 0o600;
     let magic = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
-    rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode((mode | 0o600) & 0o7777))?;
-    let opened = rustix::fs::open(magic.as_str(), access | OFlags::CLOEXEC, Mode::empty());
-    let restored = rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(mode & 0o7777));
-    let fd = opened?;
-    restored?;
-    Ok(std::fs::File::from(fd))
+    rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(temporary))?;
+    let opened = rustix::fs::open(
+        magic.as_str(),
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    if mode_of(&pinned).is_ok_and(|(now, _)| now & 0o7777 == temporary) {
+        rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(original))?;
+    }
+    Ok(std::fs::File::from(opened?))
 }
 
 /// Checks that `name` is one path component a client may create, remove or rename (`.` and
@@ -414,26 +428,31 @@ impl Vfs {
     }
 
     /// Opens a regular file of the share for I/O as the server (O_NOFOLLOW: a symlink is
-    /// never opened through). Callers have checked the NFS caller's permission first, with
-    /// the owner allowed to read and write its own file whatever the mode (as knfsd does);
-    /// when the server itself owns the file but its mode refuses the server (squash mode:
-    /// a 0444 file created and then written by its owner, after the descriptor cache let
-    /// the creating descriptor go), the file is opened under a brief owner `u+rw`.
+    /// never opened through).
     pub fn open_file(&self, rel: &Path, write: bool) -> io::Result<std::fs::File> {
         let (dir, name) = self
             .locate(rel)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
-        match rustix::fs::openat(
+        let fd = rustix::fs::openat(
             &dir,
             &name,
             access | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        ) {
-            Ok(fd) => Ok(std::fs::File::from(fd)),
-            Err(rustix::io::Errno::ACCESS) => open_as_owner(&dir, &name, access),
-            Err(e) => Err(e.into()),
-        }
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Opens a regular file the server owns for writing although its mode refuses the
+    /// server (squash mode: a 0444 file created and then written by its owner, after the
+    /// descriptor cache let the creating descriptor go; callers have checked that the NFS
+    /// caller may write, the owner always may, as with knfsd). Only for WRITE: reads never
+    /// change a mode.
+    pub fn open_file_as_owner(&self, rel: &Path) -> io::Result<std::fs::File> {
+        let (dir, name) = self
+            .locate(rel)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        open_as_owner(&dir, &name)
     }
 
     /// `statvfs` of the share's file system: (total bytes, free bytes, total files, free files).

@@ -4,7 +4,8 @@
 Usage: libnfs_client.py 'nfs://127.0.0.1/?version=3&nfsport=P&mountport=P[&uid=U&gid=G]'
 Reads one command per line on stdin and prints one JSON line per command on stdout:
   mkdir P | rmdir P | unlink P | rename A B | symlink TARGET P | readlink P | stat P
-  write P HEX | read P | open NAME P | pread NAME OFFSET COUNT | statvfs P
+  write P HEX | read P | open NAME P | pread NAME OFFSET COUNT | pwrite NAME OFFSET HEX
+  statvfs P
   chmod P OCTAL | truncate P SIZE | utimes P SECONDS | quit
 An open file keeps its libnfs handle (and so its NFS file handle) across commands, which is
 how a test proves a handle still works after the server restarts.
@@ -109,6 +110,12 @@ for line in sys.stdin:
         buf = ctypes.create_string_buffer(int(words[3]))
         n = lib.nfs_pread(nfs, handles[words[1]], int(words[2]), int(words[3]), buf)
         out = result(n, data=buf.raw[:max(n, 0)].hex())
+    elif cmd == "pwrite":
+        data = bytes.fromhex(words[3])
+        n = lib.nfs_pwrite(nfs, handles[words[1]], int(words[2]), len(data), data)
+        if n >= 0:
+            n = min(n, lib.nfs_fsync(nfs, handles[words[1]]))
+        out = result(n)
     elif cmd == "statvfs":
         buf = (ctypes.c_ulong * 20)()
         rc = lib.nfs_statvfs(nfs, args[0], buf)
