@@ -11,30 +11,7 @@ me=$(id -un)
 uid=$(id -u)
 expect_owner=${owner:-$uid}
 
-report() { # STEP STATUS [DETAIL...]
-  name=$1 status=$2
-  shift 2
-  echo "ZN-STEP $mode $me $name $status $*"
-}
-# step NAME COMMAND...: runs COMMAND (a shell function) and reports it.
-step() {
-  name=$1
-  shift
-  out=$("$@" 2>&1)
-  if [ $? -eq 0 ]; then report "$name" ok; else report "$name" FAIL "$(echo "$out" | tr '\n' ' ' | cut -c1-300)"; fi
-}
-# expect_equal WHAT GOT WANT
-expect_equal() {
-  [ "$2" = "$3" ] || { echo "$1: got '$2', want '$3'"; return 1; }
-}
-refused() { # MESSAGE COMMAND...: COMMAND must fail, saying MESSAGE (the errno's text)
-  want=$1
-  shift
-  if err=$("$@" 2>&1 >/dev/null); then echo "allowed: $*"; return 1; fi
-  case $err in *"$want"*) return 0 ;; esac
-  echo "refused with '$err', want '$want': $*"
-  return 1
-}
+. /lib.sh
 
 s_create() { : > "$dir/empty" && test -f "$dir/empty" && expect_equal size "$(stat -c %s "$dir/empty")" 0; }
 s_write_read() { echo hello > "$dir/a.txt" && expect_equal content "$(cat "$dir/a.txt")" hello; }

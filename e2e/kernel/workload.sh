@@ -11,22 +11,7 @@
 exec 3>&1
 me=root
 
-report() { echo "ZN-STEP $mode $me $1 $2 $3"; }
-step() {
-  name=$1
-  shift
-  out=$("$@" 2>&1)
-  if [ $? -eq 0 ]; then report "$name" ok; else report "$name" FAIL "$(echo "$out" | tr '\n' ' ' | cut -c1-300)"; fi
-}
-expect_equal() { [ "$2" = "$3" ] || { echo "$1: got '$2', want '$3'"; return 1; }; }
-refused() { # MESSAGE COMMAND...: COMMAND must fail, saying MESSAGE (the errno's text)
-  want=$1
-  shift
-  if err=$("$@" 2>&1 >/dev/null); then echo "allowed: $*"; return 1; fi
-  case $err in *"$want"*) return 0 ;; esac
-  echo "refused with '$err', want '$want': $*"
-  return 1
-}
+. /lib.sh
 as() { # USER COMMAND: runs COMMAND (a string) with sh as USER
   su -s /bin/sh "$1" -c "$2"
 }

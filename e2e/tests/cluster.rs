@@ -561,35 +561,15 @@ async fn nfs_over_pod_ip(s: &mut Suite) -> Step {
             addr.port()
         )
     };
-    let client = s.repo.join("dataplane/tests/support/libnfs_client.py");
-    let mut child = tokio::process::Command::new("/usr/bin/python3")
-        .arg(&client)
-        .arg(url("/"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("libnfs client: {e}"))?;
-    let commands =
-        "mkdir /nfs\nwrite /nfs/hello.txt 68656c6c6f206e6673\nread /nfs/hello.txt\nquit\n";
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    tokio::io::AsyncWriteExt::write_all(&mut stdin, commands.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .map_err(|_| "libnfs client timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let lines = String::from_utf8_lossy(&output.stdout).into_owned();
-    let replies: Vec<serde_json::Value> = lines
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    if replies.len() != 4
-        || replies.iter().any(|r| r["ok"] != true)
-        || replies[3]["data"] != "68656c6c6f206e6673"
-    {
-        return Err(format!("NFS session at {addr} failed: {lines}"));
+    let replies = libnfs(
+        addr,
+        0,
+        "mkdir /nfs\nwrite /nfs/hello.txt 68656c6c6f206e6673\nread /nfs/hello.txt\n",
+        &s.repo,
+    )
+    .await?;
+    if replies.last().map(|r| &r["data"]) != Some(&serde_json::json!("68656c6c6f206e6673")) {
+        return Err(format!("NFS session at {addr}: read back {replies:?}"));
     }
     let (status, body) = s.get("nfs/hello.txt").await?;
     if status != 200 || body != b"hello nfs" {

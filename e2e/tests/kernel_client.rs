@@ -339,6 +339,7 @@ fn kernel_client_workload_in_both_identity_modes() {
         .arg(&initrd)
         .arg(kernel_dir.join("workload.sh"))
         .arg(kernel_dir.join("steps.sh"))
+        .arg(kernel_dir.join("lib.sh"))
         .arg(&config_file)
         .status()
         .expect("initramfs.sh runs");
