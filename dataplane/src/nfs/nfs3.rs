@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use super::Exporter;
 use super::export::{Access, Creds};
 use super::handle::fnv1a;
-use super::vfs::{Attr, Node, VfsError, check_name, ftype};
+use super::vfs::{Attr, Node, Pinned, VfsError, check_name, ftype};
 use super::xdr::{Decoder, Encoder, XdrError};
 use crate::identity::IdentityMode;
 
@@ -323,18 +323,11 @@ fn timespec(t: Option<Option<(u32, u32)>>) -> Timespec {
 /// `O_PATH | O_NOFOLLOW` descriptor, checked, and changed through `/proc/self/fd`, so a
 /// symlink swapped in meanwhile cannot redirect the change outside the share.
 fn chmod_exact(dir: &impl std::os::fd::AsFd, name: &Path, mode: u32) -> Result<(), Fail> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let s = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::TYPE)?;
-    if u32::from(s.stx_mode) & 0o170000 == 0o120000 {
+    let pinned = Pinned::new(dir, name)?;
+    if pinned.mode_and_owner()?.0 & 0o170000 == 0o120000 {
         return Ok(()); // Linux symlinks have no mode of their own.
     }
-    let magic = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(mode & 0o7777))?;
+    pinned.chmod(mode)?;
     Ok(())
 }
 

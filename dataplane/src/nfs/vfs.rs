@@ -196,33 +196,60 @@ static OWNER_OPEN: Mutex<()> = Mutex::new(());
 /// temporary one (a client's chmod in between wins).
 fn open_as_owner(dir: &OwnedFd, name: &Path) -> io::Result<std::fs::File> {
     let _serial = OWNER_OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    let pinned = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mode_of = |fd: &OwnedFd| -> io::Result<(u32, u32)> {
-        let s = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-        Ok((u32::from(s.stx_mode), s.stx_uid))
-    };
-    let (mode, uid) = mode_of(&pinned)?;
+    let pinned = Pinned::new(dir, name)?;
+    let (mode, uid) = pinned.mode_and_owner()?;
     if mode & 0o170000 != 0o100000 || uid != rustix::process::geteuid().as_raw() {
         return Err(io::Error::from_raw_os_error(libc::EACCES));
     }
     let original = mode & 0o7777;
     let temporary = original | 0o600;
-    let magic = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
-    rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(temporary))?;
+    pinned.chmod(temporary)?;
     let opened = rustix::fs::open(
-        magic.as_str(),
+        pinned.path.as_str(),
         OFlags::RDWR | OFlags::CLOEXEC,
         Mode::empty(),
     );
-    if mode_of(&pinned).is_ok_and(|(now, _)| now & 0o7777 == temporary) {
-        rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(original))?;
+    if pinned
+        .mode_and_owner()
+        .is_ok_and(|(now, _)| now & 0o7777 == temporary)
+    {
+        pinned.chmod(original)?;
     }
     Ok(std::fs::File::from(opened?))
+}
+
+/// One directory entry pinned with an `O_PATH | O_NOFOLLOW` descriptor, and the
+/// `/proc/self/fd` path that reaches exactly that entry: a change made through it goes to
+/// that file, never through a symlink or to a file swapped in after the lookup.
+pub struct Pinned {
+    fd: OwnedFd,
+    path: String,
+}
+
+impl Pinned {
+    /// Pins `dir/name` (not following a final symlink).
+    pub fn new(dir: &impl std::os::fd::AsFd, name: &Path) -> io::Result<Self> {
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        Ok(Self { fd, path })
+    }
+
+    /// The entry's `st_mode` (type and permission bits) and owner.
+    pub fn mode_and_owner(&self) -> io::Result<(u32, u32)> {
+        let s = rustix::fs::statx(&self.fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+        Ok((u32::from(s.stx_mode), s.stx_uid))
+    }
+
+    /// Sets the entry's permission bits (never of a symlink's target).
+    pub fn chmod(&self, mode: u32) -> io::Result<()> {
+        rustix::fs::chmod(self.path.as_str(), Mode::from_raw_mode(mode & 0o7777))?;
+        Ok(())
+    }
 }
 
 /// Checks that `name` is one path component a client may create, remove or rename (`.` and
