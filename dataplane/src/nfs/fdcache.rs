@@ -73,48 +73,37 @@ impl FdCache {
             (vfs.open_file(&node.rel, false)?, false)
         };
         let file = Arc::new(file);
-        if let Ok(mut inner) = self.inner.lock() {
-            Self::make_room(&mut inner, self.capacity);
-            let used = inner.tick;
-            inner.map.insert(
-                key,
-                Entry {
-                    file: Arc::clone(&file),
-                    writable,
-                    used,
-                },
-            );
-        }
+        self.store(key, Arc::clone(&file), writable);
         Ok(file)
     }
 
     /// Caches `file`, just opened for the file with `attr` (CREATE's own descriptor).
     pub fn insert(&self, attr: &Attr, file: File, writable: bool) {
-        let key = (attr.fileid, attr.generation);
+        self.store((attr.fileid, attr.generation), Arc::new(file), writable);
+    }
+
+    /// Adds an entry, evicting the least recently used one when full.
+    fn store(&self, key: (u64, u32), file: Arc<File>, writable: bool) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.tick += 1;
             let used = inner.tick;
-            Self::make_room(&mut inner, self.capacity);
+            if inner.map.len() >= self.capacity
+                && let Some(oldest) = inner
+                    .map
+                    .iter()
+                    .min_by_key(|(_, e)| e.used)
+                    .map(|(k, _)| *k)
+            {
+                inner.map.remove(&oldest);
+            }
             inner.map.insert(
                 key,
                 Entry {
-                    file: Arc::new(file),
+                    file,
                     writable: writable && !self.read_only,
                     used,
                 },
             );
-        }
-    }
-
-    fn make_room(inner: &mut Inner, capacity: usize) {
-        if inner.map.len() >= capacity
-            && let Some(oldest) = inner
-                .map
-                .iter()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(k, _)| *k)
-        {
-            inner.map.remove(&oldest);
         }
     }
 
