@@ -20,7 +20,7 @@ use kube::runtime::reflector::Store;
 use tokio::sync::{oneshot, watch};
 use zeronas_operator::controller::{self, Context};
 use zeronas_operator::crd::NasVolume;
-use zeronas_operator::leader::{self, LeaseConfig};
+use zeronas_operator::leader::{self, Elector, LeaseConfig, Timings};
 use zeronas_operator::metrics::Metrics;
 use zeronas_operator::reconcile::Settings;
 use zeronas_operator::render;
@@ -47,9 +47,19 @@ struct Cli {
     /// Name of the Lease.
     #[arg(long, default_value = "zeronas-operator")]
     lease_name: String,
-    /// This replica's identity in the Lease (default: pod name or hostname and pid).
+    /// This replica's name in the Lease; the holder identity is `<name>_<per-process id>`
+    /// (default name: the hostname).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Seconds a standby waits, after it last saw the Lease change, before taking it over.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds the leader keeps reconciling without a successful renewal (< lease duration).
+    #[arg(long, default_value_t = 10)]
+    renew_deadline_seconds: u64,
+    /// Seconds between renewals, and between a standby's looks at the Lease (< renew deadline).
+    #[arg(long, default_value_t = 2)]
+    retry_period_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "ZERONAS_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -155,6 +165,14 @@ async fn client(cli: &Cli) -> Result<Client, String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    // Bad timings fail before anything starts: a deadline at or past the lease would let a
+    // standby take over while a stalled leader still reconciles.
+    let timings = Timings::from_secs(
+        cli.lease_duration_seconds,
+        cli.renew_deadline_seconds,
+        cli.retry_period_seconds,
+    )
+    .map_err(|e| format!("bad leader election timings: {e}"))?;
     let client = client(&cli).await?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -179,55 +197,104 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| {
             format!("cannot list NasVolumes (is the CRD installed and RBAC granted?): {e}")
         })?;
-
-    let lease = LeaseConfig {
-        namespace: cli.lease_namespace.clone(),
-        name: cli.lease_name.clone(),
-        identity: cli.identity.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
-        }),
-        duration: Duration::from_secs(15),
-    };
-    if cli.leader_election {
-        tokio::select! {
-            () = leader::acquire(&client, &lease) => {}
-            () = shutdown_signal() => return Ok(()),
-        }
-    }
+    // Ready means "up and able to lead", not "leading": standbys are Ready too, so a rolling
+    // update of several replicas completes. Leadership is the zeronas_operator_leader gauge.
     ready.store(true, Ordering::Relaxed);
+
+    let mut elector = cli.leader_election.then(|| {
+        let name = cli.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            host.trim().to_owned()
+        });
+        Elector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: cli.lease_namespace.clone(),
+                name: cli.lease_name.clone(),
+                identity: leader::process_identity(&name),
+                timings,
+            },
+        )
+    });
+    if let Some(elector) = &mut elector {
+        tracing::info!(identity = %elector.identity(), ?timings, "standing by for the leader lease");
+        let acquired = tokio::select! {
+            () = elector.acquire() => true,
+            () = shutdown_signal() => false,
+        };
+        if !acquired {
+            // A take cut short by the signal may have landed: hand it back if so.
+            release(elector).await;
+            return Ok(());
+        }
+        metrics.set_leader(true);
+    }
 
     let ctx = Context::new(
         client.clone(),
         Settings {
             dataplane_image: cli.dataplane_image.clone(),
         },
-        metrics,
+        Arc::clone(&metrics),
     );
     let mut stop = stop_rx.clone();
-    let controller = tokio::spawn(controller::run(
+    let mut controller = tokio::spawn(controller::run(
         ctx,
         async move {
             let _ = stop.wait_for(|s| *s).await;
         },
         store_tx,
     ));
-    let lost = async {
-        if cli.leader_election {
-            leader::hold(&client, &lease).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
+    let lost = tokio::select! {
+        () = shutdown_signal() => None,
+        lost = hold(elector.as_mut()) => Some(lost),
     };
-    let outcome = tokio::select! {
-        () = shutdown_signal() => Ok(()),
-        () = lost => Err("lost the leader lease; exiting so a fresh replica can take over".to_owned()),
-    };
+    if let Some(lost) = lost {
+        // Stop reconciling now, without waiting for reconciles in flight: a standby may
+        // take the lease once it has seen no renewal for a lease duration.
+        controller.abort();
+        metrics.set_leader(false);
+        ready.store(false, Ordering::Relaxed);
+        return Err(format!(
+            "lost the leader lease ({lost}); exiting so a fresh process stands by"
+        ));
+    }
     ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(20), controller).await;
+    // Reconciles in flight finish, the lease still renewed meanwhile; if it is lost while
+    // they drain, they are cut off.
+    tokio::select! {
+        _ = tokio::time::timeout(Duration::from_secs(20), &mut controller) => {}
+        lost = hold(elector.as_mut()) => {
+            tracing::error!(%lost, "lost the leader lease while stopping");
+            controller.abort();
+        }
+    }
+    metrics.set_leader(false);
+    if let Some(elector) = &mut elector {
+        release(elector).await;
+    }
     tracing::info!("stopped");
-    outcome
+    Ok(())
+}
+
+/// Renews the lease until it is lost; without leader election, never returns.
+async fn hold(elector: Option<&mut Elector>) -> leader::Lost {
+    match elector {
+        Some(elector) => elector.hold().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Releases the lease (bounded: shutdown must not hang on an unreachable API server; the
+/// standby then takes over after a lease duration instead).
+async fn release(elector: &mut Elector) {
+    match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => tracing::debug!("no lease of ours to release"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the leader lease"),
+        Err(_) => tracing::warn!("releasing the leader lease timed out"),
+    }
 }
 
 async fn shutdown_signal() {
@@ -291,10 +358,7 @@ fn probe_response(
     let (status, body) = match path {
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".to_owned()),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not leading yet\n".to_owned(),
-        ),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
         "/metrics" => {
             let volumes = store.get().map(Store::state).unwrap_or_default();
             (

@@ -30,6 +30,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ReasonLabels, Counter>,
     volumes: Family<PhaseLabels, Gauge>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -56,12 +57,24 @@ impl Metrics {
         );
         let volumes = Family::<PhaseLabels, Gauge>::default();
         registry.register("zeronas_nasvolumes", "NasVolumes by phase", volumes.clone());
+        let leader = Gauge::default();
+        registry.register(
+            "zeronas_operator_leader",
+            "1 while this replica holds the leader Lease and reconciles, else 0",
+            leader.clone(),
+        );
         Self {
             registry,
             reconcile_duration,
             reconcile_errors,
             volumes,
+            leader,
         }
+    }
+
+    /// Records whether this replica leads (readiness does not say: standbys are Ready too).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Records one reconcile.
@@ -146,5 +159,8 @@ mod tests {
         assert!(text.contains("zeronas_reconcile_errors_total{reason=\"conflict\"} 1"));
         assert!(text.contains("zeronas_reconcile_duration_seconds_count 2"));
         assert_eq!(m.errors("conflict"), 1);
+        assert!(text.contains("zeronas_operator_leader 0"), "{text}");
+        m.set_leader(true);
+        assert!(m.render([]).contains("zeronas_operator_leader 1"));
     }
 }
