@@ -6,30 +6,45 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
-use crate::crd::{NasVolume, NasVolumeStatus, Phase};
+use crate::crd::{DeletionPolicy, NasVolume, NasVolumeStatus, Phase};
 use crate::metrics::Metrics;
-use crate::names::{LABEL_MANAGED_BY, LABEL_NAMESPACE, LABEL_VOLUME, MANAGER};
+use crate::names::{LABEL_MANAGED_BY, LABEL_NAMESPACE, LABEL_VOLUME, MANAGER, OwnedNames};
+use crate::reconcile::expansion::{self, Expansion};
+use crate::reconcile::ownership::{self, Ownership};
+use crate::reconcile::secret::{self, RandomError};
 use crate::reconcile::status::{self, Observed};
-use crate::reconcile::{BuildError, Settings, deployment, identity, pvc, service, share};
+use crate::reconcile::{
+    BuildError, Settings, deletion, deployment, identity, network_policy, pvc, service, share,
+};
 
 /// The one field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "zeronas-operator";
-/// Finalizer that removes the cluster-scoped PV before the NasVolume goes.
+/// Finalizer that holds the NasVolume until its share is safely taken down: no pod uses the
+/// consumer claim, a retained backing claim is released, the cluster-scoped PV is removed.
 pub const FINALIZER: &str = "zeronas.io/share-cleanup";
 /// Longest wait between retries of a failing NasVolume.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often a deletion waiting for pods looks again.
+pub const IN_USE_RECHECK: Duration = Duration::from_secs(5);
+/// Environment variable naming the namespace allowed to scrape dataplane metrics (the
+/// NetworkPolicy's metrics peer besides the NasVolume's own namespace).
+pub const MONITORING_NAMESPACE_ENV: &str = "ZERONAS_MONITORING_NAMESPACE";
+/// The monitoring namespace when [`MONITORING_NAMESPACE_ENV`] is unset.
+pub const DEFAULT_MONITORING_NAMESPACE: &str = "monitoring";
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +55,12 @@ pub enum Error {
     /// An object could not be built from the spec.
     #[error("cannot build objects: {0}")]
     Build(#[from] BuildError),
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// No tokens could be generated for the token Secret.
+    #[error("cannot create the HTTP token Secret: {0}")]
+    Random(#[from] RandomError),
+    /// A finalizer patch could not be encoded.
+    #[error("cannot encode the finalizer patch: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 impl Error {
@@ -51,10 +69,25 @@ impl Error {
         match self {
             Error::Kube(kube::Error::Api(status)) if status.is_conflict() => "conflict",
             Error::Kube(kube::Error::Api(status)) if status.is_forbidden() => "forbidden",
+            Error::Kube(kube::Error::Api(status)) if status.is_not_found() => "not_found",
             Error::Kube(kube::Error::Api(_)) => "api_error",
             Error::Kube(_) => "transport",
             Error::Build(_) => "invalid_spec",
-            Error::Finalizer(_) => "finalizer",
+            Error::Random(_) => "random",
+            Error::Encode(_) => "internal",
+        }
+    }
+
+    /// The `Ready=False` reason written to the status (CamelCase, as conditions want).
+    pub fn condition_reason(&self) -> &'static str {
+        match self.reason() {
+            "conflict" => "Conflict",
+            "forbidden" => "Forbidden",
+            "not_found" => "NotFound",
+            "api_error" => "ApiError",
+            "transport" => "ApiUnreachable",
+            "invalid_spec" => "InvalidSpec",
+            _ => "ReconcileFailed",
         }
     }
 }
@@ -65,6 +98,8 @@ pub struct Context {
     pub client: Client,
     /// Builder settings.
     pub settings: Settings,
+    /// The namespace allowed to scrape dataplane metrics (see [`MONITORING_NAMESPACE_ENV`]).
+    pub monitoring_namespace: String,
     /// Event recorder.
     pub recorder: Recorder,
     /// Metrics.
@@ -74,16 +109,22 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for `client`.
+    /// A context for `client`; the monitoring namespace comes from
+    /// [`MONITORING_NAMESPACE_ENV`] (the chart's `monitoringNamespace`).
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
         let recorder = Recorder::new(client.clone(), reporter);
+        let monitoring_namespace = std::env::var(MONITORING_NAMESPACE_ENV)
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_MONITORING_NAMESPACE.to_owned());
         Arc::new(Self {
             client,
             settings,
+            monitoring_namespace,
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
@@ -93,26 +134,39 @@ impl Context {
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Publishes an Event about `nv`; a failure is only logged (events are best effort).
+    async fn event(&self, nv: &NasVolume, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &nv.object_ref(&())).await {
+            tracing::debug!(error = %e, reason, "cannot publish event");
+        }
+    }
 }
 
 fn key(nv: &NasVolume) -> String {
     format!("{}/{}", nv.namespace().unwrap_or_default(), nv.name_any())
 }
 
-/// Reconciles one NasVolume (the finalizer decides between apply and cleanup).
+/// Reconciles one NasVolume: adds the finalizer, applies the objects, or takes the share
+/// down when it is being deleted. A failure is written to the status (`Ready=False` with the
+/// error's reason) and counted under that reason.
 pub async fn reconcile(nv: Arc<NasVolume>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = nv.namespace().unwrap_or_default();
-    let api: Api<NasVolume> = Api::namespaced(ctx.client.clone(), &namespace);
     let volume_key = key(&nv);
-    let result = finalizer(&api, FINALIZER, nv, |event| async {
-        match event {
-            Finalizer::Apply(nv) => apply(&nv, &ctx).await,
-            Finalizer::Cleanup(nv) => cleanup(&nv, &ctx).await,
+    let result = reconcile_volume(&nv, &ctx).await;
+    if let Err(error) = &result {
+        let failed = status::failed(&nv, error.condition_reason(), error.to_string(), now());
+        if let Err(e) = publish_status(&nv, &ctx, failed).await {
+            tracing::debug!(volume = %volume_key, error = %e, "cannot write the failure to the status");
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    }
     ctx.metrics.observe_reconcile(
         started.elapsed().as_secs_f64(),
         result.as_ref().err().map(Error::reason),
@@ -121,6 +175,59 @@ pub async fn reconcile(nv: Arc<NasVolume>, ctx: Arc<Context>) -> Result<Action, 
         ctx.failures().remove(&volume_key);
     }
     result
+}
+
+async fn reconcile_volume(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
+    let (namespace, name, _) = identity(nv)?;
+    let api: Api<NasVolume> = Api::namespaced(ctx.client.clone(), &namespace);
+    let finalizers = nv.finalizers();
+    let position = finalizers.iter().position(|f| f == FINALIZER);
+    if nv.meta().deletion_timestamp.is_some() {
+        let Some(index) = position else {
+            return Ok(Action::await_change());
+        };
+        return match cleanup(nv, ctx).await? {
+            Cleanup::Waiting => Ok(Action::requeue(IN_USE_RECHECK)),
+            Cleanup::Done => {
+                // `test` first: never remove another controller's finalizer by index.
+                let patch = serde_json::json!([
+                    { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER },
+                    { "op": "remove", "path": format!("/metadata/finalizers/{index}") },
+                ]);
+                remove_or_add_finalizer(&api, &name, patch).await?;
+                Ok(Action::await_change())
+            }
+        };
+    }
+    if position.is_none() {
+        let patch = if finalizers.is_empty() {
+            serde_json::json!([
+                { "op": "test", "path": "/metadata/finalizers", "value": null },
+                { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+            ])
+        } else {
+            serde_json::json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }])
+        };
+        remove_or_add_finalizer(&api, &name, patch).await?;
+    }
+    apply(nv, ctx).await
+}
+
+async fn remove_or_add_finalizer(
+    api: &Api<NasVolume>,
+    name: &str,
+    patch: serde_json::Value,
+) -> Result<(), Error> {
+    let patch: json_patch::Patch = serde_json::from_value(patch)?;
+    match api
+        .patch::<NasVolume>(name, &PatchParams::default(), &Patch::Json(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone already: nothing left to hold.
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Retries a failed NasVolume with exponential backoff (1 s, 2 s, 4 s, ... up to 5 min).
@@ -132,7 +239,7 @@ pub fn error_policy(nv: Arc<NasVolume>, error: &Error, ctx: Arc<Context>) -> Act
         *n
     };
     let delay = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(20)).min(MAX_BACKOFF);
-    tracing::warn!(volume = %key(&nv), error = %error, attempts, retry_in_s = delay.as_secs(), "reconcile failed");
+    tracing::warn!(volume = %key(&nv), error = %error, reason = error.reason(), attempts, retry_in_s = delay.as_secs(), "reconcile failed");
     let (recorder, reference, note) = (ctx.recorder.clone(), nv.object_ref(&()), error.to_string());
     tokio::spawn(async move {
         let event = Event {
@@ -147,10 +254,48 @@ pub fn error_policy(nv: Arc<NasVolume>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(delay)
 }
 
+/// Reads the object called `name` and decides who controls it.
+async fn ownership_of<K>(
+    api: &Api<K>,
+    name: &str,
+    nv_name: &str,
+    uid: &str,
+    adoptable: bool,
+) -> Result<(Option<K>, Ownership), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let existing = api.get_opt(name).await?;
+    let ownership =
+        ownership::classify(existing.as_ref().map(|o| o.meta()), nv_name, uid, adoptable);
+    Ok((existing, ownership))
+}
+
+/// Server-side apply of an owned object. Objects this NasVolume controls are applied with
+/// `force`: the operator is the only writer of the fields it sets, and force takes back a
+/// field someone changed by hand (drift) instead of failing every reconcile on a manager
+/// conflict. A new object is applied without force, so an object created by someone else
+/// between our read and our write makes the apply fail rather than be taken over.
+async fn apply_owned<K>(
+    api: &Api<K>,
+    name: &str,
+    ownership: &Ownership,
+    object: &K,
+) -> Result<K, Error>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let params = match ownership {
+        Ownership::Ours | Ownership::Retained => PatchParams::apply(FIELD_MANAGER).force(),
+        _ => PatchParams::apply(FIELD_MANAGER),
+    };
+    Ok(api.patch(name, &params, &Patch::Apply(object)).await?)
+}
+
 async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
-    let (namespace, _, names) = identity(nv)?;
+    let (namespace, name, names) = identity(nv)?;
+    let uid = nv.uid().unwrap_or_default();
     let client = ctx.client.clone();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut observed = Observed::default();
 
     if let Some(class) = &nv.spec.storage_class_name
@@ -168,57 +313,161 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
 
+    // Every namespaced name is checked before anything is written: one foreign object and
+    // the NasVolume touches nothing.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
-    let existing_data = claims.get_opt(&names.data_claim).await?;
-    let data_request = pvc::request_for(existing_data.as_ref(), &nv.spec.capacity, true);
-    let data = claims
-        .patch(
-            &names.data_claim,
-            &params,
-            &Patch::Apply(pvc::data_claim(nv, data_request)?),
-        )
-        .await?;
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let svc = services
-        .patch(
-            &names.service,
-            &params,
-            &Patch::Apply(service::service(nv)?),
-        )
-        .await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let dep = deployments
-        .patch(
-            &names.deployment,
-            &params,
-            &Patch::Apply(deployment::deployment(nv, &ctx.settings)?),
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
+    let (existing_data, data_owner) =
+        ownership_of(&claims, &names.data_claim, &name, &uid, true).await?;
+    let (existing_consumer, consumer_owner) =
+        ownership_of(&claims, &names.consumer_claim, &name, &uid, false).await?;
+    let (_, service_owner) = ownership_of(&services, &names.service, &name, &uid, false).await?;
+    let (_, deployment_owner) =
+        ownership_of(&deployments, &names.deployment, &name, &uid, false).await?;
+    let (_, secret_owner) = ownership_of(&secrets, &names.token_secret, &name, &uid, false).await?;
+    let (_, policy_owner) =
+        ownership_of(&policies, &names.network_policy, &name, &uid, false).await?;
+    let checked = [
+        ("PersistentVolumeClaim", &names.data_claim, &data_owner),
+        (
+            "PersistentVolumeClaim",
+            &names.consumer_claim,
+            &consumer_owner,
+        ),
+        ("Service", &names.service, &service_owner),
+        ("Deployment", &names.deployment, &deployment_owner),
+        ("Secret", &names.token_secret, &secret_owner),
+        ("NetworkPolicy", &names.network_policy, &policy_owner),
+    ];
+    let conflicts: Vec<String> = checked
+        .iter()
+        .filter_map(|(kind, object, owner)| match owner {
+            Ownership::Foreign(whose) => {
+                Some(ownership::conflict_message(kind, &namespace, object, whose))
+            }
+            _ => None,
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        let message = conflicts.join("; ");
+        tracing::warn!(volume = %key(nv), %message, "name conflict; nothing applied");
+        ctx.event(nv, EventType::Warning, "NameConflict", message.clone())
+            .await;
+        observed.blocked = Some(("NameConflict".into(), message));
+        publish_status(nv, ctx, status::compute(nv, &observed, now())).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+
+    // The backing claim: created, adopted (retained from a NasVolume of this name), or
+    // grown when its storage class allows it.
+    let class = match existing_data.as_ref().and_then(expansion::class_of) {
+        Some(class) => {
+            Api::<StorageClass>::all(client.clone())
+                .get_opt(class)
+                .await?
+        }
+        None => None,
+    };
+    let resizable =
+        match expansion::decide(existing_data.as_ref(), &nv.spec.capacity, class.as_ref()) {
+            Expansion::NotNeeded | Expansion::Allowed => true,
+            Expansion::NotSupported(message) => {
+                observed.blocked = Some(("ExpansionNotSupported".into(), message));
+                false
+            }
+        };
+    let data_request = pvc::request_for(existing_data.as_ref(), &nv.spec.capacity, resizable);
+    let data = apply_owned(
+        &claims,
+        &names.data_claim,
+        &data_owner,
+        &pvc::data_claim(nv, data_request)?,
+    )
+    .await?;
+    if data_owner == Ownership::Retained {
+        claims
+            .patch(
+                &names.data_claim,
+                &PatchParams::default(),
+                &Patch::Merge(deletion::adopted_patch()),
+            )
+            .await?;
+        tracing::info!(volume = %key(nv), claim = %names.data_claim, "adopted a retained backing claim");
+        ctx.event(
+            nv,
+            EventType::Normal,
+            "Adopted",
+            format!(
+                "adopted the retained backing claim {} and its data",
+                names.data_claim
+            ),
         )
-        .await?;
+        .await;
+    }
+
+    // The token Secret is created once and never rewritten: handed-out tokens stay valid.
+    if secret_owner == Ownership::Absent {
+        let object = secret::token_secret(nv, &secret::new_token()?, &secret::new_token()?)?;
+        secrets
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                },
+                &object,
+            )
+            .await?;
+        tracing::info!(volume = %key(nv), secret = %names.token_secret, "created the HTTP token Secret");
+    }
+
+    let svc = apply_owned(
+        &services,
+        &names.service,
+        &service_owner,
+        &service::service(nv)?,
+    )
+    .await?;
+    apply_owned(
+        &policies,
+        &names.network_policy,
+        &policy_owner,
+        &network_policy::network_policy(nv, &ctx.monitoring_namespace)?,
+    )
+    .await?;
+    let dep = apply_owned(
+        &deployments,
+        &names.deployment,
+        &deployment_owner,
+        &deployment::deployment(nv, &ctx.settings)?,
+    )
+    .await?;
 
     let cluster_ip = svc
         .spec
         .and_then(|s| s.cluster_ip)
         .filter(|ip| !ip.is_empty() && ip != "None");
     if let Some(ip) = &cluster_ip {
+        // Cluster-scoped and named after the uid: no tenant can name another's PV.
         let volumes: Api<PersistentVolume> = Api::all(client.clone());
         volumes
             .patch(
                 &names.volume,
-                &params,
+                &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(share::volume(nv, ip)?),
             )
             .await?;
-        let existing_consumer = claims.get_opt(&names.consumer_claim).await?;
         let consumer_request =
             pvc::request_for(existing_consumer.as_ref(), &nv.spec.capacity, false);
-        let consumer_claim = share::consumer_claim(nv, consumer_request)?;
-        let consumer = claims
-            .patch(
-                &names.consumer_claim,
-                &params,
-                &Patch::Apply(consumer_claim),
-            )
-            .await?;
+        let consumer = apply_owned(
+            &claims,
+            &names.consumer_claim,
+            &consumer_owner,
+            &share::consumer_claim(nv, consumer_request)?,
+        )
+        .await?;
         observed.consumer_claim_phase = consumer.status.and_then(|s| s.phase);
     }
     observed.cluster_ip = cluster_ip;
@@ -255,8 +504,36 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     }))
 }
 
-async fn cleanup(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
-    let (_, _, names) = identity(nv)?;
+/// Where a deletion stands.
+enum Cleanup {
+    /// Pods still use the consumer claim: look again later.
+    Waiting,
+    /// Everything that needed doing is done: the finalizer may go.
+    Done,
+}
+
+async fn cleanup(nv: &NasVolume, ctx: &Context) -> Result<Cleanup, Error> {
+    let (namespace, name, names) = identity(nv)?;
+    let uid = nv.uid().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let users = deletion::pods_using(
+        &pods.list(&ListParams::default()).await?.items,
+        &names.consumer_claim,
+    );
+    if !users.is_empty() {
+        let message = deletion::in_use_message(&names.consumer_claim, &users);
+        tracing::info!(volume = %key(nv), pods = ?users, "deletion waits for pods using the share");
+        let observed = Observed {
+            deleting: true,
+            in_use: Some(message.clone()),
+            ..Observed::default()
+        };
+        if let Err(e) = publish_status(nv, ctx, status::compute(nv, &observed, now())).await {
+            tracing::debug!(error = %e, "could not mark the NasVolume InUse");
+        }
+        ctx.event(nv, EventType::Warning, "InUse", message).await;
+        return Ok(Cleanup::Waiting);
+    }
     let observed = Observed {
         deleting: true,
         ..Observed::default()
@@ -264,6 +541,9 @@ async fn cleanup(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     // The object may already be half gone; a failed status write must not block deletion.
     if let Err(e) = publish_status(nv, ctx, status::compute(nv, &observed, now())).await {
         tracing::debug!(error = %e, "could not mark the NasVolume Deleting");
+    }
+    if nv.spec.deletion_policy == DeletionPolicy::Retain {
+        retain_data_claim(nv, ctx, &namespace, &name, &uid, &names).await?;
     }
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
     match volumes
@@ -274,18 +554,57 @@ async fn cleanup(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         Err(kube::Error::Api(status)) if status.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "ShareRemoved".into(),
-        note: Some(format!(
+    ctx.event(
+        nv,
+        EventType::Normal,
+        "ShareRemoved",
+        format!(
             "deleted PersistentVolume {}; owned objects are garbage-collected",
             names.volume
-        )),
-        action: "Delete".into(),
-        secondary: None,
+        ),
+    )
+    .await;
+    Ok(Cleanup::Done)
+}
+
+/// `deletionPolicy: Retain`: releases the backing claim from the NasVolume (so garbage
+/// collection keeps it) and labels it for adoption by a NasVolume of the same name.
+async fn retain_data_claim(
+    nv: &NasVolume,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    names: &OwnedNames,
+) -> Result<(), Error> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(claim) = claims.get_opt(&names.data_claim).await? else {
+        return Ok(());
     };
-    let _ = ctx.recorder.publish(&event, &nv.object_ref(&())).await;
-    Ok(Action::await_change())
+    if ownership::classify(Some(&claim.metadata), name, uid, false) != Ownership::Ours {
+        // Not ours (or already released by an earlier attempt): leave it as it is.
+        return Ok(());
+    }
+    claims
+        .patch(
+            &names.data_claim,
+            &PatchParams::default(),
+            &Patch::Merge(deletion::release_patch(&claim, name, uid)),
+        )
+        .await?;
+    tracing::info!(volume = %key(nv), claim = %names.data_claim, "retained the backing claim");
+    ctx.event(
+        nv,
+        EventType::Normal,
+        "Retained",
+        format!(
+            "deletionPolicy Retain: kept the backing claim {} (label zeronas.io/retained=true); \
+             a NasVolume named {name} in {namespace} adopts it",
+            names.data_claim
+        ),
+    )
+    .await;
+    Ok(())
 }
 
 fn now() -> Time {
@@ -360,6 +679,7 @@ pub async fn run(
     )
     .owns(Api::<Deployment>::all(client.clone()), managed.clone())
     .owns(Api::<Service>::all(client.clone()), managed.clone())
+    .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
     .watches(
         Api::<PersistentVolume>::all(client.clone()),
         managed,

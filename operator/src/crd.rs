@@ -1,14 +1,15 @@
 //! The `NasVolume` custom resource (`zeronas.io/v1alpha1`).
 //!
 //! Validation lives in the schema: CEL rules (`x-kubernetes-validations`) reject a
-//! fractional CPU with `cpuPinning`, a shrinking `capacity`, and malformed CIDRs at the
+//! fractional CPU with `cpuPinning`, a shrinking `capacity`, malformed CIDRs, and changes
+//! to fields the backing objects cannot follow (`storageClassName`, `readOnly`) at the
 //! apiserver, before the operator sees the object.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,17 @@ use serde::{Deserialize, Serialize};
     .message("shareRoot.mode applies to identity Posix only; with Squash the pod's fsGroup makes the root writable")
     .reason(kube::core::Reason::FieldValueForbidden)
     .field_path(".shareRoot.mode"))]
+// A claim's storage class and a PV's access modes and NFS source cannot change once created
+// (the apiserver refuses), so the NasVolume refuses the change up front instead of failing
+// every reconcile afterwards. Spec-level rules, so adding or removing the field counts too.
+#[x_kube(validation = Rule::new("(has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')")
+    .message("storageClassName cannot change after creation (the backing claim's class is immutable)")
+    .reason(kube::core::Reason::FieldValueForbidden)
+    .field_path(".storageClassName"))]
+#[x_kube(validation = Rule::new("(has(self.readOnly) && self.readOnly) == (has(oldSelf.readOnly) && oldSelf.readOnly)")
+    .message("readOnly cannot change after creation (the share's PV and claim access modes are immutable)")
+    .reason(kube::core::Reason::FieldValueForbidden)
+    .field_path(".readOnly"))]
 #[serde(rename_all = "camelCase")]
 pub struct NasVolumeSpec {
     /// Size of the backing volume, and the quota the dataplane enforces (e.g. `100Gi`). May
@@ -116,6 +128,49 @@ pub struct NasVolumeSpec {
     /// Tolerations for the dataplane pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
+
+    /// What happens to the backing claim (the data) when the NasVolume is deleted. `Retain`
+    /// (default): the claim is released (its owner reference removed, labelled
+    /// `zeronas.io/retained: "true"`) and kept; a new NasVolume of the same name in the same
+    /// namespace adopts it. `Delete`: the claim is garbage-collected with the NasVolume.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// The HTTP file API's access rules.
+    #[serde(default)]
+    pub http: HttpAccess,
+
+    /// Pods (in the NasVolume's namespace) that may reach the NFS port directly, besides the
+    /// `clients` networks (the NetworkPolicy's pod peer). Kernel NFS mounts come from the
+    /// nodes and are matched by `clients`; this is for pods running their own NFS client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs_client_pod_selector: Option<LabelSelector>,
+}
+
+/// What deleting the NasVolume does to the data.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Keep the backing claim (released, labelled, adoptable by a NasVolume of the same name).
+    #[default]
+    Retain,
+    /// Delete the backing claim with the NasVolume.
+    Delete,
+}
+
+/// Access to the HTTP file API. Every request needs a bearer token from the Secret named in
+/// `status.httpTokenSecret` (`token`: read-write, `read-token`: read-only), unless
+/// `anonymousRead` allows reads without one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAccess {
+    /// Serve reads (GET, HEAD, listings) without a token; writes still need `token`.
+    #[serde(default)]
+    pub anonymous_read: bool,
+    /// Namespaces whose pods may reach the HTTP port (the NetworkPolicy's namespace peers).
+    /// Default (empty): only the NasVolume's own namespace.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub allowed_namespaces: Vec<String>,
 }
 
 fn default_protocols() -> Vec<Protocol> {
@@ -287,6 +342,9 @@ pub struct NasVolumeStatus {
     /// The data path in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_path: Option<DataPathStatus>,
+    /// The Secret holding the HTTP bearer tokens (`token`, `read-token`), same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_token_secret: Option<String>,
 }
 
 /// Lifecycle phase.

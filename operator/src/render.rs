@@ -146,7 +146,7 @@ mod tests {
                 "PersistentVolumeClaim/media-data",
                 "Service/media",
                 "Deployment/media-dataplane",
-                "PersistentVolume/zeronas-team-a-media",
+                "PersistentVolume/zeronas-00000000-0000-0000-0000-000000000000",
                 "PersistentVolumeClaim/media"
             ]
         );

@@ -151,3 +151,65 @@ fn identity_modes_and_share_root() {
     .expect_err("unknown identity");
     assert!(unknown.to_string().contains("Posix"), "{unknown}");
 }
+
+#[test]
+fn immutable_fields_cannot_change() {
+    let old = with_spec("  capacity: 10Gi\n  storageClassName: fast\n");
+    let same = with_spec("  capacity: 20Gi\n  storageClassName: fast\n  deletionPolicy: Delete\n");
+    assert!(same.validate_cel_update(&old).is_ok());
+    for (changed, message) in [
+        (
+            "  capacity: 10Gi\n  storageClassName: slow\n",
+            "storageClassName cannot change after creation",
+        ),
+        (
+            "  capacity: 10Gi\n",
+            "storageClassName cannot change after creation",
+        ),
+        (
+            "  capacity: 10Gi\n  storageClassName: fast\n  readOnly: true\n",
+            "readOnly cannot change after creation",
+        ),
+    ] {
+        let err = format!(
+            "{:?}",
+            with_spec(changed)
+                .validate_cel_update(&old)
+                .expect_err(changed)
+        );
+        assert!(err.contains(message), "{changed}: {err}");
+    }
+    // readOnly omitted and readOnly: false are the same thing.
+    let explicit = with_spec("  capacity: 10Gi\n  storageClassName: fast\n  readOnly: false\n");
+    assert!(explicit.validate_cel_update(&old).is_ok());
+    // On create the transition rules do not apply.
+    assert!(
+        with_spec("  capacity: 1Gi\n  readOnly: true\n")
+            .validate_cel()
+            .is_ok()
+    );
+}
+
+#[test]
+fn the_generated_crd_carries_the_lifecycle_fields_and_rules() {
+    let crd = generated();
+    for needle in [
+        "(has(oldSelf.storageClassName) ? oldSelf.storageClassName",
+        "(has(self.readOnly) && self.readOnly) == (has(oldSelf.readOnly) && oldSelf.readOnly)",
+        "deletionPolicy:",
+        "- Retain",
+        "anonymousRead:",
+        "allowedNamespaces:",
+        "nfsClientPodSelector:",
+        "httpTokenSecret:",
+    ] {
+        assert!(crd.contains(needle), "CRD lacks {needle:?}");
+    }
+    let nv = with_spec("  capacity: 1Gi\n");
+    assert_eq!(
+        nv.spec.deletion_policy,
+        zeronas_operator::crd::DeletionPolicy::Retain,
+        "Retain is the default"
+    );
+    assert!(!nv.spec.http.anonymous_read);
+}

@@ -12,11 +12,12 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::secret::{MOUNT_PATH as TOKEN_MOUNT, READ_TOKEN_KEY, TOKEN_KEY};
 use super::service::{HTTP_PORT, METRICS_PORT, NFS_PORT};
 use super::{BuildError, Settings, capacity_bytes, identity, labels, owned_meta, selector};
 use crate::crd::{Access, ClientRule, Identity, NasVolume, Protocol, Rdma, Squash, ZeroCopy};
@@ -86,6 +87,30 @@ fn identity_args(nv: &NasVolume) -> Vec<String> {
     }
 }
 
+/// Whether the share is served over HTTP (then the pod mounts the token Secret).
+fn serves_http(nv: &NasVolume) -> bool {
+    nv.spec.protocols.contains(&Protocol::Http)
+}
+
+/// The HTTP arguments: the listen address and the token files, or `off`.
+fn http_args(nv: &NasVolume) -> Vec<String> {
+    if !serves_http(nv) {
+        return vec!["--http".to_owned(), "off".to_owned()];
+    }
+    let mut args = vec![
+        "--http".to_owned(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+        "--http-token-file".to_owned(),
+        format!("{TOKEN_MOUNT}/{TOKEN_KEY}"),
+        "--http-read-token-file".to_owned(),
+        format!("{TOKEN_MOUNT}/{READ_TOKEN_KEY}"),
+    ];
+    if nv.spec.http.anonymous_read {
+        args.push("--http-anonymous-read".to_owned());
+    }
+    args
+}
+
 /// The dataplane's command line for this NasVolume.
 pub fn dataplane_args(nv: &NasVolume) -> Result<Vec<String>, BuildError> {
     let (_, name, _) = identity(nv)?;
@@ -94,8 +119,10 @@ pub fn dataplane_args(nv: &NasVolume) -> Result<Vec<String>, BuildError> {
         DATA_MOUNT.to_owned(),
         "--share".to_owned(),
         name,
-        "--http".to_owned(),
-        format!("0.0.0.0:{HTTP_PORT}"),
+    ];
+    args.extend(http_args(nv));
+    args.extend([
+        // Probes use the metrics listener, so they work whichever protocols are served.
         "--metrics".to_owned(),
         format!("0.0.0.0:{METRICS_PORT}"),
         "--capacity".to_owned(),
@@ -118,7 +145,7 @@ pub fn dataplane_args(nv: &NasVolume) -> Result<Vec<String>, BuildError> {
         "30s".to_owned(),
         "--log-format".to_owned(),
         "json".to_owned(),
-    ];
+    ]);
     args.push("--nfs".to_owned());
     args.push(if nv.spec.protocols.contains(&Protocol::Nfs) {
         format!("0.0.0.0:{NFS_PORT}")
@@ -216,6 +243,43 @@ pub fn pod_security(nv: &NasVolume) -> PodSecurityContext {
 /// The Deployment for this NasVolume.
 pub fn deployment(nv: &NasVolume, settings: &Settings) -> Result<Deployment, BuildError> {
     let (_, name, names) = identity(nv)?;
+    let mut ports = Vec::new();
+    if nv.spec.protocols.contains(&Protocol::Nfs) {
+        ports.push(container_port("nfs", NFS_PORT));
+    }
+    let mut mounts = vec![VolumeMount {
+        name: "data".into(),
+        mount_path: DATA_MOUNT.into(),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "data".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: names.data_claim.clone(),
+            read_only: Some(false),
+        }),
+        ..Volume::default()
+    }];
+    if serves_http(nv) {
+        ports.push(container_port("http", HTTP_PORT));
+        mounts.push(VolumeMount {
+            name: "http-tokens".into(),
+            mount_path: TOKEN_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "http-tokens".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names.token_secret.clone()),
+                // Owner-and-group readable: the dataplane's user, or its fsGroup (Squash).
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    ports.push(container_port("metrics", METRICS_PORT));
     let resources = BTreeMap::from([
         ("cpu".to_owned(), nv.spec.resources.cpu.clone()),
         ("memory".to_owned(), nv.spec.resources.memory.clone()),
@@ -234,11 +298,7 @@ pub fn deployment(nv: &NasVolume, settings: &Settings) -> Result<Deployment, Bui
             value: Some("info".into()),
             ..EnvVar::default()
         }]),
-        ports: Some(vec![
-            container_port("nfs", NFS_PORT),
-            container_port("http", HTTP_PORT),
-            container_port("metrics", METRICS_PORT),
-        ]),
+        ports: Some(ports),
         resources: Some(ResourceRequirements {
             requests: Some(resources.clone()),
             limits: Some(resources),
@@ -247,24 +307,13 @@ pub fn deployment(nv: &NasVolume, settings: &Settings) -> Result<Deployment, Bui
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 2, 1)),
         security_context: Some(container_security(nv)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_MOUNT.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     };
     let pod = PodSpec {
         containers: vec![container],
         security_context: Some(pod_security(nv)),
-        volumes: Some(vec![Volume {
-            name: "data".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: names.data_claim.clone(),
-                read_only: Some(false),
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(volumes),
         node_selector: nv.spec.node_selector.clone(),
         tolerations: nv.spec.tolerations.clone(),
         termination_grace_period_seconds: Some(GRACE_SECONDS),
@@ -451,6 +500,54 @@ mod tests {
                 .unwrap()
                 .contains(&"--pin-cpus".to_owned())
         );
+    }
+
+    #[test]
+    fn http_tokens_and_protocols() {
+        let args = dataplane_args(&basic()).unwrap().join(" ");
+        assert!(
+            args.contains(
+                "--http 0.0.0.0:8080 --http-token-file /etc/zeronas/http/token \
+                 --http-read-token-file /etc/zeronas/http/read-token --metrics 0.0.0.0:9090"
+            ),
+            "{args}"
+        );
+        assert!(!args.contains("--http-anonymous-read"));
+        let anonymous = volume("capacity: 1Gi\nhttp: { anonymousRead: true }\n");
+        let args = dataplane_args(&anonymous).unwrap().join(" ");
+        assert!(args.contains("--http-anonymous-read"), "{args}");
+        let d = deployment(&basic(), &settings()).unwrap();
+        let p = pod(&d);
+        let secret = p.volumes.as_ref().unwrap()[1].secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("media-http-tokens"));
+        let mount = &p.containers[0].volume_mounts.as_ref().unwrap()[1];
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/etc/zeronas/http", Some(true))
+        );
+
+        // NFS only: HTTP off, no http port, no token mount; probes still on the metrics port.
+        let nfs_only = volume("capacity: 1Gi\nprotocols: [nfs]\nhttp: { anonymousRead: true }\n");
+        let args = dataplane_args(&nfs_only).unwrap().join(" ");
+        assert!(args.contains("--http off --metrics 0.0.0.0:9090"), "{args}");
+        assert!(
+            !args.contains("token") && !args.contains("anonymous"),
+            "{args}"
+        );
+        let d = deployment(&nfs_only, &settings()).unwrap();
+        let c = &pod(&d).containers[0];
+        let ports: Vec<_> = c
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.name.clone())
+            .collect();
+        assert_eq!(ports, ["nfs", "metrics"]);
+        assert_eq!(pod(&d).volumes.as_ref().unwrap().len(), 1);
+        for probe in [&c.liveness_probe, &c.readiness_probe] {
+            let port = &probe.as_ref().unwrap().http_get.as_ref().unwrap().port;
+            assert_eq!(port, &IntOrString::Int(METRICS_PORT));
+        }
     }
 
     #[test]

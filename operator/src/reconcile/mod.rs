@@ -2,8 +2,13 @@
 //! cluster told us) to the object to server-side-apply. No I/O here; the controller does
 //! the applying, so every rule below is unit tested.
 
+pub mod deletion;
 pub mod deployment;
+pub mod expansion;
+pub mod network_policy;
+pub mod ownership;
 pub mod pvc;
+pub mod secret;
 pub mod service;
 pub mod share;
 pub mod status;
@@ -44,7 +49,12 @@ pub fn identity(nv: &NasVolume) -> Result<(String, String, OwnedNames), BuildErr
         .name
         .clone()
         .ok_or(BuildError::MissingMetadata("name"))?;
-    let names = OwnedNames::for_volume(&namespace, &name);
+    let uid = nv
+        .meta()
+        .uid
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("uid"))?;
+    let names = OwnedNames::for_volume(&name, uid);
     Ok((namespace, name, names))
 }
 

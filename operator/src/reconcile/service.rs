@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{BuildError, identity, owned_meta, selector};
-use crate::crd::NasVolume;
+use crate::crd::{NasVolume, Protocol};
 
 /// NFS port (MOUNT shares it).
 pub const NFS_PORT: i32 = 2049;
@@ -24,19 +24,24 @@ fn port(name: &str, number: i32) -> ServicePort {
     }
 }
 
-/// The ClusterIP Service with ports nfs 2049, http 8080, metrics 9090.
+/// The ClusterIP Service with ports nfs 2049 and http 8080 (each only when the share is
+/// served over that protocol) and metrics 9090.
 pub fn service(nv: &NasVolume) -> Result<Service, BuildError> {
     let (_, name, names) = identity(nv)?;
+    let mut ports = Vec::new();
+    if nv.spec.protocols.contains(&Protocol::Nfs) {
+        ports.push(port("nfs", NFS_PORT));
+    }
+    if nv.spec.protocols.contains(&Protocol::Http) {
+        ports.push(port("http", HTTP_PORT));
+    }
+    ports.push(port("metrics", METRICS_PORT));
     Ok(Service {
         metadata: owned_meta(nv, &names.service)?,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector(&name)),
-            ports: Some(vec![
-                port("nfs", NFS_PORT),
-                port("http", HTTP_PORT),
-                port("metrics", METRICS_PORT),
-            ]),
+            ports: Some(ports),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -46,7 +51,7 @@ pub fn service(nv: &NasVolume) -> Result<Service, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::test_support::basic;
+    use crate::reconcile::test_support::{basic, volume};
 
     #[test]
     fn ports_and_selector_no_cluster_ip() {
@@ -72,5 +77,28 @@ mod tests {
             ]
         );
         assert_eq!(spec.selector.unwrap()["zeronas.io/volume"], "media");
+    }
+
+    #[test]
+    fn only_served_protocols_get_a_port() {
+        let names = |yaml: &str| -> Vec<String> {
+            service(&volume(yaml))
+                .unwrap()
+                .spec
+                .unwrap()
+                .ports
+                .unwrap()
+                .into_iter()
+                .filter_map(|p| p.name)
+                .collect()
+        };
+        assert_eq!(
+            names("capacity: 1Gi\nprotocols: [nfs]\n"),
+            ["nfs", "metrics"]
+        );
+        assert_eq!(
+            names("capacity: 1Gi\nprotocols: [http]\n"),
+            ["http", "metrics"]
+        );
     }
 }

@@ -35,8 +35,9 @@ fn access_mode(nv: &NasVolume) -> String {
     .to_owned()
 }
 
-/// The cluster-scoped PV `zeronas-<namespace>-<name>`. A PV cannot carry an owner reference
-/// to a namespaced object: labels point back, and the finalizer removes it.
+/// The cluster-scoped PV `zeronas-<uid>` (named after the NasVolume's uid, so no tenant can
+/// pick a name that lands on another's PV). A PV cannot carry an owner reference to a
+/// namespaced object: labels point back (namespace and name), and the finalizer removes it.
 pub fn volume(nv: &NasVolume, cluster_ip: &str) -> Result<PersistentVolume, BuildError> {
     let (namespace, name, names) = identity(nv)?;
     let mut pv_labels = labels(&name);
@@ -102,7 +103,10 @@ mod tests {
     #[test]
     fn nfs_volume_points_at_the_service_and_back() {
         let pv = volume(&basic(), "10.96.4.2").unwrap();
-        assert_eq!(pv.metadata.name.as_deref(), Some("zeronas-team-a-media"));
+        assert_eq!(
+            pv.metadata.name.as_deref(),
+            Some("zeronas-0b7c2f4e-1111-2222-3333-444455556666")
+        );
         assert!(pv.metadata.owner_references.is_none());
         let labels = pv.metadata.labels.unwrap();
         assert_eq!(
@@ -139,7 +143,10 @@ mod tests {
         assert_eq!(pvc.metadata.name.as_deref(), Some("media"));
         assert!(pvc.metadata.owner_references.is_some());
         let spec = pvc.spec.unwrap();
-        assert_eq!(spec.volume_name.as_deref(), Some("zeronas-team-a-media"));
+        assert_eq!(
+            spec.volume_name.as_deref(),
+            Some("zeronas-0b7c2f4e-1111-2222-3333-444455556666")
+        );
         assert_eq!(spec.storage_class_name.as_deref(), Some(""));
         assert_eq!(spec.access_modes, Some(vec!["ReadOnlyMany".to_owned()]));
     }

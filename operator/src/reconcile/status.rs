@@ -3,7 +3,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::service::HTTP_PORT;
-use crate::crd::{DataPathStatus, Endpoints, NasVolume, NasVolumeStatus, Phase, Rdma};
+use crate::crd::{DataPathStatus, Endpoints, NasVolume, NasVolumeStatus, Phase, Protocol, Rdma};
+use crate::names::OwnedNames;
 
 /// Condition types, in the order they are reported.
 pub const CONDITIONS: [&str; 4] = ["Ready", "StorageBound", "DataplaneAvailable", "ShareBound"];
@@ -31,6 +32,11 @@ pub struct Observed {
     pub cluster_ip: Option<String>,
     /// The NasVolume is being deleted.
     pub deleting: bool,
+    /// Set while deletion waits for pods that use the consumer claim: the `InUse` message.
+    pub in_use: Option<String>,
+    /// Set when something keeps the share from being Ready although its parts may work
+    /// (`NameConflict`, `ExpansionNotSupported`): the reason and message of `Ready=False`.
+    pub blocked: Option<(String, String)>,
 }
 
 fn condition(
@@ -74,7 +80,11 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
     let storage_bound = observed.data_claim_phase.as_deref() == Some("Bound");
     let available = observed.available_replicas >= 1 && !observed.rolling_out;
     let share_bound = observed.consumer_claim_phase.as_deref() == Some("Bound");
-    let ready = storage_bound && available && share_bound && observed.unsatisfiable.is_none();
+    let ready = storage_bound
+        && available
+        && share_bound
+        && observed.unsatisfiable.is_none()
+        && observed.blocked.is_none();
 
     let storage = match (&observed.unsatisfiable, storage_bound, observed.resizing) {
         (Some((reason, message)), _, _) => condition(
@@ -178,7 +188,7 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
     };
     let phase = if observed.deleting {
         Phase::Deleting
-    } else if observed.unsatisfiable.is_some() {
+    } else if observed.unsatisfiable.is_some() || observed.blocked.is_some() {
         Phase::Degraded
     } else if ready {
         Phase::Ready
@@ -188,9 +198,10 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
     } else {
         Phase::Provisioning
     };
-    let not_ready_reason = match phase {
-        Phase::Degraded => "Degraded",
-        Phase::Deleting => "Deleting",
+    let not_ready_reason = match (&observed.blocked, phase) {
+        (Some((reason, _)), _) if !observed.deleting => reason.as_str(),
+        (_, Phase::Degraded) => "Degraded",
+        (_, Phase::Deleting) => "Deleting",
         _ => "Provisioning",
     };
     let ready_condition = if ready {
@@ -213,9 +224,11 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
         .filter(|(c, _)| c.status != "True")
         .map(|(_, k)| *k)
         .collect();
-        let message = match &observed.unsatisfiable {
-            Some((_, message)) => message.clone(),
-            None => format!("waiting for {}", waiting.join(", ")),
+        let message = match (&observed.in_use, &observed.blocked, &observed.unsatisfiable) {
+            (Some(message), _, _) if observed.deleting => message.clone(),
+            (_, Some((_, message)), _) | (_, None, Some((_, message))) => message.clone(),
+            _ if observed.deleting => "being deleted".to_owned(),
+            _ => format!("waiting for {}", waiting.join(", ")),
         };
         condition(
             "Ready",
@@ -227,14 +240,37 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
             &now,
         )
     };
+    let protocols = &nv.spec.protocols;
     let endpoints = observed.cluster_ip.as_ref().map(|ip| Endpoints {
-        nfs: Some(format!("{ip}:/")),
-        http: Some(format!("http://{ip}:{HTTP_PORT}/v1/shares/{name}")),
+        nfs: protocols
+            .contains(&Protocol::Nfs)
+            .then(|| format!("{ip}:/")),
+        http: protocols
+            .contains(&Protocol::Http)
+            .then(|| format!("http://{ip}:{HTTP_PORT}/v1/shares/{name}")),
     });
+    let mut conditions = vec![ready_condition, storage, dataplane, share];
+    if let Some(message) = observed.in_use.as_ref().filter(|_| observed.deleting) {
+        conditions.push(condition(
+            "Deleting",
+            true,
+            "InUse",
+            message.clone(),
+            generation,
+            previous,
+            &now,
+        ));
+    }
+    let http_token_secret = nv
+        .metadata
+        .uid
+        .as_deref()
+        .map(|uid| OwnedNames::for_volume(&name, uid).token_secret);
     NasVolumeStatus {
         phase: Some(phase),
         observed_generation: generation,
-        conditions: vec![ready_condition, storage, dataplane, share],
+        conditions,
+        http_token_secret,
         claim_name: Some(name),
         endpoints,
         data_path: Some(DataPathStatus {
@@ -247,6 +283,32 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
             .into(),
         }),
     }
+}
+
+/// The status after a failed reconcile: `Ready=False` with the error's `reason` and
+/// `message` for the current generation, phase Degraded; the other conditions, endpoints
+/// and names are kept as they were (nothing new was learnt about them).
+pub fn failed(nv: &NasVolume, reason: &str, message: String, now: Time) -> NasVolumeStatus {
+    let mut status = nv.status.clone().unwrap_or_default();
+    let previous = status.conditions.clone();
+    let ready = condition(
+        "Ready",
+        false,
+        reason,
+        message,
+        nv.metadata.generation,
+        &previous,
+        &now,
+    );
+    status.conditions.retain(|c| c.type_ != "Ready");
+    status.conditions.insert(0, ready);
+    status.phase = Some(if nv.metadata.deletion_timestamp.is_some() {
+        Phase::Deleting
+    } else {
+        Phase::Degraded
+    });
+    status.observed_generation = nv.metadata.generation;
+    status
 }
 
 #[cfg(test)]
@@ -354,5 +416,84 @@ mod tests {
             now(1),
         );
         assert_eq!(deleting.phase, Some(Phase::Deleting));
+    }
+
+    #[test]
+    fn blocked_shares_are_not_ready_and_say_why() {
+        let observed = Observed {
+            blocked: Some((
+                "NameConflict".into(),
+                "Service team-a/media already exists".into(),
+            )),
+            ..ready_observed()
+        };
+        let s = compute(&basic(), &observed, now(1));
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        let ready = cond(&s, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NameConflict")
+        );
+        assert!(ready.message.contains("Service team-a/media"));
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(s.http_token_secret.as_deref(), Some("media-http-tokens"));
+    }
+
+    #[test]
+    fn deletion_waiting_for_pods_has_an_in_use_condition() {
+        let observed = Observed {
+            deleting: true,
+            in_use: Some("claim media is used by pod(s) web".into()),
+            ..Observed::default()
+        };
+        let s = compute(&basic(), &observed, now(1));
+        assert_eq!(s.phase, Some(Phase::Deleting));
+        let deleting = cond(&s, "Deleting");
+        assert_eq!(
+            (deleting.status.as_str(), deleting.reason.as_str()),
+            ("True", "InUse")
+        );
+        assert!(cond(&s, "Ready").message.contains("pod(s) web"));
+        let done = compute(
+            &basic(),
+            &Observed {
+                deleting: true,
+                ..Observed::default()
+            },
+            now(2),
+        );
+        assert!(done.conditions.iter().all(|c| c.type_ != "Deleting"));
+    }
+
+    #[test]
+    fn a_failed_reconcile_writes_ready_false_for_this_generation() {
+        let mut nv = basic();
+        nv.status = Some(compute(&nv, &ready_observed(), now(1)));
+        nv.metadata.generation = Some(4);
+        let s = failed(&nv, "Forbidden", "kubernetes API: forbidden".into(), now(2));
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        assert_eq!(s.observed_generation, Some(4));
+        let ready = cond(&s, "Ready");
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.observed_generation
+            ),
+            ("False", "Forbidden", Some(4))
+        );
+        assert_eq!(ready.last_transition_time, now(2));
+        assert_eq!(s.conditions.len(), 4, "the other conditions are kept");
+        assert_eq!(cond(&s, "StorageBound").status, "True");
+        let fresh = failed(&basic(), "ApiError", "boom".into(), now(3));
+        assert_eq!(cond(&fresh, "Ready").message, "boom");
+    }
+
+    #[test]
+    fn endpoints_only_for_served_protocols() {
+        let nv = crate::reconcile::test_support::volume("capacity: 1Gi\nprotocols: [nfs]\n");
+        let s = compute(&nv, &ready_observed(), now(1));
+        let e = s.endpoints.unwrap();
+        assert_eq!((e.nfs.as_deref(), e.http), (Some("10.96.0.9:/"), None));
     }
 }
