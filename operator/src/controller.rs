@@ -209,6 +209,8 @@ async fn reconcile_volume(nv: &NasVolume, ctx: &Context) -> Result<Action, Error
             serde_json::json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }])
         };
         remove_or_add_finalizer(&api, &name, patch).await?;
+        // The patch is a change of the NasVolume: the watch brings it back with the finalizer.
+        return Ok(Action::await_change());
     }
     apply(nv, ctx).await
 }
@@ -696,4 +698,61 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+    use crate::reconcile::test_support::basic;
+
+    fn api(code: u16, reason: &str) -> Error {
+        Error::Kube(kube::Error::Api(Box::new(
+            Status::failure("refused", reason).with_code(code),
+        )))
+    }
+
+    #[test]
+    fn errors_keep_their_own_reason() {
+        let cases = [
+            (api(403, "Forbidden"), "forbidden", "Forbidden"),
+            (api(409, "Conflict"), "conflict", "Conflict"),
+            (api(404, "NotFound"), "not_found", "NotFound"),
+            (api(422, "Invalid"), "api_error", "ApiError"),
+            (
+                Error::Build(BuildError::MissingMetadata("uid")),
+                "invalid_spec",
+                "InvalidSpec",
+            ),
+        ];
+        for (error, metric, condition) in cases {
+            assert_eq!(
+                (error.reason(), error.condition_reason()),
+                (metric, condition)
+            );
+        }
+        let metrics = Metrics::new();
+        metrics.observe_reconcile(0.1, Some(api(403, "Forbidden").reason()));
+        assert_eq!(metrics.errors("forbidden"), 1);
+        assert_eq!(metrics.errors("finalizer"), 0);
+    }
+
+    #[test]
+    fn a_failure_becomes_ready_false_with_the_reason() {
+        let error = api(403, "Forbidden");
+        let s = status::failed(&basic(), error.condition_reason(), error.to_string(), now());
+        let ready = &s.conditions[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "False")
+        );
+        assert_eq!(ready.reason, "Forbidden");
+        assert!(
+            ready.message.starts_with("kubernetes API:"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(s.observed_generation, Some(3));
+    }
 }

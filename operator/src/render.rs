@@ -7,8 +7,11 @@ use kube::CustomResourceExt;
 use kube::Resource;
 use serde::Serialize;
 
+use crate::controller::DEFAULT_MONITORING_NAMESPACE;
 use crate::crd::NasVolume;
-use crate::reconcile::{BuildError, Settings, deployment, pvc, service, share};
+use crate::reconcile::{
+    BuildError, Settings, deployment, network_policy, pvc, secret, service, share,
+};
 
 /// The uid given to a NasVolume read from a file that has none (owner references need one;
 /// the apiserver assigns the real one).
@@ -16,6 +19,9 @@ pub const PLACEHOLDER_UID: &str = "00000000-0000-0000-0000-000000000000";
 /// The PV's server when no `--cluster-ip` is given (the Service's ClusterIP is only known
 /// once the apiserver allocated it).
 pub const PLACEHOLDER_CLUSTER_IP: &str = "SERVICE-CLUSTER-IP";
+/// The token values shown in the rendered Secret: the operator generates the real ones
+/// (random, once) when it creates the Secret.
+pub const PLACEHOLDER_TOKEN: &str = "GENERATED-BY-THE-OPERATOR";
 
 /// Why a NasVolume cannot be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +79,9 @@ pub fn parse(yaml: &str, namespace: &str) -> Result<NasVolume, RenderError> {
     Ok(nv)
 }
 
-/// Every object the controller applies for `nv`, in its order: the backing claim, the
-/// Service, the dataplane Deployment, the share's PV and the consumer claim.
+/// Every object the controller applies for `nv`, in its order: the backing claim, the token
+/// Secret (placeholder tokens), the Service, the NetworkPolicy (metrics open to the default
+/// monitoring namespace), the dataplane Deployment, the share's PV and the consumer claim.
 pub fn objects(
     nv: &NasVolume,
     settings: &Settings,
@@ -88,7 +95,16 @@ pub fn objects(
     let svc: Service = service::service(nv)?;
     Ok(vec![
         value(data),
+        value(secret::token_secret(
+            nv,
+            PLACEHOLDER_TOKEN,
+            PLACEHOLDER_TOKEN,
+        )?),
         value(svc),
+        value(network_policy::network_policy(
+            nv,
+            DEFAULT_MONITORING_NAMESPACE,
+        )?),
         value(deployment::deployment(nv, settings)?),
         value(share::volume(nv, cluster_ip)?),
         value(share::consumer_claim(
@@ -144,16 +160,19 @@ mod tests {
             kinds,
             [
                 "PersistentVolumeClaim/media-data",
+                "Secret/media-http-tokens",
                 "Service/media",
+                "NetworkPolicy/media-dataplane",
                 "Deployment/media-dataplane",
                 "PersistentVolume/zeronas-00000000-0000-0000-0000-000000000000",
                 "PersistentVolumeClaim/media"
             ]
         );
-        let deployment = &objects[2];
+        let deployment = &objects[4];
         let pod = &deployment["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsUser"], 65532);
-        assert_eq!(objects[3]["spec"]["nfs"]["server"], "10.0.0.7");
+        assert_eq!(objects[5]["spec"]["nfs"]["server"], "10.0.0.7");
+        assert_eq!(objects[1]["stringData"]["token"], PLACEHOLDER_TOKEN);
         assert_eq!(
             deployment["metadata"]["ownerReferences"][0]["uid"],
             PLACEHOLDER_UID
@@ -161,7 +180,7 @@ mod tests {
         let yaml = to_yaml(&nv, &objects);
         assert_eq!(
             yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")),
-            5
+            7
         );
         assert!(yaml.starts_with("# Objects zeronas-operator applies"));
     }

@@ -149,14 +149,64 @@ fn not_found() -> (u16, Value) {
     )
 }
 
-/// An existing claim of `size`, in `phase`.
+/// The NasVolume's uid (owner references carry it).
+const UID: &str = "0b7c2f4e-1111-2222-3333-444455556666";
+/// The share PV's name: `zeronas-<uid>`.
+const PV: &str = "persistentvolumes/zeronas-0b7c2f4e-1111-2222-3333-444455556666";
+
+/// The controller owner reference of the NasVolume with uid `uid`.
+fn owner_ref(uid: &str) -> Value {
+    json!([{ "apiVersion": "zeronas.io/v1alpha1", "kind": "NasVolume", "name": "media", "uid": uid, "controller": true, "blockOwnerDeletion": true }])
+}
+
+/// An existing claim of `size`, in `phase`, controlled by the NasVolume, of class `standard`.
 fn claim(name: &str, size: &str, phase: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": { "name": name, "namespace": "team-a" },
-        "spec": { "resources": { "requests": { "storage": size } } },
+        "metadata": { "name": name, "namespace": "team-a", "resourceVersion": "7", "ownerReferences": owner_ref(UID) },
+        "spec": { "storageClassName": "standard", "resources": { "requests": { "storage": size } } },
         "status": { "phase": phase, "capacity": { "storage": size } },
     })
+}
+
+fn storage_class(expandable: bool) -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": { "name": "standard" }, "provisioner": "x",
+        "allowVolumeExpansion": expandable,
+    })
+}
+
+/// The ownership reads that precede every apply: the backing claim (answered by `data`),
+/// then the consumer claim, Service, Deployment, Secret and NetworkPolicy (answered by
+/// `others`, in that order).
+fn ownership_reads(data: (u16, Value), others: [(u16, Value); 5]) -> Vec<Step> {
+    let mut steps = vec![step(
+        Method::GET,
+        "persistentvolumeclaims/media-data",
+        move |_| data.clone(),
+    )];
+    let paths = [
+        "persistentvolumeclaims/media",
+        "services/media",
+        "deployments/media-dataplane",
+        "secrets/media-http-tokens",
+        "networkpolicies/media-dataplane",
+    ];
+    for (path, answer) in paths.into_iter().zip(others) {
+        steps.push(step(Method::GET, path, move |_| answer.clone()));
+    }
+    steps
+}
+
+fn absent() -> [(u16, Value); 5] {
+    [
+        not_found(),
+        not_found(),
+        not_found(),
+        not_found(),
+        not_found(),
+    ]
 }
 
 fn event() -> Step {
@@ -177,6 +227,13 @@ fn applies_in_order(seen: &[(String, Value)]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} condition in {status}"))
 }
 
 #[tokio::test]
@@ -212,52 +269,45 @@ async fn first_reconcile_adds_the_finalizer() {
 async fn create_applies_every_object_then_reports_provisioning() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let nv = volume(json!({ "capacity": "10Gi" }), &[FINALIZER], false, None);
-    let server = tokio::spawn(serve(
-        handle,
-        vec![
-            step(
-                Method::GET,
-                "/api/v1/namespaces/team-a/persistentvolumeclaims/media-data",
-                |_| not_found(),
-            ),
-            step(
-                Method::PATCH,
-                "/api/v1/namespaces/team-a/persistentvolumeclaims/media-data",
-                echo(json!({ "status": { "phase": "Pending" } })),
-            ),
-            step(
-                Method::PATCH,
-                "/api/v1/namespaces/team-a/services/media",
-                echo(json!({ "spec": { "clusterIP": "10.96.7.7" } })),
-            ),
-            step(
-                Method::PATCH,
-                "/apis/apps/v1/namespaces/team-a/deployments/media-dataplane",
-                echo(json!({ "status": {} })),
-            ),
-            step(
-                Method::PATCH,
-                "/api/v1/persistentvolumes/zeronas-team-a-media",
-                echo(json!({})),
-            ),
-            step(
-                Method::GET,
-                "/api/v1/namespaces/team-a/persistentvolumeclaims/media",
-                |_| not_found(),
-            ),
-            step(
-                Method::PATCH,
-                "/api/v1/namespaces/team-a/persistentvolumeclaims/media",
-                echo(json!({ "status": { "phase": "Pending" } })),
-            ),
-            step(
-                Method::PATCH,
-                "/apis/zeronas.io/v1alpha1/namespaces/team-a/nasvolumes/media/status",
-                status_echo(),
-            ),
-            event(),
-        ],
-    ));
+    let mut steps = ownership_reads(not_found(), absent());
+    steps.extend([
+        step(
+            Method::PATCH,
+            "/api/v1/namespaces/team-a/persistentvolumeclaims/media-data",
+            echo(json!({ "status": { "phase": "Pending" } })),
+        ),
+        step(Method::POST, "/api/v1/namespaces/team-a/secrets", |body| {
+            (201, body.clone())
+        }),
+        step(
+            Method::PATCH,
+            "/api/v1/namespaces/team-a/services/media",
+            echo(json!({ "spec": { "clusterIP": "10.96.7.7" } })),
+        ),
+        step(
+            Method::PATCH,
+            "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/media-dataplane",
+            echo(json!({})),
+        ),
+        step(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/team-a/deployments/media-dataplane",
+            echo(json!({ "status": {} })),
+        ),
+        step(Method::PATCH, PV, echo(json!({}))),
+        step(
+            Method::PATCH,
+            "/api/v1/namespaces/team-a/persistentvolumeclaims/media",
+            echo(json!({ "status": { "phase": "Pending" } })),
+        ),
+        step(
+            Method::PATCH,
+            "/apis/zeronas.io/v1alpha1/namespaces/team-a/nasvolumes/media/status",
+            status_echo(),
+        ),
+        event(),
+    ]);
+    let server = tokio::spawn(serve(handle, steps));
     let action = controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
         .await
         .unwrap();
@@ -266,37 +316,61 @@ async fn create_applies_every_object_then_reports_provisioning() {
         Action::requeue(std::time::Duration::from_secs(15)),
         "not ready yet: look again soon"
     );
-    let seen: Vec<(String, Value)> = server
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(_, b)| !b.is_null())
-        .collect();
+    let all = server.await.unwrap();
+    for (path, _) in all
+        .iter()
+        // The PV is cluster-scoped and named after the uid: applied with force (see controller).
+        .filter(|(p, _)| {
+            p.contains("fieldManager")
+                && !p.contains("/status")
+                && !p.contains("persistentvolumes/")
+        })
+    {
+        assert!(
+            !path.contains("force=true"),
+            "a new object is applied without force: {path}"
+        );
+    }
+    let seen: Vec<(String, Value)> = all.into_iter().filter(|(_, b)| !b.is_null()).collect();
     let order = applies_in_order(&seen);
     assert_eq!(
-        &order[..5],
+        &order[..7],
         [
             "PersistentVolumeClaim /api/v1/namespaces/team-a/persistentvolumeclaims/media-data",
+            "Secret /api/v1/namespaces/team-a/secrets",
             "Service /api/v1/namespaces/team-a/services/media",
+            "NetworkPolicy /apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/media-dataplane",
             "Deployment /apis/apps/v1/namespaces/team-a/deployments/media-dataplane",
-            "PersistentVolume /api/v1/persistentvolumes/zeronas-team-a-media",
+            "PersistentVolume /api/v1/persistentvolumes/zeronas-0b7c2f4e-1111-2222-3333-444455556666",
             "PersistentVolumeClaim /api/v1/namespaces/team-a/persistentvolumeclaims/media",
         ]
     );
+    let tokens = &seen[1].1["stringData"];
+    let (token, read_token) = (
+        tokens["token"].as_str().unwrap(),
+        tokens["read-token"].as_str().unwrap(),
+    );
+    assert_eq!((token.len(), read_token.len()), (64, 64));
+    assert_ne!(token, read_token);
     assert_eq!(
-        seen[3].1["spec"]["nfs"]["server"], "10.96.7.7",
+        seen[5].1["spec"]["nfs"]["server"], "10.96.7.7",
         "the PV points at the Service ClusterIP"
+    );
+    assert_eq!(
+        seen[5].1["metadata"]["labels"]["zeronas.io/namespace"],
+        "team-a"
     );
     assert_eq!(
         seen[0].1["metadata"]["ownerReferences"][0]["kind"],
         "NasVolume"
     );
-    let status = &seen[5].1["status"];
+    let status = &seen[7].1["status"];
     assert_eq!(status["phase"], "Provisioning");
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(status["endpoints"]["nfs"], "10.96.7.7:/");
+    assert_eq!(status["httpTokenSecret"], "media-http-tokens");
     assert_eq!(
-        seen[6].1["reason"], "Provisioning",
+        seen[8].1["reason"], "Provisioning",
         "an event for the phase change"
     );
 }
@@ -311,73 +385,86 @@ async fn dataplane_available_makes_it_ready_and_growth_resizes() {
         false,
         Some(previous),
     );
-    let server = tokio::spawn(serve(
-        handle,
-        vec![
-            step(Method::GET, "persistentvolumeclaims/media-data", |_| {
-                (200, claim("media-data", "10Gi", "Bound"))
-            }),
-            step(
-                Method::PATCH,
-                "persistentvolumeclaims/media-data",
-                echo(json!({ "status": { "phase": "Bound", "capacity": { "storage": "10Gi" } } })),
-            ),
-            step(
-                Method::PATCH,
-                "services/media",
-                echo(json!({ "spec": { "clusterIP": "10.96.7.7" } })),
-            ),
-            step(
-                Method::PATCH,
-                "deployments/media-dataplane",
-                echo(json!({
-                    "metadata": { "generation": 3 },
-                    "status": { "observedGeneration": 3, "updatedReplicas": 1, "availableReplicas": 1 }
-                })),
-            ),
-            step(
-                Method::PATCH,
-                "persistentvolumes/zeronas-team-a-media",
-                echo(json!({})),
-            ),
-            step(Method::GET, "persistentvolumeclaims/media", |_| {
-                (200, claim("media", "10Gi", "Bound"))
-            }),
-            step(
-                Method::PATCH,
-                "persistentvolumeclaims/media",
-                echo(json!({ "status": { "phase": "Bound" } })),
-            ),
-            step(Method::PATCH, "nasvolumes/media/status", status_echo()),
-            event(),
+    let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "media-http-tokens", "ownerReferences": owner_ref(UID) } });
+    let mut steps = ownership_reads(
+        (200, claim("media-data", "10Gi", "Bound")),
+        [
+            (200, claim("media", "10Gi", "Bound")),
+            not_found(),
+            not_found(),
+            (200, secret),
+            not_found(),
         ],
-    ));
+    );
+    steps.extend([
+        step(
+            Method::GET,
+            "/apis/storage.k8s.io/v1/storageclasses/standard",
+            |_| (200, storage_class(true)),
+        ),
+        step(
+            Method::PATCH,
+            "persistentvolumeclaims/media-data",
+            echo(json!({ "status": { "phase": "Bound", "capacity": { "storage": "10Gi" } } })),
+        ),
+        step(
+            Method::PATCH,
+            "services/media",
+            echo(json!({ "spec": { "clusterIP": "10.96.7.7" } })),
+        ),
+        step(
+            Method::PATCH,
+            "networkpolicies/media-dataplane",
+            echo(json!({})),
+        ),
+        step(
+            Method::PATCH,
+            "deployments/media-dataplane",
+            echo(json!({
+                "metadata": { "generation": 3 },
+                "status": { "observedGeneration": 3, "updatedReplicas": 1, "availableReplicas": 1 }
+            })),
+        ),
+        step(Method::PATCH, PV, echo(json!({}))),
+        step(
+            Method::PATCH,
+            "persistentvolumeclaims/media",
+            echo(json!({ "status": { "phase": "Bound" } })),
+        ),
+        step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+        event(),
+    ]);
+    let server = tokio::spawn(serve(handle, steps));
     let action = controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
         .await
         .unwrap();
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
     let seen = server.await.unwrap();
+    let data_patch = seen
+        .iter()
+        .find(|(p, b)| p.contains("media-data") && !b.is_null())
+        .unwrap();
+    assert!(
+        data_patch.0.contains("force=true"),
+        "our own object is applied with force: {}",
+        data_patch.0
+    );
     let seen: Vec<(String, Value)> = seen.into_iter().filter(|(_, b)| !b.is_null()).collect();
     assert_eq!(
         seen[0].1["spec"]["resources"]["requests"]["storage"], "20Gi",
         "growth is a resize request"
     );
     assert_eq!(
-        seen[3].1["spec"]["capacity"]["storage"], "20Gi",
+        seen[4].1["spec"]["capacity"]["storage"], "20Gi",
         "the PV carries the new size"
     );
     assert_eq!(
-        seen[4].1["spec"]["resources"]["requests"]["storage"], "10Gi",
+        seen[5].1["spec"]["resources"]["requests"]["storage"], "10Gi",
         "the consumer claim cannot be resized"
     );
-    let status = &seen[5].1["status"];
+    let status = &seen[6].1["status"];
     assert_eq!(status["phase"], "Ready");
-    let storage = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "StorageBound")
-        .unwrap();
+    let storage = condition(status, "StorageBound");
     assert_eq!(
         (storage["status"].as_str(), storage["reason"].as_str()),
         (Some("True"), Some("Resizing"))
@@ -389,6 +476,156 @@ async fn dataplane_available_makes_it_ready_and_growth_resizes() {
             .iter()
             .all(|c| c["status"] == "True")
     );
+}
+
+#[tokio::test]
+async fn growth_without_an_expandable_class_keeps_the_size_and_says_so() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(json!({ "capacity": "20Gi" }), &[FINALIZER], false, None);
+    let mut steps = ownership_reads((200, claim("media-data", "10Gi", "Bound")), absent());
+    steps.extend([
+        step(Method::GET, "storageclasses/standard", |_| {
+            (200, storage_class(false))
+        }),
+        step(
+            Method::PATCH,
+            "persistentvolumeclaims/media-data",
+            echo(json!({ "status": { "phase": "Bound", "capacity": { "storage": "10Gi" } } })),
+        ),
+        step(Method::POST, "secrets", |body| (201, body.clone())),
+        step(
+            Method::PATCH,
+            "services/media",
+            echo(json!({ "spec": { "clusterIP": "10.96.7.7" } })),
+        ),
+        step(
+            Method::PATCH,
+            "networkpolicies/media-dataplane",
+            echo(json!({})),
+        ),
+        step(
+            Method::PATCH,
+            "deployments/media-dataplane",
+            echo(json!({})),
+        ),
+        step(Method::PATCH, PV, echo(json!({}))),
+        step(
+            Method::PATCH,
+            "persistentvolumeclaims/media",
+            echo(json!({})),
+        ),
+        step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+        event(),
+    ]);
+    let server = tokio::spawn(serve(handle, steps));
+    controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
+        .await
+        .unwrap();
+    let seen: Vec<(String, Value)> = server
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, b)| !b.is_null())
+        .collect();
+    assert_eq!(
+        seen[0].1["spec"]["resources"]["requests"]["storage"], "10Gi",
+        "the claim keeps its size"
+    );
+    let status = &seen[7].1["status"];
+    let ready = condition(status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("ExpansionNotSupported"))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowVolumeExpansion")
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_object_is_a_name_conflict_and_nothing_is_written() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(json!({ "capacity": "10Gi" }), &[FINALIZER], false, None);
+    let foreign = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "media", "namespace": "team-a" } });
+    let mut steps = ownership_reads(
+        not_found(),
+        [
+            not_found(),
+            (200, foreign),
+            not_found(),
+            not_found(),
+            not_found(),
+        ],
+    );
+    steps.extend([
+        event(),
+        step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+        event(),
+    ]);
+    let server = tokio::spawn(serve(handle, steps));
+    let action = controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(60)));
+    let seen = server.await.unwrap();
+    assert_eq!(seen[6].1["reason"], "NameConflict");
+    assert_eq!(seen[6].1["type"], "Warning");
+    let status = &seen[7].1["status"];
+    let ready = condition(status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("NameConflict"))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("Service team-a/media already exists"),
+        "{ready}"
+    );
+    assert_eq!(status["observedGeneration"], 2);
+    assert!(
+        seen.iter()
+            .all(|(p, _)| !p.contains("fieldManager") || p.contains("/status")),
+        "nothing but the status was written"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_reconcile_writes_its_reason_to_status_and_metrics() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(json!({ "capacity": "10Gi" }), &[FINALIZER], false, None);
+    let mut steps = ownership_reads(not_found(), absent());
+    steps.extend([
+        step(Method::PATCH, "persistentvolumeclaims/media-data", |_| {
+            (
+                403,
+                json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "no" }),
+            )
+        }),
+        step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+        event(),
+    ]);
+    let server = tokio::spawn(serve(handle, steps));
+    let ctx = context(Client::new(service, "default"));
+    let err = controller::reconcile(Arc::new(nv), Arc::clone(&ctx))
+        .await
+        .expect_err("forbidden");
+    assert_eq!(err.reason(), "forbidden");
+    assert_eq!(ctx.metrics.errors("forbidden"), 1);
+    assert_eq!(ctx.metrics.errors("finalizer"), 0);
+    let seen = server.await.unwrap();
+    let status = &seen[7].1["status"];
+    let ready = condition(status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("Forbidden"))
+    );
+    assert_eq!(ready["observedGeneration"], 2);
+    assert_eq!(status["observedGeneration"], 2);
 }
 
 #[tokio::test]
@@ -433,8 +670,35 @@ async fn missing_storage_class_is_degraded_without_creating_anything() {
     assert_eq!(seen[2].1["type"], "Warning");
 }
 
+fn pods(items: Value) -> impl Fn(&Value) -> (u16, Value) {
+    move |_| {
+        (
+            200,
+            json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items.clone() }),
+        )
+    }
+}
+
+fn pv_deleted() -> impl Fn(&Value) -> (u16, Value) {
+    |_| {
+        (
+            200,
+            json!({ "apiVersion": "v1", "kind": "PersistentVolume", "metadata": { "name": "zeronas-0b7c2f4e-1111-2222-3333-444455556666" } }),
+        )
+    }
+}
+
+fn finalizer_removed() -> impl Fn(&Value) -> (u16, Value) {
+    |_| {
+        (
+            200,
+            json!({ "apiVersion": "zeronas.io/v1alpha1", "kind": "NasVolume", "metadata": { "name": "media", "namespace": "team-a" }, "spec": { "capacity": "10Gi" } }),
+        )
+    }
+}
+
 #[tokio::test]
-async fn delete_removes_the_pv_and_the_finalizer() {
+async fn delete_with_retain_releases_the_claim_then_removes_the_pv_and_the_finalizer() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let nv = volume(
         json!({ "capacity": "10Gi" }),
@@ -445,28 +709,26 @@ async fn delete_removes_the_pv_and_the_finalizer() {
     let server = tokio::spawn(serve(
         handle,
         vec![
+            step(
+                Method::GET,
+                "/api/v1/namespaces/team-a/pods",
+                pods(json!([])),
+            ),
             step(Method::PATCH, "nasvolumes/media/status", status_echo()),
             event(),
-            step(
-                Method::DELETE,
-                "/api/v1/persistentvolumes/zeronas-team-a-media",
-                |_| {
-                    (
-                        200,
-                        json!({ "apiVersion": "v1", "kind": "PersistentVolume", "metadata": { "name": "zeronas-team-a-media" } }),
-                    )
-                },
-            ),
+            step(Method::GET, "persistentvolumeclaims/media-data", |_| {
+                (200, claim("media-data", "10Gi", "Bound"))
+            }),
+            step(Method::PATCH, "persistentvolumeclaims/media-data", |body| {
+                (200, body.clone())
+            }),
+            event(),
+            step(Method::DELETE, PV, pv_deleted()),
             event(),
             step(
                 Method::PATCH,
                 "/apis/zeronas.io/v1alpha1/namespaces/team-a/nasvolumes/media",
-                |_| {
-                    (
-                        200,
-                        json!({ "apiVersion": "zeronas.io/v1alpha1", "kind": "NasVolume", "metadata": { "name": "media", "namespace": "team-a" }, "spec": { "capacity": "10Gi" } }),
-                    )
-                },
+                finalizer_removed(),
             ),
         ],
     ));
@@ -478,13 +740,93 @@ async fn delete_removes_the_pv_and_the_finalizer() {
     .unwrap();
     assert_eq!(action, Action::await_change());
     let seen = server.await.unwrap();
-    assert_eq!(seen[0].1["status"]["phase"], "Deleting");
+    assert_eq!(seen[1].1["status"]["phase"], "Deleting");
+    let release = &seen[4].1["metadata"];
+    assert_eq!(
+        release["ownerReferences"],
+        json!([]),
+        "owner reference removed"
+    );
+    assert_eq!(release["labels"]["zeronas.io/retained"], "true");
+    assert_eq!(release["resourceVersion"], "7");
+    assert_eq!(seen[5].1["reason"], "Retained");
     assert!(
-        seen[4].1.to_string().contains("finalizers"),
+        seen[8].1.to_string().contains("finalizers"),
         "finalizer removal patch: {}",
-        seen[4].1
+        seen[8].1
     );
     assert_eq!(nv.finalizers(), [FINALIZER.to_owned()]);
+}
+
+#[tokio::test]
+async fn delete_policy_leaves_the_claim_to_garbage_collection() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(
+        json!({ "capacity": "10Gi", "deletionPolicy": "Delete" }),
+        &[FINALIZER],
+        true,
+        Some(json!({ "phase": "Ready" })),
+    );
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            step(
+                Method::GET,
+                "/api/v1/namespaces/team-a/pods",
+                pods(json!([])),
+            ),
+            step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+            event(),
+            step(Method::DELETE, PV, pv_deleted()),
+            event(),
+            step(Method::PATCH, "nasvolumes/media", finalizer_removed()),
+        ],
+    ));
+    let action = controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_waits_while_a_pod_uses_the_claim() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(
+        json!({ "capacity": "10Gi" }),
+        &[FINALIZER],
+        true,
+        Some(json!({ "phase": "Ready" })),
+    );
+    let user = json!([{
+        "metadata": { "name": "web-0", "namespace": "team-a" },
+        "spec": { "containers": [], "volumes": [{ "name": "d", "persistentVolumeClaim": { "claimName": "media" } }] },
+        "status": { "phase": "Running" },
+    }]);
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            step(Method::GET, "/api/v1/namespaces/team-a/pods", pods(user)),
+            step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+            event(),
+            event(),
+        ],
+    ));
+    let action = controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(controller::IN_USE_RECHECK));
+    let seen = server.await.unwrap();
+    let status = &seen[1].1["status"];
+    assert_eq!(status["phase"], "Deleting");
+    let deleting = condition(status, "Deleting");
+    assert_eq!(
+        (deleting["status"].as_str(), deleting["reason"].as_str()),
+        (Some("True"), Some("InUse"))
+    );
+    assert!(deleting["message"].as_str().unwrap().contains("web-0"));
+    assert_eq!(seen[3].1["reason"], "InUse");
+    assert_eq!(seen[3].1["type"], "Warning");
 }
 
 #[tokio::test]
