@@ -21,9 +21,33 @@ pub struct Config {
     #[arg(long, env = "ZERONAS_SHARE", default_value = "default", value_parser = parse_share_name)]
     pub share: String,
 
-    /// Address of the HTTP file API.
-    #[arg(long, env = "ZERONAS_HTTP", default_value = "127.0.0.1:8080")]
-    pub http: SocketAddr,
+    /// Address of the HTTP file API; `off` disables it (probes and metrics then need
+    /// `--metrics`).
+    #[arg(long, env = "ZERONAS_HTTP", default_value = "127.0.0.1:8080", value_parser = parse_http)]
+    pub http: HttpListen,
+
+    /// File holding the read-write bearer token of the HTTP file API (re-read when it
+    /// changes). With no token file the API is open to every client that reaches it.
+    #[arg(long, env = "ZERONAS_HTTP_TOKEN_FILE", value_name = "PATH")]
+    pub http_token_file: Option<PathBuf>,
+    /// File holding the read-only bearer token (GET, HEAD, listings, stats).
+    #[arg(long, env = "ZERONAS_HTTP_READ_TOKEN_FILE", value_name = "PATH")]
+    pub http_read_token_file: Option<PathBuf>,
+    /// Let requests without a token read (never write) when token files are given.
+    #[arg(long, env = "ZERONAS_HTTP_ANONYMOUS_READ")]
+    pub http_anonymous_read: bool,
+    /// Most HTTP connections served at once (all workers together); more are closed on
+    /// accept and counted in `zeronas_connections_refused_total{protocol="http"}`.
+    #[arg(long, env = "ZERONAS_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub http_max_connections: usize,
+    /// A client has this long to send a whole request head, counted from the end of the
+    /// previous response (so it also closes idle keep-alive connections).
+    #[arg(long, env = "ZERONAS_HTTP_HEAD_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_head_timeout: Duration,
+    /// An upload or a response that moves no byte for this long is abandoned (its quota
+    /// reservation released, the connection closed).
+    #[arg(long, env = "ZERONAS_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
 
     /// NFSv3 listener (MOUNT, NFS and PORTMAP on one port); `off` disables NFS.
     #[arg(long, env = "ZERONAS_NFS", default_value = "127.0.0.1:2049")]
@@ -105,6 +129,21 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "ZERONAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Where the HTTP file API listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+/// Parses `--http`: an address or `off`.
+pub fn parse_http(text: &str) -> Result<HttpListen, String> {
+    if text.trim() == "off" {
+        return Ok(HttpListen(None));
+    }
+    text.trim()
+        .parse()
+        .map(|a| HttpListen(Some(a)))
+        .map_err(|_| format!("{text:?} is not an address such as 0.0.0.0:8080, nor off"))
 }
 
 /// The HTTP data path (`spec.dataPath.zeroCopy` of a NasVolume).
@@ -246,7 +285,17 @@ mod tests {
         assert_eq!(c.capacity, Some(1 << 20));
         assert!(c.read_only);
         assert_eq!(c.share, "default");
-        assert_eq!(c.http, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.http, HttpListen(Some("127.0.0.1:8080".parse().unwrap())));
+        assert_eq!(parse_http("off"), Ok(HttpListen(None)));
+        assert!(parse_http("8080").is_err());
+        assert_eq!(
+            (
+                c.http_head_timeout,
+                c.http_idle_timeout,
+                c.http_max_connections
+            ),
+            (Duration::from_secs(30), Duration::from_secs(60), 4096)
+        );
         assert!(Config::try_parse_from(["zd"]).is_err());
         assert_eq!(c.identity, IdentityChoice::Auto);
         let c = Config::try_parse_from([

@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod io;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod nfs;

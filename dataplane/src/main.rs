@@ -56,10 +56,7 @@ fn run(config: &Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let nfs = start_nfs(config, &server, mode)?;
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
-    let http = server
-        .http_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let http = server.http_addr().ok().map(|a| a.to_string());
     let metrics = server.metrics_addr().map(|a| a.to_string());
     let line = serde_json::json!({
         "event": "listening", "http": http, "metrics": metrics, "nfs": nfs,
@@ -68,7 +65,7 @@ fn run(config: &Config) -> Result<(), String> {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
     drop(stdout);
-    tracing::info!(http = %http, metrics = ?metrics, nfs = ?nfs, workers = plan.workers, "serving");
+    tracing::info!(http = ?http, metrics = ?metrics, nfs = ?nfs, workers = plan.workers, "serving");
     server.run_on_workers(&control, &plan, shutdown_signal())
 }
 

@@ -102,8 +102,8 @@ pub struct CgroupInfoLabels {
 /// Protocols with transfer metrics.
 pub const PROTOCOLS: [&str; 2] = ["http", "nfs"];
 /// Route labels of the HTTP metrics.
-pub const ROUTES: [&str; 7] = [
-    "files", "list", "stats", "metrics", "healthz", "readyz", "unknown",
+pub const ROUTES: [&str; 8] = [
+    "files", "list", "stats", "metrics", "healthz", "readyz", "invalid", "unknown",
 ];
 
 fn protocol_index(protocol: &str) -> usize {
@@ -377,6 +377,21 @@ impl Metrics {
             .iter()
             .position(|r| *r == route)
             .unwrap_or(ROUTES.len() - 1);
+        self.duration_by_route[index].observe(seconds);
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused before it had a route (malformed or too slow a head):
+    /// route `invalid`, method `OTHER`.
+    pub fn observe_refused_request(&self, code: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpRequestLabels {
+                route: "invalid",
+                method: "OTHER",
+                code,
+            })
+            .inc();
+        let index = ROUTES.len() - 2;
         self.duration_by_route[index].observe(seconds);
         self.requests_total.fetch_add(1, Ordering::Relaxed);
     }

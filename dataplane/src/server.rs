@@ -23,9 +23,12 @@ use tokio::sync::watch;
 
 use crate::budget::BufferBudget;
 use crate::config::{Config, ZeroCopy};
+use crate::http::auth::{TokenFileError, Tokens};
 use crate::http::fastpath::{self, FrontEnd, SMALL_BODY_MAX};
-use crate::http::service::{self, App, Listener};
+use crate::http::service::{self, App, HttpLimits, Listener};
+use crate::io::idle::IdleTimeout;
 use crate::io::splice::PipePool;
+use crate::limits::ConnectionLimit;
 use crate::metrics::Metrics;
 use crate::runtime::{self, PinRecord, RuntimeReport, WORKER_PREFIX, WorkerPlan};
 use crate::share::Share;
@@ -35,8 +38,6 @@ use crate::usage::Usage;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 128;
-/// A client has this long to send a complete request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Listen backlog of each listener.
 const BACKLOG: i32 = 1024;
 
@@ -58,6 +59,9 @@ pub enum StartError {
     /// The start-up scan failed.
     #[error("cannot scan the share: {0}")]
     Scan(String),
+    /// A token file is missing or empty.
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
 }
 
 /// What the connection loops need to know besides the app.
@@ -109,6 +113,18 @@ impl Server {
     /// Opens and scans the share, then binds one HTTP listener per worker of `runtime`'s
     /// plan (and the metrics listener).
     pub async fn bind(config: &Config, runtime: RuntimeReport) -> Result<Self, StartError> {
+        let tokens = Tokens::load(
+            config.http_token_file.clone(),
+            config.http_read_token_file.clone(),
+            config.http_anonymous_read,
+        )?;
+        match config.http.0 {
+            Some(addr) if !tokens.enabled() && !addr.ip().is_loopback() => tracing::warn!(
+                %addr,
+                "the HTTP file API has no token file: every client that reaches it may read and write"
+            ),
+            _ => {}
+        }
         let share = Share::open(&config.share, &config.root, config.read_only)
             .map_err(StartError::Share)?;
         let share = Arc::new(share);
@@ -142,7 +158,10 @@ impl Server {
             );
         }
 
-        let api = bind_reuseport(config.http, runtime.plan.workers)?;
+        let api = match config.http.0 {
+            Some(addr) => bind_reuseport(addr, runtime.plan.workers)?,
+            None => Vec::new(),
+        };
         let admin = match config.metrics {
             Some(addr) => Some(bind_reuseport(addr, 1)?.remove(0)),
             None => None,
@@ -159,6 +178,12 @@ impl Server {
             pinned: OnceLock::new(),
             mmap_min: config.mmap_min,
             runtime,
+            tokens,
+            limits: HttpLimits {
+                head_timeout: config.http_head_timeout,
+                idle_timeout: config.http_idle_timeout,
+                connections: ConnectionLimit::new(config.http_max_connections),
+            },
         };
         let settings = Settings {
             drain_timeout: config.drain_timeout,
@@ -259,7 +284,9 @@ impl Server {
         let record = Arc::new(PinRecord::default());
         // Workers pin themselves, then wait until the pins are checked and recorded, so no
         // request is served by an unpinned worker or before the metrics say where it runs.
-        let pinned_barrier = Arc::new(std::sync::Barrier::new(plan.workers + 1));
+        // One worker per API listener (none with `--http off`).
+        let workers = api.len();
+        let pinned_barrier = Arc::new(std::sync::Barrier::new(workers + 1));
         let go_barrier = Arc::clone(&pinned_barrier);
         let mut threads = Vec::new();
         for (index, listener) in api.into_iter().enumerate() {
@@ -298,11 +325,11 @@ impl Server {
                     failed.cpu,
                     failed.error.as_deref().unwrap_or_default()
                 ));
-            } else if pinned.len() < plan.workers {
+            } else if pinned.len() < workers {
                 result = Err(format!(
                     "only {} of {} workers reported their pinning",
                     pinned.len(),
-                    plan.workers
+                    workers
                 ));
             }
             runtime::log_pinned(&pinned);
@@ -352,12 +379,12 @@ fn begin_drain(app: &App, stop: &watch::Sender<bool>, settings: Settings) {
     let _ = stop.send(true);
 }
 
-fn hyper_builder() -> auto::Builder<TokioExecutor> {
+fn hyper_builder(head_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(head_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
     builder
@@ -379,7 +406,8 @@ async fn accept_loop(
             return;
         }
     };
-    let builder = Arc::new(hyper_builder());
+    let builder = Arc::new(hyper_builder(app.limits.head_timeout));
+    let (idle, head_timeout) = (app.limits.idle_timeout, app.limits.head_timeout);
     let front_end = match (kind, settings.zero_copy) {
         (Listener::Admin, _) | (_, ZeroCopy::Copy) => None,
         (_, mode) => {
@@ -403,34 +431,62 @@ async fn accept_loop(
             a = listener.accept() => a,
             _ = stopping.wait_for(|stop| *stop) => break,
         };
-        match (accepted, &front_end) {
-            (Ok((stream, peer)), Some(fe)) => {
+        // The API listeners are capped; the metrics listener is not, so probes still
+        // answer while the API is flooded.
+        let (stream, peer, slot) = match accepted {
+            Ok((stream, peer)) if kind == Listener::Admin => (stream, peer, None),
+            Ok((stream, peer)) => match app.limits.connections.try_acquire() {
+                Some(slot) => (stream, peer, Some(slot)),
+                None => {
+                    app.metrics.refuse_connection("http");
+                    tracing::warn!(%peer, max_connections = app.limits.connections.max(), "HTTP connection cap reached: connection closed");
+                    drop(stream);
+                    continue;
+                }
+            },
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match (&front_end, slot) {
+            (Some(fe), Some(slot)) => {
                 tokio::spawn(fastpath::serve_connection(
                     Arc::clone(fe),
                     stream,
                     peer,
                     graceful.watcher(),
+                    slot,
                 ));
             }
-            (Ok((stream, peer)), None) => {
+            (_, slot) => {
                 let _ = stream.set_nodelay(true);
                 let app = Arc::clone(&app);
                 let service =
                     service_fn(move |req| service::handle(Arc::clone(&app), kind, req, None));
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let _slot = slot;
+                    // hyper's head timer starts with the first byte: a connection that
+                    // never sends one is closed at the same deadline.
+                    // (`readable()` may report the fresh socket ready at once: peek for a
+                    // real byte.)
+                    let mut first = [0u8; 1];
+                    if !matches!(
+                        tokio::time::timeout(head_timeout, stream.peek(&mut first)).await,
+                        Ok(Ok(1))
+                    ) {
+                        return;
+                    }
+                    let conn = builder
+                        .serve_connection(TokioIo::new(IdleTimeout::new(stream, idle)), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                     }
                 });
-            }
-            (Err(e), _) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

@@ -22,11 +22,13 @@ fn start() -> (DataplaneChild, SocketAddr, tempfile::TempDir) {
     (child, nfs, root)
 }
 
-/// Credential of a call: AUTH_NONE, AUTH_SYS as root, or another flavor.
+/// Credential of a call: AUTH_NONE, AUTH_SYS as root (machine "t", or "h<n>"), or another
+/// flavor.
 #[derive(Clone, Copy)]
 enum Cred {
     None,
     Root,
+    RootOn(u32),
     Flavor(u32),
 }
 
@@ -49,6 +51,16 @@ fn call(
         Cred::Root => {
             // stamp, machine "t" (padded), uid 0, gid 0, no groups
             let body = [words(&[1, 1]), b"t\0\0\0".to_vec(), words(&[0, 0, 0])].concat();
+            m.extend(words(&[1, body.len() as u32]));
+            m.extend(body);
+        }
+        Cred::RootOn(host) => {
+            let body = [
+                words(&[1]),
+                opaque(format!("h{host}").as_bytes()),
+                words(&[0, 0, 0]),
+            ]
+            .concat();
             m.extend(words(&[1, body.len() as u32]));
             m.extend(body);
         }
@@ -508,4 +520,161 @@ fn connections_past_the_cap_are_refused_and_counted() {
 fn closed_or_reply(stream: &mut TcpStream) -> bool {
     let mut mark = [0u8; 4];
     stream.read_exact(&mut mark).is_err()
+}
+
+#[test]
+fn the_mount_list_is_bounded() {
+    let (_child, addr, _root) = start();
+    let mut s = connect(addr);
+    let mut batch = Vec::new();
+    for host in 0..1100u32 {
+        batch.extend(call(
+            host,
+            2,
+            MOUNT,
+            3,
+            1,
+            Cred::RootOn(host),
+            &opaque(b"/"),
+        ));
+    }
+    s.write_all(&batch).unwrap();
+    for host in 0..1100u32 {
+        let reply = reply_bytes(&mut s);
+        assert_eq!(
+            (word(&reply, 0), word(&reply, 6)),
+            (host, 0),
+            "MNT from h{host}"
+        );
+    }
+    s.write_all(&call(9999, 2, MOUNT, 3, 2, Cred::Root, &[]))
+        .unwrap();
+    let dump = reply_bytes(&mut s);
+    // After the 6 words of the reply header: (true, opaque host, opaque path)*, false.
+    let mut hosts = Vec::new();
+    let mut at = 24;
+    let opaque_at = |at: &mut usize| {
+        let len = u32::from_be_bytes(dump[*at..*at + 4].try_into().unwrap()) as usize;
+        let text = String::from_utf8_lossy(&dump[*at + 4..*at + 4 + len]).into_owned();
+        *at += 4 + len.div_ceil(4) * 4;
+        text
+    };
+    while word(&dump, at / 4) == 1 {
+        at += 4;
+        hosts.push(opaque_at(&mut at));
+        assert_eq!(opaque_at(&mut at), "/");
+    }
+    assert_eq!(hosts.len(), 1024, "DUMP keeps at most 1024 entries");
+    assert_eq!(
+        hosts.first().map(String::as_str),
+        Some("h76"),
+        "the oldest went first"
+    );
+    assert_eq!(hosts.last().map(String::as_str), Some("h1099"));
+    alive(addr);
+}
+
+#[test]
+fn readdir_replies_stay_bounded_whatever_maxcount_says() {
+    let (_child, addr, root) = start();
+    let dir = root.path().join("many");
+    std::fs::create_dir(&dir).unwrap();
+    let long = "n".repeat(200);
+    for i in 0..7000 {
+        std::fs::write(dir.join(format!("{long}{i:05}")), b"").unwrap();
+    }
+    let mut s = connect(addr);
+    let handle = file_handle(&mut s, b"many");
+    // READDIR with count = u32::MAX (a hostile or broken client).
+    let args = [
+        opaque(&handle),
+        0u64.to_be_bytes().to_vec(),
+        vec![0u8; 8],
+        words(&[u32::MAX]),
+    ]
+    .concat();
+    s.write_all(&call(5, 2, NFS, 3, 16, Cred::Root, &args))
+        .unwrap();
+    let reply = reply_bytes(&mut s);
+    assert_eq!(word(&reply, 6), 0, "READDIR status");
+    assert!(
+        reply.len() <= (1 << 20) + 512,
+        "a {} byte reply for a 1.5 MB folder",
+        reply.len()
+    );
+    let eof = word(&reply, reply.len() / 4 - 1);
+    assert_eq!(eof, 0, "the listing continues in a next call");
+    alive(addr);
+}
+
+#[test]
+fn setattr_mode_never_follows_a_swapped_in_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_child, addr, root) = start();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("secret");
+    std::fs::write(&target, b"keep out").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let victim = root.path().join("victim");
+    std::fs::write(&victim, b"mine").unwrap();
+    let mut s = connect(addr);
+    let handle = file_handle(&mut s, b"victim");
+
+    // Swap `victim` between the regular file and a symlink to the outside file, as fast as
+    // possible, while SETATTR mode 0777 is sent on the file's handle.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, victim, target) = (std::sync::Arc::clone(&stop), victim.clone(), target.clone());
+        let dir = victim.parent().unwrap().to_owned();
+        std::thread::spawn(move || {
+            let (real, link) = (dir.join(".real"), dir.join(".link"));
+            let mut swaps = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::rename(&victim, &real);
+                let _ = std::os::unix::fs::symlink(&target, &link);
+                let _ = std::fs::rename(&link, &victim);
+                std::thread::yield_now();
+                let _ = std::fs::rename(&real, &victim);
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    // sattr3: mode (set, 0777), uid, gid, size unset, atime and mtime DONT_CHANGE; no guard.
+    let sattr = words(&[1, 0o777, 0, 0, 0, 0, 0, 0]);
+    let mut changed = 0;
+    let mut statuses = std::collections::BTreeMap::<u32, u32>::new();
+    // At least 3000 tries, and on until 20 went through (a busy machine may starve the
+    // swapper or this loop for a while), for at most 20 s.
+    let started = std::time::Instant::now();
+    let mut xid = 0u32;
+    while (xid < 3000 || changed < 20) && started.elapsed() < Duration::from_secs(20) {
+        xid += 1;
+        let args = [opaque(&handle), sattr.clone()].concat();
+        s.write_all(&call(xid, 2, NFS, 3, 2, Cred::Root, &args))
+            .unwrap();
+        let reply = reply_bytes(&mut s);
+        *statuses.entry(word(&reply, 6)).or_default() += 1;
+        if word(&reply, 6) == 0 {
+            changed += 1;
+            // Undo, so each SETATTR really changes the mode.
+            let undo = [opaque(&handle), words(&[1, 0o644, 0, 0, 0, 0, 0, 0])].concat();
+            s.write_all(&call(xid, 2, NFS, 3, 2, Cred::Root, &undo))
+                .unwrap();
+            let _ = reply_bytes(&mut s);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode, 0o600,
+        "the outside file kept its mode ({changed} SETATTRs applied, {swaps} swaps)"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep out");
+    assert!(
+        changed > 0 && swaps > 100,
+        "the race was exercised: {changed} SETATTRs applied, {swaps} swaps"
+    );
+    alive(addr);
 }

@@ -242,7 +242,7 @@ pub async fn upload<B>(
 ) -> Result<Reply, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + 'static,
 {
     let mut prepared = prepare_upload(app, path, headers).await?;
     let file = Arc::clone(&prepared.upload.file);
@@ -257,9 +257,14 @@ where
         Ok::<_, std::io::Error>(())
     });
     let mut received: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("upload body could not be read: {e}")))?;
+    let idle = app.limits.idle_timeout;
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => return Err(upload_read_error(io::idle::timed_out(idle))),
+        };
+        let frame = frame.map_err(|e| upload_read_error(body_error_as_io(&e)))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -289,6 +294,36 @@ where
     commit_upload(app, prepared, received).await
 }
 
+/// The answer to an upload whose body could not be read: 408 when the client stalled,
+/// else 400. Either way the caller drops the upload, its temp file and its reservation.
+fn upload_read_error(e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        tracing::info!(error = %e, "upload abandoned: the client stopped sending");
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "upload_timeout",
+            format!("upload body stalled: {e}"),
+        )
+    } else {
+        ApiError::bad_request(format!("upload body could not be read: {e}"))
+    }
+}
+
+/// A body error as an I/O error, keeping `TimedOut` when the connection's idle timeout
+/// (an [`io::idle::IdleTimeout`] under hyper) is what ended it.
+fn body_error_as_io(err: &(dyn std::error::Error + 'static)) -> std::io::Error {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return std::io::Error::new(std::io::ErrorKind::TimedOut, io.to_string());
+        }
+        source = e.source();
+    }
+    std::io::Error::other(err.to_string())
+}
+
 /// An upload body still on the socket, for the zero-copy front end: `prefix` holds the bytes
 /// that arrived with the request head, the rest (`len - prefix.len()`) is spliced.
 #[derive(Debug)]
@@ -302,6 +337,8 @@ pub struct SocketUpload<'a> {
     /// Set to the bytes taken off the connection, so the caller knows whether the body was
     /// consumed (and the connection can be reused) after an early error.
     pub consumed: &'a AtomicU64,
+    /// The upload fails (and releases its reservation) when no byte arrives for this long.
+    pub idle: std::time::Duration,
 }
 
 /// PUT through the front end: the read-ahead prefix is written, the rest spliced
@@ -335,18 +372,24 @@ pub async fn upload_from_socket(
     let rest = source.len - prefix_len;
     if rest > 0 {
         let spliced = match app.pipes.take() {
-            Ok(pipe) => io::splice::socket_to_file(source.stream, &file, prefix_len, rest, pipe)
-                .await
-                .map(|n| (n, TransferPath::Splice, None)),
+            Ok(pipe) => io::splice::socket_to_file(
+                source.stream,
+                &file,
+                prefix_len,
+                rest,
+                pipe,
+                source.idle,
+            )
+            .await
+            .map(|n| (n, TransferPath::Splice, None)),
             Err(e) => {
                 tracing::warn!(error = %e, "no pipe for splice; copying the upload");
-                copy_socket_to_file(source.stream, &file, prefix_len, rest, app)
+                copy_socket_to_file(source.stream, &file, prefix_len, rest, app, source.idle)
                     .await
                     .map(|n| (n, TransferPath::Copy, Some(FallbackReason::PipeUnavailable)))
             }
         };
-        let (n, path_taken, reason) = spliced
-            .map_err(|e| ApiError::bad_request(format!("upload body could not be read: {e}")))?;
+        let (n, path_taken, reason) = spliced.map_err(upload_read_error)?;
         transfer.push(path_taken, n, reason);
     }
     source.consumed.store(source.len, Ordering::Relaxed);
@@ -362,13 +405,14 @@ async fn copy_socket_to_file(
     offset: u64,
     len: u64,
     app: &App,
+    idle: std::time::Duration,
 ) -> std::io::Result<u64> {
     let mut moved = 0u64;
     while moved < len {
         let want = (len - moved).min(256 * 1024) as usize;
         let permit = app.budget.acquire(want).await;
         let mut buf = vec![0u8; want];
-        stream.readable().await?;
+        io::idle::within(idle, stream.readable()).await?;
         let n = match stream.try_read(&mut buf) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => n,

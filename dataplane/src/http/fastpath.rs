@@ -41,10 +41,12 @@ use tokio::sync::watch;
 use super::api::SocketUpload;
 use super::body::Body;
 use super::service::{self, App, Listener};
+use crate::io::idle::IdleTimeout;
 use crate::io::sendfile::{self, SendError};
 use crate::io::small::{self, BufferPool};
 use crate::io::{FallbackReason, Transfer, TransferPath};
-use crate::server::{HEAD_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS};
+use crate::limits::ConnectionSlot;
+use crate::server::{MAX_HEAD_BYTES, MAX_HEADERS};
 
 /// File bodies up to this size go as `pread` + one `writev`; larger ones with sendfile.
 /// Chosen with `make bench` (see the README): below it the extra syscalls of sendfile
@@ -188,7 +190,10 @@ pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     watcher: Watcher,
+    slot: ConnectionSlot,
 ) {
+    // Held until the connection ends, including after a handoff to hyper.
+    let _slot = slot;
     let _ = stream.set_nodelay(true);
     let mut conn = Connection {
         fe,
@@ -203,10 +208,13 @@ pub async fn serve_connection(
             let Connection {
                 fe, stream, buf, ..
             } = conn;
-            let io = PrefixedIo {
-                prefix: buf.freeze(),
-                stream,
-            };
+            let io = IdleTimeout::new(
+                PrefixedIo {
+                    prefix: buf.freeze(),
+                    stream,
+                },
+                fe.app.limits.idle_timeout,
+            );
             let (app, listener) = (Arc::clone(&fe.app), fe.listener);
             let service =
                 service_fn(move |req| service::handle(Arc::clone(&app), listener, req, None));
@@ -237,7 +245,13 @@ struct Connection {
 impl Connection {
     async fn run(&mut self) -> io::Result<Next> {
         let mut shutdown = self.fe.shutdown.clone();
+        let (head_timeout, idle_timeout) = (
+            self.fe.app.limits.head_timeout,
+            self.fe.app.limits.idle_timeout,
+        );
         loop {
+            // The whole head must arrive by this deadline, however the bytes trickle in.
+            let head_deadline = tokio::time::Instant::now() + head_timeout;
             let head = loop {
                 if self.buf.starts_with(HTTP2_PREFACE) {
                     return Ok(Next::Handoff(FallbackReason::Http2));
@@ -271,13 +285,24 @@ impl Connection {
                         .await;
                 }
                 let idle = self.buf.is_empty();
-                tokio::select! {
-                    read = tokio::time::timeout(HEAD_TIMEOUT, self.stream.read_buf(&mut self.buf)) => match read {
-                        Ok(Ok(0)) | Err(_) => return Ok(Next::Close),
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(e),
-                    },
+                let read = tokio::select! {
+                    read = tokio::time::timeout_at(head_deadline, self.stream.read_buf(&mut self.buf)) => read,
                     _ = shutdown.wait_for(|stop| *stop), if idle => return Ok(Next::Close),
+                };
+                match read {
+                    Ok(Ok(0)) => return Ok(Next::Close),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                    // Idle between requests: close quietly.
+                    Err(_) if idle => return Ok(Next::Close),
+                    Err(_) => {
+                        return self
+                            .reject(
+                                StatusCode::REQUEST_TIMEOUT,
+                                "the request head took too long",
+                            )
+                            .await;
+                    }
                 }
             };
             if let Some(reason) = head.handoff {
@@ -305,6 +330,7 @@ impl Connection {
                     prefix: self.buf.split_to(take).freeze(),
                     len: body_len,
                     consumed: &consumed,
+                    idle: idle_timeout,
                 }
             });
             let Ok(response) =
@@ -324,19 +350,39 @@ impl Connection {
         }
     }
 
-    /// Answers a request the front end could not parse, then closes.
+    /// Answers a request the front end could not parse (or that came too slowly), then
+    /// closes. Counted like any request (route `invalid`), with a request id to quote.
     async fn reject(&mut self, status: StatusCode, why: &str) -> io::Result<Next> {
-        let body = serde_json::json!({ "code": "bad_request", "message": why }).to_string();
+        let code = if status == StatusCode::REQUEST_TIMEOUT {
+            "request_timeout"
+        } else {
+            "bad_request"
+        };
+        let body = serde_json::json!({ "code": code, "message": why }).to_string();
+        let request_id = service::request_id(&HeaderMap::new());
         let mut head = Vec::with_capacity(256);
         let _ = write!(
             head,
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             body.len(),
+            service::REQUEST_ID,
+            request_id,
             http_date()
         );
-        small::writev_all(&self.stream, &head, body.as_bytes()).await?;
+        self.fe
+            .app
+            .metrics
+            .observe_refused_request(status.as_u16(), 0.0);
+        tracing::info!(request_id = %request_id, status = status.as_u16(), reason = why, "request refused by the front end");
+        small::writev_all(
+            &self.stream,
+            &head,
+            body.as_bytes(),
+            self.fe.app.limits.idle_timeout,
+        )
+        .await?;
         self.linger_close().await;
         Ok(Next::Close)
     }
@@ -384,9 +430,10 @@ impl Connection {
             b"connection: close\r\n\r\n"
         });
 
+        let idle = self.fe.app.limits.idle_timeout;
         match body {
-            Body::Empty | Body::Full(None) => sendfile::write_all(&self.stream, &head).await,
-            Body::Full(Some(bytes)) => small::writev_all(&self.stream, &head, &bytes).await,
+            Body::Empty | Body::Full(None) => sendfile::write_all(&self.stream, &head, idle).await,
+            Body::Full(Some(bytes)) => small::writev_all(&self.stream, &head, &bytes, idle).await,
             Body::File(file_body) => {
                 let (file, offset, len) = file_body.into_region();
                 let metrics = &self.fe.app.metrics;
@@ -395,7 +442,7 @@ impl Connection {
                     let read = read_small(&file, offset, &mut buf[..len as usize]).await;
                     let result = match read {
                         Ok(n) if n as u64 == len => {
-                            small::writev_all(&self.stream, &head, &buf[..n]).await
+                            small::writev_all(&self.stream, &head, &buf[..n], idle).await
                         }
                         Ok(_) => Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -411,13 +458,14 @@ impl Connection {
                     metrics.record_transfer("http", &transfer);
                     Ok(())
                 } else {
-                    sendfile::send_head_more(&self.stream, &head).await?;
+                    sendfile::send_head_more(&self.stream, &head, idle).await?;
                     match sendfile::send_region(
                         &self.stream,
                         &mut self.socket_dup,
                         &file,
                         offset,
                         len,
+                        idle,
                     )
                     .await
                     {

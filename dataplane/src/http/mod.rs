@@ -2,6 +2,7 @@
 //! zero-copy HTTP/1.1 front end that executes them with sendfile and splice.
 
 pub mod api;
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod fastpath;

@@ -4,17 +4,19 @@ use std::convert::Infallible;
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use super::api::{self, ListQuery, Reply, SocketUpload};
+use super::auth::{Access, Tokens};
 use super::body::{Body, FileBody};
 use super::error::ApiError;
 use super::plan::{PlanBody, ResponsePlan, Route};
 use crate::budget::BufferBudget;
 use crate::io::splice::PipePool;
+use crate::limits::ConnectionLimit;
 use crate::metrics::Metrics;
 use crate::runtime::RuntimeReport;
 use crate::share::Share;
@@ -44,6 +46,21 @@ pub struct App {
     pub mmap_min: u64,
     /// Each worker's CPU, once the workers have pinned themselves.
     pub pinned: std::sync::OnceLock<Vec<crate::runtime::Pinned>>,
+    /// Bearer tokens of the file API.
+    pub tokens: Tokens,
+    /// Timeouts and the connection cap of the HTTP listeners.
+    pub limits: HttpLimits,
+}
+
+/// Timeouts and the connection cap of the HTTP listeners.
+#[derive(Debug)]
+pub struct HttpLimits {
+    /// Time for a whole request head, from the end of the previous response.
+    pub head_timeout: Duration,
+    /// Longest wait for a byte of an upload or for room to send a response.
+    pub idle_timeout: Duration,
+    /// HTTP connections served at once, all workers together.
+    pub connections: Arc<ConnectionLimit>,
 }
 
 /// Which listener a request arrived on.
@@ -69,7 +86,7 @@ pub async fn handle<B>(
 ) -> Result<Response<Body>, Infallible>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + 'static,
 {
     let started = Instant::now();
     let request_id = request_id(req.headers());
@@ -130,7 +147,7 @@ async fn dispatch<B>(
 ) -> Result<Reply, ApiError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + 'static,
 {
     let method = req.method().clone();
     let head = method == Method::HEAD;
@@ -181,15 +198,55 @@ where
             Err(ApiError::not_found("no such route on the metrics listener"))
         }
         Route::Unknown => Err(ApiError::not_found("no such route")),
+        // Every share route needs a token (when tokens are configured) before anything
+        // about the share, even whether it exists, is revealed.
+        _ if app.tokens.enabled() => {
+            let access = if head || method == Method::GET {
+                Access::Read
+            } else {
+                Access::Write
+            };
+            let authorization = req.headers().get(header::AUTHORIZATION);
+            app.tokens
+                .check(authorization.map(HeaderValue::as_bytes), access)?;
+            dispatch_share(app, route, req, socket_upload).await
+        }
+        _ => dispatch_share(app, route, req, socket_upload).await,
+    }
+}
+
+/// The share routes (after authentication).
+async fn dispatch_share<B>(
+    app: &App,
+    route: Route,
+    req: Request<B>,
+    socket_upload: Option<SocketUpload<'_>>,
+) -> Result<Reply, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+{
+    let method = req.method().clone();
+    let head = method == Method::HEAD;
+    let read_only_route = || -> Result<(), ApiError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(method_not_allowed("GET, HEAD"));
+        }
+        Ok(())
+    };
+    match route {
+        Route::Healthz | Route::Readyz | Route::Metrics | Route::Unknown => {
+            Err(ApiError::not_found("no such route"))
+        }
         Route::List { share } => {
             check_share(app, &share)?;
-            read_only_route(true)?;
+            read_only_route()?;
             let query = ListQuery::parse(req.uri().query())?;
             Ok(with_head(api::list(&app.share, query).await?, head))
         }
         Route::Stats { share } => {
             check_share(app, &share)?;
-            read_only_route(true)?;
+            read_only_route()?;
             Ok(with_head(api::stats(app), head))
         }
         Route::File { share, path } => {

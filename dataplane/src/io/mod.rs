@@ -10,6 +10,7 @@
 //! Every transfer reports the path it took and, when it was not a zero-copy path, why
 //! ([`FallbackReason`]); the callers turn that into metrics.
 
+pub mod idle;
 pub mod sendfile;
 pub mod small;
 pub mod splice;

@@ -13,12 +13,13 @@ use std::fs::File;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::io::ReadWriteFlags;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::idle::within;
 use super::{FallbackReason, Transfer, TransferPath, is_unsupported};
 
 /// Largest count one `sendfile` call moves on Linux.
@@ -66,12 +67,14 @@ pub fn is_hot(file: &File, offset: u64) -> bool {
 
 /// Sends `len` bytes of `file` from `offset` on `stream`. `socket_dup` lazily holds a
 /// duplicate of the socket's fd for blocking-pool sends of cold ranges.
+/// A wait for room in the socket longer than `idle` ends the send with `TimedOut`.
 pub async fn send_region(
     stream: &TcpStream,
     socket_dup: &mut Option<Arc<OwnedFd>>,
     file: &Arc<File>,
     offset: u64,
     len: u64,
+    idle: Duration,
 ) -> Result<Transfer, SendError> {
     let end = offset + len;
     let mut pos = offset;
@@ -84,14 +87,16 @@ pub async fn send_region(
             let want = (turn_end - pos).min(MAX_SENDFILE) as usize;
             let result = if hot {
                 let mut at = pos;
-                stream
-                    .async_io(Interest::WRITABLE, || {
+                within(
+                    idle,
+                    stream.async_io(Interest::WRITABLE, || {
                         rustix::fs::sendfile(stream, file.as_fd(), Some(&mut at), want)
                             .map_err(io::Error::from)
-                    })
-                    .await
+                    }),
+                )
+                .await
             } else {
-                send_cold(stream, socket_dup, file, pos, want).await
+                send_cold(stream, socket_dup, file, pos, want, idle).await
             };
             match result {
                 Ok(0) => {
@@ -107,7 +112,7 @@ pub async fn send_region(
                 Err(e) if first_call && is_unsupported(&e) => {
                     transfer.push(TransferPath::Sendfile, pos - offset, None);
                     let started = Instant::now();
-                    let copied = copy_region(stream, file, pos, end - pos)
+                    let copied = copy_region(stream, file, pos, end - pos, idle)
                         .await
                         .map_err(|e| match e {
                             SendError::Truncated { sent, .. } => SendError::Truncated {
@@ -150,6 +155,7 @@ async fn send_cold(
     file: &Arc<File>,
     pos: u64,
     want: usize,
+    idle: Duration,
 ) -> io::Result<usize> {
     let socket = match socket_dup {
         Some(fd) => Arc::clone(fd),
@@ -158,7 +164,7 @@ async fn send_cold(
         }
     };
     loop {
-        stream.writable().await?;
+        within(idle, stream.writable()).await?;
         let (socket, file) = (Arc::clone(&socket), Arc::clone(file));
         let result = tokio::task::spawn_blocking(move || {
             let mut at = pos;
@@ -187,6 +193,7 @@ pub async fn copy_region(
     file: &Arc<File>,
     offset: u64,
     len: u64,
+    idle: Duration,
 ) -> Result<u64, SendError> {
     const CHUNK: u64 = 256 * 1024;
     let mut sent = 0u64;
@@ -207,7 +214,7 @@ pub async fn copy_region(
                 expected: len,
             });
         }
-        write_all(stream, &chunk)
+        write_all(stream, &chunk, idle)
             .await
             .map_err(|source| SendError::Io { sent, source })?;
         sent += chunk.len() as u64;
@@ -215,14 +222,16 @@ pub async fn copy_region(
     Ok(sent)
 }
 
-/// Writes all of `buf`, waiting for readiness on EAGAIN.
-pub async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+/// Writes all of `buf`, waiting for readiness on EAGAIN, at most `idle` for each wait.
+pub async fn write_all(stream: &TcpStream, mut buf: &[u8], idle: Duration) -> io::Result<()> {
     while !buf.is_empty() {
-        let n = stream
-            .async_io(Interest::WRITABLE, || {
+        let n = within(
+            idle,
+            stream.async_io(Interest::WRITABLE, || {
                 rustix::io::write(stream, buf).map_err(io::Error::from)
-            })
-            .await?;
+            }),
+        )
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -232,15 +241,17 @@ pub async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
 }
 
 /// Sends `head` with `MSG_MORE`, so the kernel coalesces it with the body that follows.
-pub async fn send_head_more(stream: &TcpStream, mut head: &[u8]) -> io::Result<()> {
+pub async fn send_head_more(stream: &TcpStream, mut head: &[u8], idle: Duration) -> io::Result<()> {
     use rustix::net::SendFlags;
     while !head.is_empty() {
-        let n = stream
-            .async_io(Interest::WRITABLE, || {
+        let n = within(
+            idle,
+            stream.async_io(Interest::WRITABLE, || {
                 rustix::net::send(stream, head, SendFlags::MORE | SendFlags::NOSIGNAL)
                     .map_err(io::Error::from)
-            })
-            .await?;
+            }),
+        )
+        .await?;
         head = &head[n..];
     }
     Ok(())

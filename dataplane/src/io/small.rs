@@ -70,15 +70,23 @@ impl BufferPool {
 }
 
 /// Writes `head` then `body` with `writev`, handling partial writes.
-pub async fn writev_all(stream: &TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+/// Fails with `TimedOut` when the socket takes no byte for `idle`.
+pub async fn writev_all(
+    stream: &TcpStream,
+    head: &[u8],
+    body: &[u8],
+    idle: std::time::Duration,
+) -> io::Result<()> {
     let (mut head, mut body) = (head, body);
     while !head.is_empty() || !body.is_empty() {
-        let n = stream
-            .async_io(Interest::WRITABLE, || {
+        let n = super::idle::within(
+            idle,
+            stream.async_io(Interest::WRITABLE, || {
                 rustix::io::writev(stream, &[IoSlice::new(head), IoSlice::new(body)])
                     .map_err(io::Error::from)
-            })
-            .await?;
+            }),
+        )
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

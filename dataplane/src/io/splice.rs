@@ -89,13 +89,15 @@ impl Drop for PooledPipe {
 }
 
 /// Moves exactly `len` bytes from `stream` into `file` at `offset` through `pipe`.
-/// Fails with `UnexpectedEof` if the peer closes early.
+/// Fails with `UnexpectedEof` if the peer closes early, `TimedOut` if it sends nothing for
+/// `idle`.
 pub async fn socket_to_file(
     stream: &TcpStream,
     file: &Arc<File>,
     offset: u64,
     len: u64,
     mut pipe: PooledPipe,
+    idle: std::time::Duration,
 ) -> io::Result<u64> {
     let Some(shared) = pipe.pipe.clone() else {
         return Err(io::Error::other("pipe already returned"));
@@ -106,12 +108,14 @@ pub async fn socket_to_file(
     while moved < len {
         let room = (len - moved).min(shared.capacity as u64) as usize;
         let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
-        let mut in_pipe = stream
-            .async_io(Interest::READABLE, || {
+        let mut in_pipe = super::idle::within(
+            idle,
+            stream.async_io(Interest::READABLE, || {
                 rustix::pipe::splice(stream, None, &shared.write, None, room, flags)
                     .map_err(io::Error::from)
-            })
-            .await?;
+            }),
+        )
+        .await?;
         if in_pipe == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

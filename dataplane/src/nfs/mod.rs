@@ -24,7 +24,6 @@ pub mod xdr;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -35,6 +34,7 @@ use rpc::{AcceptStat, AuthStat, CallError, Credential};
 
 use crate::http::service::App;
 use crate::identity::IdentityMode;
+use crate::limits::ConnectionLimit;
 
 /// What the export needs from the command line.
 #[derive(Debug, Clone)]
@@ -202,15 +202,6 @@ impl Exporter {
     }
 }
 
-/// One served connection, counted until its thread ends.
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// A started NFS server.
 #[derive(Debug)]
 pub struct NfsServer {
@@ -230,7 +221,7 @@ impl NfsServer {
         let started = Instant::now();
         let vfs = vfs::Vfs::open(root, &options.share)?;
         tracing::info!(nfs = %local, indexed = vfs.indexed(), index_ms = started.elapsed().as_millis() as u64, "NFS export ready");
-        let max_connections = options.max_connections.max(1);
+        let limit = ConnectionLimit::new(options.max_connections);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -250,7 +241,6 @@ impl NfsServer {
             mounts: Mutex::new(Vec::new()),
             port: local.port(),
         });
-        let active = Arc::new(AtomicUsize::new(0));
         std::thread::Builder::new()
             .name("zn-nfs-accept".into())
             .spawn(move || {
@@ -267,13 +257,11 @@ impl NfsServer {
                         Ok(p) => p,
                         Err(_) => continue,
                     };
-                    if active.load(Ordering::Relaxed) >= max_connections {
+                    let Some(slot) = limit.try_acquire() else {
                         exporter.app.metrics.refuse_connection("nfs");
-                        tracing::warn!(%peer, max_connections, "NFS connection cap reached: connection closed");
+                        tracing::warn!(%peer, max_connections = limit.max(), "NFS connection cap reached: connection closed");
                         continue;
-                    }
-                    active.fetch_add(1, Ordering::Relaxed);
-                    let slot = ConnectionSlot(Arc::clone(&active));
+                    };
                     let exporter = Arc::clone(&exporter);
                     let spawned = std::thread::Builder::new()
                         .name("zn-nfs-conn".into())

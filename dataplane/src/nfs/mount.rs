@@ -27,6 +27,9 @@ pub const PORTMAP_PROCEDURES: [&str; 6] = [
 const MNT3ERR_NOENT: u32 = 2;
 const MNT3ERR_ACCES: u32 = 13;
 const MAX_DIRPATH: usize = 1024;
+/// Most (client, path) pairs the mount list (DUMP, for `showmount -a`) keeps; the oldest
+/// goes first. The list is advisory (RFC 1813 §5.2.3), so a full one only forgets.
+pub const MAX_MOUNT_ENTRIES: usize = 1024;
 
 impl Exporter {
     /// The folder a MNT path names: `/` (or empty) is the share's root, `/a/b` its folder
@@ -83,6 +86,9 @@ impl Exporter {
                             String::from_utf8_lossy(&path).into_owned(),
                         );
                         if !mounts.contains(&entry) {
+                            if mounts.len() >= MAX_MOUNT_ENTRIES {
+                                mounts.remove(0);
+                            }
                             mounts.push(entry);
                         }
                     }

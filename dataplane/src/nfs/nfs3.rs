@@ -25,6 +25,9 @@ pub const MAX_IO: u32 = 1 << 20;
 /// Reads up to this size are sent as one buffer (`pread` + one write) instead of `sendfile`.
 pub const SMALL_READ: usize = 16 * 1024;
 const MAX_HANDLE: usize = 64;
+/// Largest READDIR/READDIRPLUS reply body, whatever the client's `maxcount` (the same as
+/// the largest READ, which every client already accepts).
+pub const READDIR_MAX_REPLY: usize = MAX_IO as usize;
 const MAX_PATH: usize = 4096;
 
 /// Procedure names, by number (metrics labels).
@@ -943,11 +946,17 @@ impl Exporter {
             let count = d.u32()? as usize;
             (count, count)
         };
+        // The client's sizes are only wishes: a reply never grows past one record's worth,
+        // whatever a hostile `maxcount` says (knfsd caps it at its max payload too).
+        let (dircount, maxcount) = (
+            dircount.min(READDIR_MAX_REPLY),
+            maxcount.min(READDIR_MAX_REPLY),
+        );
         if !Self::may(caller, &dir.attr, 4) {
             return Err(Fail::Status(status::ACCES));
         }
         let entries = self.entries(&dir)?;
-        let mut e = Encoder::with_capacity(maxcount.min(1 << 20));
+        let mut e = Encoder::with_capacity(maxcount.min(64 * 1024));
         self.post_op_attr(&mut e, Some(&dir.attr));
         e.opaque_fixed(&[0u8; 8]);
         let limit = maxcount.saturating_sub(16).max(256);

@@ -7,6 +7,9 @@ use std::io::{self, Read};
 /// Largest record accepted: a 1 MiB WRITE plus its RPC and NFS headers.
 pub const MAX_RECORD: usize = (1 << 20) + 4096;
 
+/// How much a record's buffer grows per read while its bytes arrive.
+const GROW_CHUNK: usize = 64 * 1024;
+
 /// Why a connection's record stream ended.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -50,9 +53,13 @@ pub fn read_record(reader: &mut impl Read, record: &mut Vec<u8>) -> Result<(), R
         if total > MAX_RECORD {
             return Err(RecordError::TooLarge(total));
         }
-        let start = record.len();
-        record.resize(total, 0);
-        reader.read_exact(&mut record[start..])?;
+        // Grow only as bytes arrive: a header claiming 1 MiB that is never followed by data
+        // costs one chunk, not the whole claim.
+        while record.len() < total {
+            let start = record.len();
+            record.resize(total.min(start + GROW_CHUNK), 0);
+            reader.read_exact(&mut record[start..])?;
+        }
         if value & 0x8000_0000 != 0 {
             return Ok(());
         }
@@ -93,6 +100,14 @@ mod tests {
             read_record(&mut &many[..], &mut record),
             Err(RecordError::TooLarge(_))
         ));
+        // A header claiming a whole record, then nothing: the buffer grew by one chunk only.
+        let mut record = Vec::new();
+        let claim = fragment_header(true, MAX_RECORD - 8);
+        assert!(matches!(
+            read_record(&mut &claim[..], &mut record),
+            Err(RecordError::Io(_))
+        ));
+        assert!(record.capacity() <= 2 * GROW_CHUNK, "{}", record.capacity());
         let truncated = [fragment_header(true, 10).as_slice(), b"abc"].concat();
         assert!(matches!(
             read_record(&mut &truncated[..], &mut record),

@@ -82,7 +82,20 @@ impl ResponsePlan {
 
     /// The JSON error response for `err`.
     pub fn error(err: &ApiError) -> Self {
-        Self::json(err.status, err.to_json())
+        let mut plan = Self::json(err.status, err.to_json());
+        if err.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: say which scheme, and why a token was refused.
+            let challenge = if err.code == "invalid_token" {
+                "Bearer realm=\"zeronas\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"zeronas\""
+            };
+            plan.headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        plan
     }
 
     /// A plain-text response.
@@ -133,6 +146,12 @@ pub fn plan_read(req: &ReadRequest<'_>, file: &FileFacts) -> ResponsePlan {
         headers.insert(header::LAST_MODIFIED, v);
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // The Content-Type comes from the name; a browser must not guess another (an uploaded
+    // `.txt` holding HTML would otherwise run as a page of this origin).
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 
     match conditional::evaluate(&req.preconditions, Some(&file.validators), true) {
         Outcome::Proceed => {}

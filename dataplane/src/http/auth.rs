@@ -1,0 +1,381 @@
+//! Bearer-token access to the HTTP file API.
+//!
+//! The operator puts two random tokens in a Secret per NasVolume, mounted as files: a
+//! read-write token and a read-only token. Requests to the file API carry one of them as
+//! `Authorization: Bearer <token>`; without a valid one they get 401 (or, with anonymous
+//! read on, reads pass). Tokens are compared in constant time. The files are re-read when
+//! they change (a Secret volume swaps its `..data` link on update), checked at most once
+//! a second, so a rotated token takes effect without a restart; a file that cannot be read
+//! any more keeps the tokens last read and logs why. Probes and `/metrics` never need a
+//! token.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+
+/// How often the token files are checked for a change.
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+/// Shortest token accepted from a file (the operator writes 64 hex digits).
+const MIN_TOKEN_LEN: usize = 16;
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// GET, HEAD: read files, list, stats.
+    Read,
+    /// PUT, DELETE.
+    Write,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No `Authorization: Bearer` header (and anonymous access does not cover the request).
+    Missing,
+    /// A token that matches neither token.
+    Invalid,
+    /// The read-only token on a write.
+    ReadOnly,
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        use http::StatusCode;
+        match denied {
+            Denied::Missing => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this share needs a bearer token: send Authorization: Bearer <token> (the NasVolume's token Secret)",
+            ),
+            Denied::Invalid => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the bearer token is not valid for this share",
+            ),
+            Denied::ReadOnly => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "read_only_token",
+                "the read-only token cannot write; use the read-write token",
+            ),
+        }
+    }
+}
+
+/// The tokens in force.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TokenSet {
+    /// Grants reads and writes.
+    pub read_write: Option<Vec<u8>>,
+    /// Grants reads.
+    pub read_only: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token.
+        f.debug_struct("TokenSet")
+            .field("read_write", &self.read_write.is_some())
+            .field("read_only", &self.read_only.is_some())
+            .finish()
+    }
+}
+
+fn matches(token: &[u8], expected: Option<&Vec<u8>>) -> bool {
+    expected.is_some_and(|e| bool::from(token.ct_eq(e.as_slice())))
+}
+
+/// Decides a request: `authorization` is the raw `Authorization` header, if any.
+pub fn decide(
+    tokens: &TokenSet,
+    anonymous_read: bool,
+    authorization: Option<&[u8]>,
+    access: Access,
+) -> Result<(), Denied> {
+    let token = authorization.and_then(bearer);
+    let Some(token) = token else {
+        return if access == Access::Read && anonymous_read {
+            Ok(())
+        } else {
+            Err(if authorization.is_some() {
+                Denied::Invalid
+            } else {
+                Denied::Missing
+            })
+        };
+    };
+    // Both comparisons always run, so timing does not tell which token was close.
+    let read_write = matches(token, tokens.read_write.as_ref());
+    let read_only = matches(token, tokens.read_only.as_ref());
+    match (read_write, read_only, access) {
+        (true, _, _) | (false, true, Access::Read) => Ok(()),
+        (false, true, Access::Write) => Err(Denied::ReadOnly),
+        (false, false, _) => Err(Denied::Invalid),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Why a token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// The file cannot be read.
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file holds no usable token.
+    #[error(
+        "the token file {path} holds no token of at least {MIN_TOKEN_LEN} visible ASCII characters"
+    )]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A token read from `path`: its content without surrounding whitespace.
+fn read_token(path: &Path) -> Result<Vec<u8>, TokenFileError> {
+    let bytes = std::fs::read(path).map_err(|source| TokenFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = bytes.trim_ascii();
+    if token.len() < MIN_TOKEN_LEN || !token.iter().all(u8::is_ascii_graphic) {
+        return Err(TokenFileError::Invalid {
+            path: path.to_owned(),
+        });
+    }
+    Ok(token.to_vec())
+}
+
+/// What identifies one version of a file (through symlinks, as a Secret volume has them).
+type Version = Option<(u64, u64, u64, SystemTime)>;
+
+fn version(path: &Path) -> Version {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
+}
+
+#[derive(Debug)]
+struct Reload {
+    checked: Instant,
+    versions: [Version; 2],
+}
+
+/// The token files and the tokens last read from them.
+#[derive(Debug)]
+pub struct Tokens {
+    paths: [Option<PathBuf>; 2],
+    anonymous_read: bool,
+    current: RwLock<Arc<TokenSet>>,
+    reload: Mutex<Reload>,
+}
+
+impl Tokens {
+    /// Reads the read-write and read-only token files; fails when a named file is missing or
+    /// holds no token, so a bad mount stops start-up instead of opening the share.
+    pub fn load(
+        read_write: Option<PathBuf>,
+        read_only: Option<PathBuf>,
+        anonymous_read: bool,
+    ) -> Result<Self, TokenFileError> {
+        let paths = [read_write, read_only];
+        let set = read_set(&paths)?;
+        let versions = [
+            paths[0].as_deref().and_then(version),
+            paths[1].as_deref().and_then(version),
+        ];
+        Ok(Self {
+            paths,
+            anonymous_read,
+            current: RwLock::new(Arc::new(set)),
+            reload: Mutex::new(Reload {
+                checked: Instant::now(),
+                versions,
+            }),
+        })
+    }
+
+    /// True when requests need a token at all (a token file was given).
+    pub fn enabled(&self) -> bool {
+        self.paths.iter().any(Option::is_some)
+    }
+
+    /// Decides a request against the current tokens (re-reading changed files first).
+    pub fn check(&self, authorization: Option<&[u8]>, access: Access) -> Result<(), Denied> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.reload_if_changed();
+        let set = Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()));
+        decide(&set, self.anonymous_read, authorization, access)
+    }
+
+    /// Re-reads the files when their identity changed, at most once per [`RELOAD_CHECK`].
+    fn reload_if_changed(&self) {
+        let Ok(mut reload) = self.reload.try_lock() else {
+            // Another request is checking right now; the current tokens serve this one.
+            return;
+        };
+        if reload.checked.elapsed() < RELOAD_CHECK {
+            return;
+        }
+        reload.checked = Instant::now();
+        let versions = [
+            self.paths[0].as_deref().and_then(version),
+            self.paths[1].as_deref().and_then(version),
+        ];
+        if versions == reload.versions {
+            return;
+        }
+        match read_set(&self.paths) {
+            Ok(set) => {
+                reload.versions = versions;
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+                tracing::info!("HTTP token files changed: tokens reloaded");
+            }
+            Err(e) => {
+                // Keep serving with the tokens last read; retry at the next check.
+                tracing::warn!(error = %e, "HTTP token files changed but cannot be read; keeping the previous tokens");
+            }
+        }
+    }
+}
+
+fn read_set(paths: &[Option<PathBuf>; 2]) -> Result<TokenSet, TokenFileError> {
+    let read = |p: &Option<PathBuf>| p.as_deref().map(read_token).transpose();
+    Ok(TokenSet {
+        read_write: read(&paths[0])?,
+        read_only: read(&paths[1])?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> TokenSet {
+        TokenSet {
+            read_write: Some(b"rw-token-0123456789".to_vec()),
+            read_only: Some(b"ro-token-0123456789".to_vec()),
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let s = set();
+        let rw = Some(&b"Bearer rw-token-0123456789"[..]);
+        let ro = Some(&b"bearer  ro-token-0123456789 "[..]);
+        assert_eq!(decide(&s, false, rw, Access::Write), Ok(()));
+        assert_eq!(decide(&s, false, rw, Access::Read), Ok(()));
+        assert_eq!(decide(&s, false, ro, Access::Read), Ok(()));
+        assert_eq!(decide(&s, false, ro, Access::Write), Err(Denied::ReadOnly));
+        assert_eq!(decide(&s, false, None, Access::Read), Err(Denied::Missing));
+        assert_eq!(
+            decide(&s, false, Some(b"Bearer nope"), Access::Read),
+            Err(Denied::Invalid)
+        );
+        assert_eq!(
+            decide(&s, false, Some(b"Basic cnc6dG9rZW4="), Access::Read),
+            Err(Denied::Invalid)
+        );
+        assert_eq!(
+            decide(&s, false, Some(b"Bearer rw-token-012345678"), Access::Write),
+            Err(Denied::Invalid),
+            "a prefix of a token is not the token"
+        );
+        assert_eq!(decide(&s, true, None, Access::Read), Ok(()));
+        assert_eq!(decide(&s, true, None, Access::Write), Err(Denied::Missing));
+        let only_rw = TokenSet {
+            read_only: None,
+            ..set()
+        };
+        assert_eq!(
+            decide(&only_rw, false, ro, Access::Read),
+            Err(Denied::Invalid)
+        );
+    }
+
+    #[test]
+    fn files_are_read_checked_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let rw = dir.path().join("token");
+        std::fs::write(&rw, "first-token-0123456789\n").unwrap();
+        let tokens = Tokens::load(Some(rw.clone()), None, false).unwrap();
+        let header = |t: &str| format!("Bearer {t}");
+        assert!(
+            tokens
+                .check(
+                    Some(header("first-token-0123456789").as_bytes()),
+                    Access::Write
+                )
+                .is_ok()
+        );
+        // A Secret update: a new file replaces the old one.
+        let next = dir.path().join("token.new");
+        std::fs::write(&next, "second-token-0123456789").unwrap();
+        std::fs::rename(&next, &rw).unwrap();
+        tokens.reload.lock().unwrap().checked -= RELOAD_CHECK;
+        assert!(
+            tokens
+                .check(
+                    Some(header("second-token-0123456789").as_bytes()),
+                    Access::Write
+                )
+                .is_ok()
+        );
+        assert_eq!(
+            tokens.check(
+                Some(header("first-token-0123456789").as_bytes()),
+                Access::Write
+            ),
+            Err(Denied::Invalid)
+        );
+        // An unreadable replacement keeps the tokens in force.
+        std::fs::write(&rw, "short").unwrap();
+        tokens.reload.lock().unwrap().checked -= RELOAD_CHECK;
+        assert!(
+            tokens
+                .check(
+                    Some(header("second-token-0123456789").as_bytes()),
+                    Access::Write
+                )
+                .is_ok()
+        );
+
+        assert!(matches!(
+            Tokens::load(Some(rw.clone()), None, false),
+            Err(TokenFileError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Tokens::load(Some(dir.path().join("missing")), None, false),
+            Err(TokenFileError::Read { .. })
+        ));
+        let open = Tokens::load(None, None, false).unwrap();
+        assert!(!open.enabled());
+        assert!(open.check(None, Access::Write).is_ok());
+    }
+
+    #[test]
+    fn debug_never_prints_tokens() {
+        assert!(!format!("{:?}", set()).contains("token-0123"));
+    }
+}
