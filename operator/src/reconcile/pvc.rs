@@ -53,7 +53,9 @@ pub fn data_claim(nv: &NasVolume, request: Quantity) -> Result<PersistentVolumeC
 /// The storage request to apply to a claim that may already exist. A new claim asks for
 /// `wanted`. An existing one keeps its size until it is Bound (the apiserver forbids changing
 /// an unbound claim's spec), then grows to `wanted` (a resize request) when `resizable`; a
-/// claim that cannot be resized (no storage class) keeps the size it was created with.
+/// claim that cannot be resized (no storage class) keeps the size it was created with. A
+/// claim never shrinks (the apiserver refuses): an adopted claim larger than `wanted` keeps
+/// its size.
 pub fn request_for(
     existing: Option<&PersistentVolumeClaim>,
     wanted: &Quantity,
@@ -71,6 +73,11 @@ pub fn request_for(
     let bound = existing.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     match current {
         Some(current) if !resizable || !bound => current.clone(),
+        Some(current)
+            if crate::quantity::to_units(current) >= crate::quantity::to_units(wanted) =>
+        {
+            current.clone()
+        }
         _ => wanted.clone(),
     }
 }
@@ -105,6 +112,11 @@ mod tests {
             request_for(Some(&existing("10Gi", "Bound")), &q("20Gi"), false),
             q("10Gi"),
             "not resizable"
+        );
+        assert_eq!(
+            request_for(Some(&existing("20Gi", "Bound")), &q("10Gi"), true),
+            q("20Gi"),
+            "an adopted larger claim never shrinks"
         );
     }
     use crate::reconcile::test_support::{basic, q, volume};
