@@ -38,6 +38,8 @@ use crate::usage::Usage;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 128;
+/// Connections the metrics/probe listener serves at once.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// Listen backlog of each listener.
 const BACKLOG: i32 = 1024;
 
@@ -387,6 +389,13 @@ fn hyper_builder(head_timeout: Duration) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(head_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
+    // HTTP/2: pings find dead peers; header lists are bounded like HTTP/1 heads.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(head_timeout))
+        .keep_alive_timeout(head_timeout)
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     builder
 }
 
@@ -425,21 +434,25 @@ async fn accept_loop(
             ))
         }
     };
+    // The API listeners share one cap; the metrics listener has a small one of its own, so
+    // probes still answer while the API is flooded, and a flood of the metrics port cannot
+    // take every descriptor.
+    let (limit, refused_label) = match kind {
+        Listener::Admin => (ConnectionLimit::new(ADMIN_MAX_CONNECTIONS), "metrics"),
+        Listener::Api { .. } => (Arc::clone(&app.limits.connections), "http"),
+    };
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stopping.wait_for(|stop| *stop) => break,
         };
-        // The API listeners are capped; the metrics listener is not, so probes still
-        // answer while the API is flooded.
         let (stream, peer, slot) = match accepted {
-            Ok((stream, peer)) if kind == Listener::Admin => (stream, peer, None),
-            Ok((stream, peer)) => match app.limits.connections.try_acquire() {
-                Some(slot) => (stream, peer, Some(slot)),
+            Ok((stream, peer)) => match limit.try_acquire() {
+                Some(slot) => (stream, peer, slot),
                 None => {
-                    app.metrics.refuse_connection("http");
-                    tracing::warn!(%peer, max_connections = app.limits.connections.max(), "HTTP connection cap reached: connection closed");
+                    app.metrics.refuse_connection(refused_label);
+                    tracing::warn!(%peer, max_connections = limit.max(), listener = refused_label, "connection cap reached: connection closed");
                     drop(stream);
                     continue;
                 }
@@ -451,8 +464,8 @@ async fn accept_loop(
                 continue;
             }
         };
-        match (&front_end, slot) {
-            (Some(fe), Some(slot)) => {
+        match &front_end {
+            Some(fe) => {
                 tokio::spawn(fastpath::serve_connection(
                     Arc::clone(fe),
                     stream,
@@ -461,7 +474,7 @@ async fn accept_loop(
                     slot,
                 ));
             }
-            (_, slot) => {
+            None => {
                 let _ = stream.set_nodelay(true);
                 let app = Arc::clone(&app);
                 let service =

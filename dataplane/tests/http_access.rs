@@ -124,10 +124,16 @@ async fn requests_need_the_right_token() {
             .await;
         assert_eq!(rw_delete.status, 204);
 
-        // Probes and metrics stay open.
-        for probe in ["/healthz", "/readyz", "/metrics"] {
+        // Probes stay open; metrics on the API port are share data and need a token (the
+        // separate metrics port stays open, see the connection-cap test).
+        for probe in ["/healthz", "/readyz"] {
             assert_eq!(s.send("GET", probe, &[], b"").await.status, 200, "{probe}");
         }
+        assert_eq!(s.send("GET", "/metrics", &[], b"").await.status, 401);
+        let metrics = s
+            .send("GET", "/metrics", &[("Authorization", &ro_h)], b"")
+            .await;
+        assert_eq!(metrics.status, 200);
 
         // Rotation: a new read-write token replaces the old one without a restart.
         let rotated = "rw-rotated-0123456789abcdef0123456789";

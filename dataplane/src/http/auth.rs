@@ -198,11 +198,12 @@ impl Tokens {
         anonymous_read: bool,
     ) -> Result<Self, TokenFileError> {
         let paths = [read_write, read_only];
-        let set = read_set(&paths)?;
+        // Versions first: a change between them and the read is seen at the next check.
         let versions = [
             paths[0].as_deref().and_then(version),
             paths[1].as_deref().and_then(version),
         ];
+        let set = read_set(&paths, false)?;
         Ok(Self {
             paths,
             anonymous_read,
@@ -246,22 +247,34 @@ impl Tokens {
         if versions == reload.versions {
             return;
         }
-        match read_set(&self.paths) {
+        // Remembered either way, so a bad file is reported once per change, not each second.
+        reload.versions = versions;
+        match read_set(&self.paths, true) {
             Ok(set) => {
-                reload.versions = versions;
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
                 tracing::info!("HTTP token files changed: tokens reloaded");
             }
             Err(e) => {
-                // Keep serving with the tokens last read; retry at the next check.
                 tracing::warn!(error = %e, "HTTP token files changed but cannot be read; keeping the previous tokens");
             }
         }
     }
 }
 
-fn read_set(paths: &[Option<PathBuf>; 2]) -> Result<TokenSet, TokenFileError> {
-    let read = |p: &Option<PathBuf>| p.as_deref().map(read_token).transpose();
+/// Reads both files; on reload (`removed_revokes`), a file that is gone revokes its token
+/// (deleting the read-only token file turns read-only access off) instead of keeping it.
+fn read_set(
+    paths: &[Option<PathBuf>; 2],
+    removed_revokes: bool,
+) -> Result<TokenSet, TokenFileError> {
+    let read = |p: &Option<PathBuf>| match p.as_deref().map(read_token).transpose() {
+        Err(TokenFileError::Read { source, .. })
+            if removed_revokes && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        other => other,
+    };
     Ok(TokenSet {
         read_write: read(&paths[0])?,
         read_only: read(&paths[1])?,
@@ -361,6 +374,17 @@ mod tests {
                 .is_ok()
         );
 
+        // Removing a file revokes its token.
+        std::fs::remove_file(&rw).unwrap();
+        tokens.reload.lock().unwrap().checked -= RELOAD_CHECK;
+        assert_eq!(
+            tokens.check(
+                Some(header("second-token-0123456789").as_bytes()),
+                Access::Read
+            ),
+            Err(Denied::Invalid)
+        );
+        std::fs::write(&rw, "short").unwrap();
         assert!(matches!(
             Tokens::load(Some(rw.clone()), None, false),
             Err(TokenFileError::Invalid { .. })

@@ -185,6 +185,13 @@ where
                 listener,
                 Listener::Admin | Listener::Api { metrics: true }
             ))?;
+            // On the API port, metrics (share name, usage) are share data: a token is
+            // needed there when tokens are on. The metrics port stays open for scrapers.
+            if listener != Listener::Admin {
+                let authorization = req.headers().get(header::AUTHORIZATION);
+                app.tokens
+                    .check(authorization.map(HeaderValue::as_bytes), Access::Read)?;
+            }
             let text = app.metrics.render(&app.usage, &app.budget);
             Ok(ResponsePlan::text(
                 StatusCode::OK,

@@ -76,9 +76,16 @@ impl Sending {
     }
 }
 
+/// Longest wait for room in the socket to send a reply.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Serves one accepted connection until the peer closes it or breaks the protocol.
 pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    // A client that stops reading its replies would hold the writer thread (and with the
+    // queue full, the reader) for good: a send that cannot move for this long ends the
+    // connection. Reads wait without limit: an idle kernel client keeps its connection.
+    let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
     let writer_stream = match stream.try_clone() {
         Ok(s) => s,
         Err(e) => {

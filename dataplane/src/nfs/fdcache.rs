@@ -72,6 +72,12 @@ impl FdCache {
         } else {
             (vfs.open_file(&node.rel, false)?, false)
         };
+        // The path was resolved before the open: a RENAME in between may have put another
+        // file under that name. Cache only the file the handle names.
+        if !vfs.is_same_regular_file(&file, &node.attr) {
+            tracing::debug!(path = %node.rel.display(), "file replaced during open; the client retries");
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
         let file = Arc::new(file);
         self.store(key, Arc::clone(&file), writable);
         Ok(file)

@@ -102,6 +102,8 @@ pub mod status {
     pub const NOTSUPP: u32 = 10004;
     /// Server fault.
     pub const SERVERFAULT: u32 = 10006;
+    /// Try again later (the file changed under the request).
+    pub const JUKEBOX: u32 = 10008;
 }
 
 /// The metrics label of a status.
@@ -125,6 +127,7 @@ pub fn status_label(code: u32) -> &'static str {
         status::NOTEMPTY => "notempty",
         status::DQUOT => "dquot",
         status::STALE => "stale",
+        status::JUKEBOX => "jukebox",
         status::BADHANDLE => "badhandle",
         status::NOT_SYNC => "not_sync",
         status::NOTSUPP => "notsupp",
@@ -150,6 +153,7 @@ pub fn status_of(e: &io::Error) -> u32 {
         Some(libc::ENOTEMPTY) => status::NOTEMPTY,
         Some(libc::EDQUOT) => status::DQUOT,
         Some(libc::ESTALE) => status::STALE,
+        Some(libc::EAGAIN) => status::JUKEBOX,
         Some(libc::EOPNOTSUPP) => status::NOTSUPP,
         _ => status::IO,
     }
@@ -469,12 +473,21 @@ impl Exporter {
                 .grow(size.saturating_sub(attr.size))
                 .map_err(|_| Fail::Status(status::NOSPC))?;
             as_caller(self, caller, || -> Result<(), Fail> {
+                // O_NONBLOCK and the type check: a FIFO or device swapped in is refused
+                // instead of blocking this thread or being truncated.
                 let fd = rustix::fs::openat(
                     &dir,
                     &name,
-                    OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                     Mode::empty(),
                 )?;
+                let st = rustix::fs::fstat(&fd)?;
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    != rustix::fs::FileType::RegularFile
+                    || st.st_ino != attr.fileid
+                {
+                    return Err(Fail::Status(status::JUKEBOX));
+                }
                 rustix::fs::ftruncate(&fd, size)?;
                 Ok(())
             })?;

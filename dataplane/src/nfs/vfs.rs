@@ -14,7 +14,6 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -162,7 +161,6 @@ pub struct Node {
 #[derive(Debug)]
 pub struct Vfs {
     root: OwnedFd,
-    root_path: PathBuf,
     /// Share id in handles (and `fsid`).
     pub share_id: u32,
     root_ino: u64,
@@ -281,7 +279,6 @@ impl Vfs {
         id_source.extend_from_slice(&attr.fileid.to_be_bytes());
         let vfs = Self {
             root: fd,
-            root_path: root.to_owned(),
             share_id: fnv1a(&id_source) as u32,
             root_ino: attr.fileid,
             index: RwLock::new(HashMap::new()),
@@ -310,18 +307,28 @@ impl Vfs {
         let mut found = HashMap::new();
         let mut pending = vec![PathBuf::new()];
         while let Some(dir) = pending.pop() {
-            let Ok(entries) = std::fs::read_dir(self.root_path.join(&dir)) else {
+            // Each folder is opened beneath the root without following any symlink, so a
+            // folder swapped for a symlink during the walk is skipped, never walked into.
+            let Ok(fd) = self.list_fd(&dir) else {
+                continue;
+            };
+            let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
                 continue;
             };
             for entry in entries.flatten() {
-                let name = entry.file_name();
-                if name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                let name = OsStr::from_bytes(entry.file_name().to_bytes());
+                if name == "."
+                    || name == ".."
+                    || name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+                {
                     continue;
                 }
-                let Ok(meta) = entry.metadata() else { continue };
-                let rel = dir.join(&name);
-                found.insert(meta.ino(), rel.clone());
-                if meta.is_dir() {
+                let Ok(attr) = statx_at(&fd, name) else {
+                    continue;
+                };
+                let rel = dir.join(name);
+                found.insert(attr.fileid, rel.clone());
+                if attr.ftype == ftype::DIR {
                     pending.push(rel);
                 }
             }
@@ -426,6 +433,24 @@ impl Vfs {
         )?)
     }
 
+    /// Opens the folder `rel` for reading its entries, beneath the root and without
+    /// following any symlink.
+    fn list_fd(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let path: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS;
+        Ok(rustix::fs::openat2(
+            &self.root,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        )?)
+    }
+
     /// The parent folder's descriptor and the last component of `rel` (not the root).
     pub fn locate(&self, rel: &Path) -> Result<(OwnedFd, PathBuf), VfsError> {
         let name = rel.file_name().ok_or(VfsError::InvalidName)?;
@@ -454,8 +479,21 @@ impl Vfs {
         statx_at(&dir, name.as_os_str())
     }
 
+    /// Whether `file` is a regular file and the one `attr` describes (same inode and
+    /// generation), checked on the descriptor itself.
+    pub fn is_same_regular_file(&self, file: &std::fs::File, attr: &Attr) -> bool {
+        let Ok(fd) = file.try_clone().map(OwnedFd::from) else {
+            return false;
+        };
+        statx_at(&fd, OsStr::new("")).is_ok_and(|now| {
+            now.ftype == ftype::REG
+                && now.fileid == attr.fileid
+                && now.generation == attr.generation
+        })
+    }
+
     /// Opens a regular file of the share for I/O as the server (O_NOFOLLOW: a symlink is
-    /// never opened through).
+    /// never opened through; O_NONBLOCK: a FIFO swapped in never blocks the open).
     pub fn open_file(&self, rel: &Path, write: bool) -> io::Result<std::fs::File> {
         let (dir, name) = self
             .locate(rel)
@@ -464,7 +502,7 @@ impl Vfs {
         let fd = rustix::fs::openat(
             &dir,
             &name,
-            access | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
         Ok(std::fs::File::from(fd))
