@@ -26,7 +26,19 @@ pub async fn request(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Response> {
-    tokio::time::timeout(timeout, exchange(addr, method, path, body))
+    request_with(addr, method, path, &[], body, timeout).await
+}
+
+/// [`request`] with extra header lines (`name`, `value`), e.g. an `Authorization` bearer token.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    tokio::time::timeout(timeout, exchange(addr, method, path, headers, body))
         .await
         .map_err(|_| {
             std::io::Error::new(
@@ -40,11 +52,16 @@ async fn exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr).await?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
@@ -98,11 +115,14 @@ mod tests {
             let mut buf = vec![0; 1024];
             let n = s.read(&mut buf).await.unwrap();
             assert!(buf[..n].starts_with(b"PUT /x HTTP/1.1\r\n"));
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(text.contains("\r\nAuthorization: Bearer t0k\r\n"), "{text}");
             s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
                 .await
                 .unwrap();
         });
-        let r = request(addr, "PUT", "/x", b"abc", Duration::from_secs(5))
+        let auth = [("Authorization", "Bearer t0k")];
+        let r = request_with(addr, "PUT", "/x", &auth, b"abc", Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(r.status, 204);

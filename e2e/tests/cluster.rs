@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -25,6 +25,13 @@ use zeronas_e2e::provisioner::LocalPathProvisioner;
 use zeronas_e2e::security::RunAs;
 use zeronas_operator::crd::{NasVolume, Phase};
 use zeronas_operator::names::OwnedNames;
+
+#[path = "cluster_steps/lifecycle.rs"]
+mod lifecycle;
+use lifecycle::{
+    delete_waits_for_pods, http_tokens, immutable_fields, name_conflict, network_policy,
+    retain_and_adopt,
+};
 
 const RELEASE: &str = "zeronas";
 const OPERATOR_NAMESPACE: &str = "zeronas-system";
@@ -294,31 +301,68 @@ impl Suite {
         .await
     }
 
-    async fn put(&self, path: &str, body: &[u8]) -> Result<u16, String> {
+    /// The owned names of the sample NasVolume (the PV's name depends on its uid).
+    async fn names(&self) -> Result<OwnedNames, String> {
+        let nv = self
+            .volumes()
+            .get(VOLUME)
+            .await
+            .map_err(|e| format!("NasVolume {VOLUME}: {e}"))?;
+        let uid = nv.metadata.uid.ok_or("the NasVolume has no uid")?;
+        Ok(OwnedNames::for_volume(VOLUME, &uid))
+    }
+
+    /// A token of the sample share from its Secret: `token` (read-write) or `read-token`.
+    async fn token(&self, key: &str) -> Result<String, String> {
+        let name = self.names().await?.token_secret;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let secret = secrets
+            .get(&name)
+            .await
+            .map_err(|e| format!("Secret {name}: {e}"))?;
+        let value = secret
+            .data
+            .and_then(|d| d.get(key).cloned())
+            .ok_or_else(|| format!("Secret {name} has no key {key}"))?;
+        String::from_utf8(value.0).map_err(|e| format!("Secret {name} key {key}: {e}"))
+    }
+
+    /// `method` on a file of the sample share, with `bearer` as the token (none: anonymous).
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        bearer: Option<&str>,
+    ) -> Result<zeronas_e2e::http::Response, String> {
         let addr = self.share_address().await?;
-        let r = zeronas_e2e::http::request(
+        let authorization = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = authorization
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        zeronas_e2e::http::request_with(
             addr,
-            "PUT",
+            method,
             &format!("/v1/shares/{VOLUME}/files/{path}"),
+            &headers,
             body,
             Duration::from_secs(30),
         )
         .await
-        .map_err(|e| format!("PUT {path} to {addr}: {e}"))?;
-        Ok(r.status)
+        .map_err(|e| format!("{method} {path} at {addr}: {e}"))
     }
 
+    /// Uploads with the read-write token from the share's Secret.
+    async fn put(&self, path: &str, body: &[u8]) -> Result<u16, String> {
+        let token = self.token("token").await?;
+        Ok(self.request("PUT", path, body, Some(&token)).await?.status)
+    }
+
+    /// Downloads with the read-write token from the share's Secret.
     async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), String> {
-        let addr = self.share_address().await?;
-        let r = zeronas_e2e::http::request(
-            addr,
-            "GET",
-            &format!("/v1/shares/{VOLUME}/files/{path}"),
-            &[],
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|e| format!("GET {path} from {addr}: {e}"))?;
+        let token = self.token("token").await?;
+        let r = self.request("GET", path, &[], Some(&token)).await?;
         Ok((r.status, r.body))
     }
 
@@ -476,7 +520,7 @@ async fn apply_sample(s: &mut Suite) -> Step {
             c.type_, c.status, c.message
         ));
     }
-    let names = OwnedNames::for_volume(NAMESPACE, VOLUME);
+    let names = s.names().await?;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NAMESPACE);
     let services: Api<Service> = Api::namespaced(s.client.clone(), NAMESPACE);
@@ -918,7 +962,7 @@ async fn rejects_invalid(s: &mut Suite) -> Step {
 }
 
 async fn grow_and_change_resources(s: &mut Suite) -> Step {
-    let names = OwnedNames::for_volume(NAMESPACE, VOLUME);
+    let names = s.names().await?;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
     let started = Instant::now();
     s.patch_volume(r#"{"spec":{"capacity":"20Gi"}}"#).await?;
@@ -1047,7 +1091,11 @@ async fn kill_dataplane(s: &mut Suite) -> Step {
 }
 
 async fn delete_volume(s: &mut Suite) -> Step {
-    let names = OwnedNames::for_volume(NAMESPACE, VOLUME);
+    let names = s.names().await?;
+    // `deletionPolicy: Delete`: the backing claim goes with the NasVolume (the Retain
+    // default is the scenario before).
+    s.patch_volume(r#"{"spec":{"deletionPolicy":"Delete"}}"#)
+        .await?;
     let pvs: Api<PersistentVolume> = Api::all(s.client.clone());
     let backing_pv = {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
@@ -1153,6 +1201,16 @@ async fn zeronas_on_a_real_control_plane() {
     );
     scenario!(
         suite,
+        "HTTP token Secret: 401 without a token, 403 writing with the read-only one",
+        http_tokens
+    );
+    scenario!(
+        suite,
+        "NetworkPolicy: dataplane pod selected, NFS/HTTP/metrics peers",
+        network_policy
+    );
+    scenario!(
+        suite,
         "NFS through the pod IP (libnfs): write, read, and the HTTP upload read back",
         nfs_over_pod_ip
     );
@@ -1173,6 +1231,16 @@ async fn zeronas_on_a_real_control_plane() {
     );
     scenario!(
         suite,
+        "storageClassName and readOnly changes refused with the CEL message",
+        immutable_fields
+    );
+    scenario!(
+        suite,
+        "foreign Service under the name: NameConflict, Event, the Service untouched",
+        name_conflict
+    );
+    scenario!(
+        suite,
         "capacity growth resizes the claim; a resource change rolls the pod",
         grow_and_change_resources
     );
@@ -1183,7 +1251,17 @@ async fn zeronas_on_a_real_control_plane() {
     );
     scenario!(
         suite,
-        "delete: PV removed by the finalizer, the rest garbage-collected",
+        "delete while a pod uses the claim: waits (InUse), proceeds when the pod is gone",
+        delete_waits_for_pods
+    );
+    scenario!(
+        suite,
+        "deletionPolicy Retain: backing claim kept, adopted by a new NasVolume, data intact",
+        retain_and_adopt
+    );
+    scenario!(
+        suite,
+        "delete (deletionPolicy Delete): PV removed by the finalizer, the rest garbage-collected",
         delete_volume
     );
     scenario!(

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -451,6 +452,17 @@ impl Shared {
                 (self.dir.join("volumes").join(&volume.name), true)
             } else if let Some(host) = &volume.host_path {
                 (PathBuf::from(&host.path), false)
+            } else if let Some(source) = &volume.secret {
+                let dir = self.dir.join("volumes").join(&volume.name);
+                loop {
+                    match self.write_secret(&namespace, source, &dir).await? {
+                        true => break,
+                        // Like the kubelet: the pod waits for its Secret.
+                        false => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                }
+                mapped.insert(volume.name.clone(), dir);
+                continue;
             } else {
                 continue;
             };
@@ -484,6 +496,51 @@ impl Shared {
             mapped.insert(volume.name.clone(), path);
         }
         Ok(mapped)
+    }
+
+    /// Writes the keys of a Secret volume as files into `dir`, as the kubelet does: mode
+    /// `defaultMode` (default 0644), owned by root and the pod's fsGroup when it has one.
+    /// `false` while the Secret does not exist yet.
+    async fn write_secret(
+        &self,
+        namespace: &str,
+        source: &k8s_openapi::api::core::v1::SecretVolumeSource,
+        dir: &Path,
+    ) -> Result<bool, String> {
+        let name = source.secret_name.clone().unwrap_or_default();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), namespace);
+        let Some(secret) = secrets
+            .get_opt(&name)
+            .await
+            .map_err(|e| format!("get secret {name}: {e}"))?
+        else {
+            return Ok(false);
+        };
+        let mode = source.default_mode.unwrap_or(0o644) as u32;
+        let gid = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|sc| sc.fs_group)
+            .map(|g| g as u32);
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| format!("secret {name}: create {}: {e}", dir.display()))?;
+        for (key, value) in secret.data.iter().flatten() {
+            let path = dir.join(key);
+            tokio::fs::write(&path, &value.0)
+                .await
+                .map_err(|e| format!("secret {name}: write {}: {e}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("secret {name}: chmod {}: {e}", path.display()))?;
+            if let Some(gid) = gid {
+                std::os::unix::fs::chown(&path, Some(0), Some(gid))
+                    .map_err(|e| format!("secret {name}: chown {}: {e}", path.display()))?;
+            }
+        }
+        Ok(true)
     }
 
     /// The folder behind a bound claim, and whether its volume supports fsGroup ownership
