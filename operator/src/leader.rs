@@ -420,6 +420,12 @@ impl Elector {
             let deadline = last + timings.renew_deadline;
             let next = (Instant::now() + timings.retry_period).min(deadline);
             tokio::time::sleep_until(next.into()).await;
+            // A process stopped (SIGSTOP, a frozen VM) wakes up here late: past the deadline
+            // it must not send one more renewal, however fast the API answers.
+            if renew_deadline_passed(last, Instant::now(), timings.renew_deadline) {
+                tracing::error!(lease = %self.config.name, deadline = ?timings.renew_deadline, "renew deadline passed");
+                return Lost::DeadlinePassed(timings.renew_deadline);
+            }
             let sent = Instant::now();
             let result =
                 tokio::time::timeout_at(deadline.into(), self.try_acquire_or_renew()).await;
@@ -441,11 +447,7 @@ impl Elector {
                     tracing::warn!(lease = %self.config.name, "lease renewal still pending at the renew deadline")
                 }
             }
-            let last = self.last_renew.unwrap_or(sent);
-            if renew_deadline_passed(last, Instant::now(), timings.renew_deadline) {
-                tracing::error!(lease = %self.config.name, deadline = ?timings.renew_deadline, "renew deadline passed");
-                return Lost::DeadlinePassed(timings.renew_deadline);
-            }
+            // After a failure the next turn sleeps at most until the deadline, then stops.
         }
     }
 
