@@ -26,6 +26,9 @@ use zeronas_e2e::security::RunAs;
 use zeronas_operator::crd::{NasVolume, Phase};
 use zeronas_operator::names::OwnedNames;
 
+#[path = "cluster_steps/ha.rs"]
+mod ha;
+use ha::{delete_leader_pod, helm_upgrade_two_replicas, kill_leader, stall_leader};
 #[path = "cluster_steps/lifecycle.rs"]
 mod lifecycle;
 use lifecycle::{
@@ -1258,6 +1261,26 @@ async fn zeronas_on_a_real_control_plane() {
         suite,
         "deletionPolicy Retain: backing claim kept, adopted by a new NasVolume, data intact",
         retain_and_adopt
+    );
+    scenario!(
+        suite,
+        "helm upgrade --wait to 2 operator replicas, then a rolling upgrade of both",
+        helm_upgrade_two_replicas
+    );
+    scenario!(
+        suite,
+        "operator leader killed: the standby takes the Lease after a lease duration",
+        kill_leader
+    );
+    scenario!(
+        suite,
+        "operator leader stalled (SIGSTOP): the standby takes over; resumed, the old one exits",
+        stall_leader
+    );
+    scenario!(
+        suite,
+        "operator leader pod deleted: it releases the Lease, another replica takes it at once",
+        delete_leader_pod
     );
     scenario!(
         suite,
