@@ -382,6 +382,15 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
             }
         };
     let data_request = pvc::request_for(existing_data.as_ref(), &nv.spec.capacity, resizable);
+    // With growth refused, the share is served at the size its claim really has: the quota
+    // and the PV never promise space the backing volume does not have.
+    let refused_growth;
+    let served: &NasVolume = if resizable {
+        nv
+    } else {
+        refused_growth = expansion::served_at(nv, &data_request);
+        &refused_growth
+    };
     let data = apply_owned(
         &claims,
         &names.data_claim,
@@ -443,7 +452,7 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         &deployments,
         &names.deployment,
         &deployment_owner,
-        &deployment::deployment(nv, &ctx.settings)?,
+        &deployment::deployment(served, &ctx.settings)?,
     )
     .await?;
 
@@ -458,11 +467,11 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
             .patch(
                 &names.volume,
                 &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(share::volume(nv, ip)?),
+                &Patch::Apply(share::volume(served, ip)?),
             )
             .await?;
         let consumer_request =
-            pvc::request_for(existing_consumer.as_ref(), &nv.spec.capacity, false);
+            pvc::request_for(existing_consumer.as_ref(), &served.spec.capacity, false);
         let consumer = apply_owned(
             &claims,
             &names.consumer_claim,

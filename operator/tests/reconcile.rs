@@ -531,6 +531,15 @@ async fn growth_without_an_expandable_class_keeps_the_size_and_says_so() {
         seen[0].1["spec"]["resources"]["requests"]["storage"], "10Gi",
         "the claim keeps its size"
     );
+    let args = seen[4].1["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains(&format!("\"{}\"", 10u64 << 30)),
+        "the quota is the claim's 10Gi, not the asked 20Gi: {args}"
+    );
+    assert_eq!(
+        seen[5].1["spec"]["capacity"]["storage"], "10Gi",
+        "the PV promises what the claim has"
+    );
     let status = &seen[7].1["status"];
     let ready = condition(status, "Ready");
     assert_eq!(

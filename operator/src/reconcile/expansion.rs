@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::crd::NasVolume;
 use crate::quantity::to_units;
 
 /// What to do about the backing claim's size.
@@ -68,6 +69,13 @@ pub fn decide(
     }
 }
 
+/// `nv` as it is served while its growth is refused: the capacity of its backing claim.
+pub fn served_at(nv: &NasVolume, claim_size: &Quantity) -> NasVolume {
+    let mut served = nv.clone();
+    served.spec.capacity = claim_size.clone();
+    served
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -101,6 +109,17 @@ mod tests {
             provisioner: "x".into(),
             ..StorageClass::default()
         }
+    }
+
+    #[test]
+    fn a_refused_growth_is_served_at_the_claim_size() {
+        let nv: NasVolume = serde_yaml::from_str(
+            "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata: { name: m, namespace: n }\nspec: { capacity: 20Gi }\n",
+        )
+        .unwrap();
+        let served = served_at(&nv, &Quantity("10Gi".into()));
+        assert_eq!(served.spec.capacity, Quantity("10Gi".into()));
+        assert_eq!(served.spec.protocols, nv.spec.protocols);
     }
 
     #[test]
