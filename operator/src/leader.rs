@@ -382,11 +382,16 @@ impl Elector {
 
     /// Waits until this process holds the lease, looking every retry period.
     pub async fn acquire(&mut self) {
-        let retry = self.config.timings.retry_period;
+        let Timings {
+            retry_period: retry,
+            renew_deadline: limit,
+            ..
+        } = self.config.timings;
         loop {
             let sent = Instant::now();
-            // A try that hangs must not stall the standby's polling.
-            match tokio::time::timeout(retry, self.try_acquire_or_renew()).await {
+            // A hung request must not stop the standby looking; a slow one (a loaded API
+            // server) gets as long as a leader's renewal does.
+            match tokio::time::timeout(limit, self.try_acquire_or_renew()).await {
                 Ok(Ok(Try::Leading)) => {
                     self.last_renew = Some(sent);
                     tracing::info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
@@ -402,7 +407,7 @@ impl Elector {
                     tracing::warn!(lease = %self.config.name, error = %e, "cannot read or take the lease; retrying")
                 }
                 Err(_) => {
-                    tracing::warn!(lease = %self.config.name, "a lease request took longer than the retry period; retrying")
+                    tracing::warn!(lease = %self.config.name, "a lease request took longer than the renew deadline; retrying")
                 }
             }
             tokio::time::sleep(retry.saturating_sub(sent.elapsed())).await;
