@@ -75,6 +75,11 @@ chart: $(HELM)
 		echo "values.schema.json accepted a malformed digest" >&2; exit 1; fi
 	@if $(HELM) template zeronas charts/zeronas --set unknownKey=1 > /dev/null 2>&1; then \
 		echo "values.schema.json accepted an unknown key" >&2; exit 1; fi
+	$(HELM) template zeronas charts/zeronas --set replicas=2 --set podDisruptionBudget.enabled=true | grep -q "kind: PodDisruptionBudget"
+	@if $(HELM) template zeronas charts/zeronas --set replicas=2 --set leaderElection.enabled=false > /dev/null 2>&1; then \
+		echo "the chart rendered two replicas without leader election" >&2; exit 1; fi
+	@if $(HELM) template zeronas charts/zeronas --set leaderElection.renewDeadlineSeconds=20 > /dev/null 2>&1; then \
+		echo "the chart rendered a renew deadline longer than the lease" >&2; exit 1; fi
 
 ## e2e: a real control plane (built once from Go modules), the chart, the operator and a dataplane
 ## run by the test node agent; scenarios in e2e/tests/cluster.rs, logs in target/e2e/
