@@ -155,10 +155,7 @@ where
         if !allowed {
             return Err(ApiError::not_found("no such route"));
         }
-        if method != Method::GET && method != Method::HEAD {
-            return Err(method_not_allowed("GET, HEAD"));
-        }
-        Ok(())
+        reads_only(&method)
     };
     match route {
         Route::Healthz => {
@@ -235,25 +232,19 @@ where
 {
     let method = req.method().clone();
     let head = method == Method::HEAD;
-    let read_only_route = || -> Result<(), ApiError> {
-        if method != Method::GET && method != Method::HEAD {
-            return Err(method_not_allowed("GET, HEAD"));
-        }
-        Ok(())
-    };
     match route {
         Route::Healthz | Route::Readyz | Route::Metrics | Route::Unknown => {
             Err(ApiError::not_found("no such route"))
         }
         Route::List { share } => {
             check_share(app, &share)?;
-            read_only_route()?;
+            reads_only(&method)?;
             let query = ListQuery::parse(req.uri().query())?;
             Ok(with_head(api::list(&app.share, query).await?, head))
         }
         Route::Stats { share } => {
             check_share(app, &share)?;
-            read_only_route()?;
+            reads_only(&method)?;
             Ok(with_head(api::stats(app), head))
         }
         Route::File { share, path } => {
@@ -294,6 +285,15 @@ fn check_share(app: &App, share: &str) -> Result<(), ApiError> {
             "unknown_share",
             format!("no share named {share:?} here"),
         ))
+    }
+}
+
+/// 405 unless `method` is GET or HEAD (the routes that only read).
+fn reads_only(method: &Method) -> Result<(), ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(method_not_allowed("GET, HEAD"))
     }
 }
 

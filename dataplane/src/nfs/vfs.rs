@@ -418,24 +418,16 @@ impl Vfs {
     /// Opens the folder `rel` (empty: the root) as an `O_PATH` descriptor, beneath the root
     /// and without following any symlink.
     pub fn dir_fd(&self, rel: &Path) -> io::Result<OwnedFd> {
-        let path: &Path = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS;
-        Ok(rustix::fs::openat2(
-            &self.root,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            how,
-        )?)
+        self.open_dir_beneath(rel, OFlags::PATH)
     }
 
     /// Opens the folder `rel` for reading its entries, beneath the root and without
     /// following any symlink.
     fn list_fd(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_dir_beneath(rel, OFlags::RDONLY | OFlags::NONBLOCK)
+    }
+
+    fn open_dir_beneath(&self, rel: &Path, access: OFlags) -> io::Result<OwnedFd> {
         let path: &Path = if rel.as_os_str().is_empty() {
             Path::new(".")
         } else {
@@ -445,7 +437,7 @@ impl Vfs {
         Ok(rustix::fs::openat2(
             &self.root,
             path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            access | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
             how,
         )?)

@@ -39,12 +39,7 @@ pub fn decide(
     let Some(existing) = existing else {
         return Expansion::NotNeeded;
     };
-    let current = existing
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"));
+    let current = super::pvc::requested_storage(existing);
     let grows = match (current.and_then(to_units), to_units(wanted)) {
         (Some(have), Some(want)) => want > have,
         _ => false,

@@ -50,6 +50,16 @@ pub fn data_claim(nv: &NasVolume, request: Quantity) -> Result<PersistentVolumeC
     )
 }
 
+/// The storage a claim asks for.
+pub fn requested_storage(claim: &PersistentVolumeClaim) -> Option<&Quantity> {
+    claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+}
+
 /// The storage request to apply to a claim that may already exist. A new claim asks for
 /// `wanted`. An existing one keeps its size until it is Bound (the apiserver forbids changing
 /// an unbound claim's spec), then grows to `wanted` (a resize request) when `resizable`; a
@@ -64,12 +74,7 @@ pub fn request_for(
     let Some(existing) = existing else {
         return wanted.clone();
     };
-    let current = existing
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"));
+    let current = requested_storage(existing);
     let bound = existing.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     match current {
         Some(current) if !resizable || !bound => current.clone(),
