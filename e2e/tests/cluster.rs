@@ -32,8 +32,8 @@ use ha::{delete_leader_pod, helm_upgrade_two_replicas, kill_leader, stall_leader
 #[path = "cluster_steps/lifecycle.rs"]
 mod lifecycle;
 use lifecycle::{
-    delete_waits_for_pods, http_tokens, immutable_fields, name_conflict, network_policy,
-    retain_and_adopt,
+    delete_waits_for_pods, foreground_delete_retains, http_tokens, immutable_fields, name_conflict,
+    network_policy, retain_and_adopt,
 };
 
 const RELEASE: &str = "zeronas";
@@ -402,6 +402,19 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
+/// Whether a backing claim belongs to the NasVolume with `uid`: its owner-uid annotation,
+/// and no owner reference garbage collection could act on.
+fn claimed_by(meta: &kube::api::ObjectMeta, uid: Option<&str>) -> bool {
+    meta.owner_references.as_ref().is_none_or(Vec::is_empty)
+        && uid.is_some()
+        && meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(zeronas_operator::names::ANNOTATION_OWNER_UID))
+            .map(String::as_str)
+            == uid
+}
+
 fn owned_by_volume(meta: &kube::api::ObjectMeta) -> bool {
     meta.owner_references
         .iter()
@@ -527,11 +540,26 @@ async fn apply_sample(s: &mut Suite) -> Step {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NAMESPACE);
     let services: Api<Service> = Api::namespaced(s.client.clone(), NAMESPACE);
+    // The backing claim has no owner reference (garbage collection must never take the
+    // data); its annotation names the NasVolume by uid.
+    let backing = claims
+        .get(&names.data_claim)
+        .await
+        .map_err(|e| format!("backing claim: {e}"))?;
+    let volume_uid = s
+        .volumes()
+        .get(VOLUME)
+        .await
+        .map_err(|e| e.to_string())?
+        .metadata
+        .uid;
+    if !claimed_by(&backing.metadata, volume_uid.as_deref()) {
+        return Err(format!(
+            "the backing claim does not name the NasVolume by uid, or has an owner reference: {:?} {:?}",
+            backing.metadata.annotations, backing.metadata.owner_references
+        ));
+    }
     let owned = [
-        (
-            "backing claim",
-            claims.get(&names.data_claim).await.map(|o| o.metadata),
-        ),
         (
             "consumer claim",
             claims.get(&names.consumer_claim).await.map(|o| o.metadata),
@@ -1261,6 +1289,11 @@ async fn zeronas_on_a_real_control_plane() {
         suite,
         "deletionPolicy Retain: backing claim kept, adopted by a new NasVolume, data intact",
         retain_and_adopt
+    );
+    scenario!(
+        suite,
+        "foreground delete (as Argo CD sends) under Retain: the backing claim and data kept",
+        foreground_delete_retains
     );
     scenario!(
         suite,

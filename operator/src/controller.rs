@@ -553,8 +553,11 @@ async fn cleanup(nv: &NasVolume, ctx: &Context) -> Result<Cleanup, Error> {
     if let Err(e) = publish_status(nv, ctx, status::compute(nv, &observed, now())).await {
         tracing::debug!(error = %e, "could not mark the NasVolume Deleting");
     }
-    if nv.spec.deletion_policy == DeletionPolicy::Retain {
-        retain_data_claim(nv, ctx, &namespace, &name, &uid, &names).await?;
+    match nv.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            retain_data_claim(nv, ctx, &namespace, &name, &uid, &names).await?;
+        }
+        DeletionPolicy::Delete => delete_data_claim(ctx, &namespace, &name, &uid, &names).await?,
     }
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
     match volumes
@@ -578,6 +581,32 @@ async fn cleanup(nv: &NasVolume, ctx: &Context) -> Result<Cleanup, Error> {
     Ok(Cleanup::Done)
 }
 
+/// `deletionPolicy: Delete`: deletes the backing claim (it has no owner reference, so
+/// garbage collection would not), if it is this NasVolume's.
+async fn delete_data_claim(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    names: &OwnedNames,
+) -> Result<(), Error> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(claim) = claims.get_opt(&names.data_claim).await? else {
+        return Ok(());
+    };
+    if ownership::classify(Some(&claim.metadata), name, uid, true) != Ownership::Ours {
+        return Ok(());
+    }
+    match claims
+        .delete(&names.data_claim, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `deletionPolicy: Retain`: releases the backing claim from the NasVolume (so garbage
 /// collection keeps it) and labels it for adoption by a NasVolume of the same name.
 async fn retain_data_claim(
@@ -592,7 +621,7 @@ async fn retain_data_claim(
     let Some(claim) = claims.get_opt(&names.data_claim).await? else {
         return Ok(());
     };
-    if ownership::classify(Some(&claim.metadata), name, uid, false) != Ownership::Ours {
+    if ownership::classify(Some(&claim.metadata), name, uid, true) != Ownership::Ours {
         // Not ours (or already released by an earlier attempt): leave it as it is.
         return Ok(());
     }

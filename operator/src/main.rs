@@ -264,7 +264,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     // Reconciles in flight finish, the lease still renewed meanwhile; if it is lost while
     // they drain, they are cut off.
     tokio::select! {
-        _ = tokio::time::timeout(Duration::from_secs(20), &mut controller) => {}
+        drained = tokio::time::timeout(Duration::from_secs(20), &mut controller) => {
+            if drained.is_err() {
+                // Never release the lease while this replica may still be reconciling.
+                tracing::warn!("reconciles still running after 20 s; cutting them off");
+                controller.abort();
+                let _ = (&mut controller).await;
+            }
+        }
         lost = hold(elector.as_mut()) => {
             tracing::error!(%lost, "lost the leader lease while stopping");
             controller.abort();

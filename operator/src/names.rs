@@ -14,6 +14,11 @@ pub const LABEL_NAMESPACE: &str = "zeronas.io/namespace";
 /// Label on a backing claim kept after its NasVolume was deleted (`deletionPolicy: Retain`);
 /// a new NasVolume of the same name (label [`LABEL_VOLUME`]) adopts such a claim.
 pub const LABEL_RETAINED: &str = "zeronas.io/retained";
+/// Annotation on the backing claim: the uid of the NasVolume it serves. The backing claim
+/// has no owner reference, so garbage collection never deletes it on its own (a foreground
+/// or orphaning delete of the NasVolume would otherwise take the data before the finalizer
+/// decides Retain or Delete); this annotation says whose it is instead.
+pub const ANNOTATION_OWNER_UID: &str = "zeronas.io/owner-uid";
 /// Standard label saying which controller manages an object.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`LABEL_MANAGED_BY`].

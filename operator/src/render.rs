@@ -19,9 +19,10 @@ pub const PLACEHOLDER_UID: &str = "00000000-0000-0000-0000-000000000000";
 /// The PV's server when no `--cluster-ip` is given (the Service's ClusterIP is only known
 /// once the apiserver allocated it).
 pub const PLACEHOLDER_CLUSTER_IP: &str = "SERVICE-CLUSTER-IP";
-/// The token values shown in the rendered Secret: the operator generates the real ones
-/// (random, once) when it creates the Secret.
-pub const PLACEHOLDER_TOKEN: &str = "GENERATED-BY-THE-OPERATOR";
+/// The token values the Secret is built with before its data is dropped from the output:
+/// the operator generates the real ones (random, once) when it creates the Secret, and a
+/// rendered Secret must never carry a token anyone can read here.
+const PLACEHOLDER_TOKEN: &str = "GENERATED-BY-THE-OPERATOR";
 
 /// Why a NasVolume cannot be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +80,18 @@ pub fn parse(yaml: &str, namespace: &str) -> Result<NasVolume, RenderError> {
     Ok(nv)
 }
 
+/// The Secret without its data: applied by hand, the dataplane refuses to start
+/// (no token file) instead of accepting a token printed in a file.
+fn without_data(mut secret: serde_json::Value) -> serde_json::Value {
+    if let Some(object) = secret.as_object_mut() {
+        object.remove("stringData");
+        object.remove("data");
+    }
+    secret
+}
+
 /// Every object the controller applies for `nv`, in its order: the backing claim, the token
-/// Secret (placeholder tokens), the Service, the NetworkPolicy (metrics open to the default
+/// Secret (without its data), the Service, the NetworkPolicy (metrics open to the default
 /// monitoring namespace), the dataplane Deployment, the share's PV and the consumer claim.
 pub fn objects(
     nv: &NasVolume,
@@ -95,11 +106,11 @@ pub fn objects(
     let svc: Service = service::service(nv)?;
     Ok(vec![
         value(data),
-        value(secret::token_secret(
+        without_data(value(secret::token_secret(
             nv,
             PLACEHOLDER_TOKEN,
             PLACEHOLDER_TOKEN,
-        )?),
+        )?)),
         value(svc),
         value(network_policy::network_policy(
             nv,
@@ -172,7 +183,10 @@ mod tests {
         let pod = &deployment["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsUser"], 65532);
         assert_eq!(objects[5]["spec"]["nfs"]["server"], "10.0.0.7");
-        assert_eq!(objects[1]["stringData"]["token"], PLACEHOLDER_TOKEN);
+        assert!(
+            objects[1].get("stringData").is_none() && objects[1].get("data").is_none(),
+            "a rendered Secret carries no token"
+        );
         assert_eq!(
             deployment["metadata"]["ownerReferences"][0]["uid"],
             PLACEHOLDER_UID

@@ -163,10 +163,18 @@ fn owner_ref(uid: &str) -> Value {
 fn claim(name: &str, size: &str, phase: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": { "name": name, "namespace": "team-a", "resourceVersion": "7", "ownerReferences": owner_ref(UID) },
+        "metadata": { "name": name, "namespace": "team-a", "resourceVersion": "7", "annotations": { "zeronas.io/owner-uid": UID } },
         "spec": { "storageClassName": "standard", "resources": { "requests": { "storage": size } } },
         "status": { "phase": phase, "capacity": { "storage": size } },
     })
+}
+
+/// A consumer claim as the operator leaves it: controlled by the NasVolume.
+fn consumer_claim(size: &str, phase: &str) -> Value {
+    let mut c = claim("media", size, phase);
+    c["metadata"]["annotations"] = Value::Null;
+    c["metadata"]["ownerReferences"] = owner_ref(UID);
+    c
 }
 
 fn storage_class(expandable: bool) -> Value {
@@ -361,8 +369,12 @@ async fn create_applies_every_object_then_reports_provisioning() {
         "team-a"
     );
     assert_eq!(
-        seen[0].1["metadata"]["ownerReferences"][0]["kind"],
-        "NasVolume"
+        (
+            &seen[0].1["metadata"]["ownerReferences"],
+            &seen[0].1["metadata"]["annotations"]["zeronas.io/owner-uid"]
+        ),
+        (&Value::Null, &json!(UID)),
+        "the backing claim names its NasVolume by uid, without an owner reference"
     );
     let status = &seen[7].1["status"];
     assert_eq!(status["phase"], "Provisioning");
@@ -389,7 +401,7 @@ async fn dataplane_available_makes_it_ready_and_growth_resizes() {
     let mut steps = ownership_reads(
         (200, claim("media-data", "10Gi", "Bound")),
         [
-            (200, claim("media", "10Gi", "Bound")),
+            (200, consumer_claim("10Gi", "Bound")),
             not_found(),
             not_found(),
             (200, secret),
@@ -728,8 +740,8 @@ async fn delete_with_retain_releases_the_claim_then_removes_the_pv_and_the_final
             step(Method::GET, "persistentvolumeclaims/media-data", |_| {
                 (200, claim("media-data", "10Gi", "Bound"))
             }),
-            step(Method::PATCH, "persistentvolumeclaims/media-data", |body| {
-                (200, body.clone())
+            step(Method::PATCH, "persistentvolumeclaims/media-data", |_| {
+                (200, claim("media-data", "10Gi", "Bound"))
             }),
             event(),
             step(Method::DELETE, PV, pv_deleted()),
@@ -757,6 +769,11 @@ async fn delete_with_retain_releases_the_claim_then_removes_the_pv_and_the_final
         "owner reference removed"
     );
     assert_eq!(release["labels"]["zeronas.io/retained"], "true");
+    assert_eq!(
+        release["annotations"]["zeronas.io/owner-uid"],
+        Value::Null,
+        "the owner's uid is cleared, so a new NasVolume of the name adopts it"
+    );
     assert_eq!(release["resourceVersion"], "7");
     assert_eq!(seen[5].1["reason"], "Retained");
     assert!(
@@ -768,7 +785,7 @@ async fn delete_with_retain_releases_the_claim_then_removes_the_pv_and_the_final
 }
 
 #[tokio::test]
-async fn delete_policy_leaves_the_claim_to_garbage_collection() {
+async fn delete_policy_deletes_the_backing_claim() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let nv = volume(
         json!({ "capacity": "10Gi", "deletionPolicy": "Delete" }),
@@ -786,6 +803,12 @@ async fn delete_policy_leaves_the_claim_to_garbage_collection() {
             ),
             step(Method::PATCH, "nasvolumes/media/status", status_echo()),
             event(),
+            step(Method::GET, "persistentvolumeclaims/media-data", |_| {
+                (200, claim("media-data", "10Gi", "Bound"))
+            }),
+            step(Method::DELETE, "persistentvolumeclaims/media-data", |_| {
+                (200, claim("media-data", "10Gi", "Bound"))
+            }),
             step(Method::DELETE, PV, pv_deleted()),
             event(),
             step(Method::PATCH, "nasvolumes/media", finalizer_removed()),

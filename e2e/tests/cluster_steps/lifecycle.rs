@@ -413,8 +413,18 @@ pub async fn retain_and_adopt(s: &mut Suite) -> Step {
     if adopted.metadata.uid != retained.metadata.uid {
         return Err("a new backing claim was created instead of adopting the retained one".into());
     }
-    if !super::owned_by_volume(&adopted.metadata) {
-        return Err("the adopted claim is not controlled by the new NasVolume".into());
+    let new_uid = s
+        .volumes()
+        .get(VOLUME)
+        .await
+        .map_err(|e| e.to_string())?
+        .metadata
+        .uid;
+    if !super::claimed_by(&adopted.metadata, new_uid.as_deref()) {
+        return Err(format!(
+            "the adopted claim does not name the new NasVolume ({new_uid:?}): {:?}",
+            adopted.metadata.annotations
+        ));
     }
     if adopted
         .metadata
@@ -429,5 +439,56 @@ pub async fn retain_and_adopt(s: &mut Suite) -> Step {
     })
     .await?;
     // The bytes uploaded before the deletion, read over HTTP with the new Secret's token.
+    s.payload_intact().await
+}
+
+/// A foreground delete (what Argo CD sends) garbage-collects every dependent at once; the
+/// backing claim is not one (no owner reference), so Retain still keeps it and the data.
+/// The sample is applied again afterwards, so later scenarios find the volume Ready.
+pub async fn foreground_delete_retains(s: &mut Suite) -> Step {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let data_claim = format!("{VOLUME}-data");
+    let before = claims
+        .get(&data_claim)
+        .await
+        .map_err(|e| e.to_string())?
+        .metadata
+        .uid;
+    let started = Instant::now();
+    s.kubectl(&[
+        "delete",
+        "nasvolume",
+        VOLUME,
+        "--cascade=foreground",
+        "--timeout=90s",
+    ])
+    .await?;
+    s.measure(
+        "foreground delete of a Retain NasVolume",
+        secs(started.elapsed()),
+    );
+    let kept = claims
+        .get_opt(&data_claim)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the backing claim was deleted by a foreground delete under Retain")?;
+    let retained = kept
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("zeronas.io/retained"))
+        .map(String::as_str)
+        == Some("true");
+    if kept.metadata.uid != before || kept.metadata.deletion_timestamp.is_some() || !retained {
+        return Err(format!(
+            "the backing claim is not the retained original: uid {:?} (was {before:?}), deleting {}, labels {:?}",
+            kept.metadata.uid,
+            kept.metadata.deletion_timestamp.is_some(),
+            kept.metadata.labels
+        ));
+    }
+    s.kubectl(&["apply", "-f", "crds/samples/basic.yaml"])
+        .await?;
+    s.wait_phase(Phase::Ready, Duration::from_secs(180)).await?;
     s.payload_intact().await
 }

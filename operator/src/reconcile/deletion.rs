@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
-use crate::names::{LABEL_RETAINED, LABEL_VOLUME};
+use crate::names::{ANNOTATION_OWNER_UID, LABEL_RETAINED, LABEL_VOLUME};
 
 /// Names of the pods that still use `claim`: a volume with that claim and a phase other than
 /// `Succeeded` or `Failed` (a pending pod counts: it will mount the claim when it starts).
@@ -60,6 +60,7 @@ pub fn release_patch(claim: &PersistentVolumeClaim, name: &str, uid: &str) -> se
             "resourceVersion": claim.metadata.resource_version,
             "ownerReferences": remaining,
             "labels": { LABEL_RETAINED: "true", LABEL_VOLUME: name },
+            "annotations": { ANNOTATION_OWNER_UID: null },
         }
     })
 }

@@ -7,7 +7,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::names::{LABEL_RETAINED, LABEL_VOLUME};
+use crate::names::{ANNOTATION_OWNER_UID, LABEL_RETAINED, LABEL_VOLUME};
 
 /// Who controls the object found under an owned name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,15 @@ pub fn classify(
         None => {
             let labels = meta.labels.as_ref();
             let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
-            if adoptable
+            let owner_uid = meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_OWNER_UID))
+                .map(String::as_str);
+            // The backing claim has no owner reference: its annotation names its NasVolume.
+            if adoptable && owner_uid == Some(uid) {
+                Ownership::Ours
+            } else if adoptable
                 && label(LABEL_RETAINED) == Some("true")
                 && label(LABEL_VOLUME) == Some(name)
             {

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::{BuildError, identity, owned_meta};
 use crate::crd::NasVolume;
+use crate::names::ANNOTATION_OWNER_UID;
 
 /// A claim owned by the NasVolume asking for `capacity`, with the given access mode, storage
 /// class and (for the consumer claim) the volume it binds to.
@@ -37,17 +38,27 @@ pub fn claim(
 }
 
 /// The backing PVC: ReadWriteOnce, asking for `request` (see [`request_for`]), the
-/// NasVolume's storage class.
+/// NasVolume's storage class. It carries no owner reference but the NasVolume's uid in
+/// [`ANNOTATION_OWNER_UID`]: only the finalizer deletes it (`deletionPolicy: Delete`), so no
+/// garbage collection can take the data first.
 pub fn data_claim(nv: &NasVolume, request: Quantity) -> Result<PersistentVolumeClaim, BuildError> {
     let (_, _, names) = identity(nv)?;
-    claim(
+    let mut data = claim(
         nv,
         &names.data_claim,
         "ReadWriteOnce",
         nv.spec.storage_class_name.clone(),
         None,
         request,
-    )
+    )?;
+    let uid = nv
+        .metadata
+        .uid
+        .clone()
+        .ok_or(BuildError::MissingMetadata("uid"))?;
+    data.metadata.owner_references = None;
+    data.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_OWNER_UID.to_owned(), uid)]));
+    Ok(data)
 }
 
 /// The storage a claim asks for.
@@ -135,10 +146,12 @@ mod tests {
         .unwrap();
         assert_eq!(pvc.metadata.name.as_deref(), Some("media-data"));
         assert_eq!(pvc.metadata.namespace.as_deref(), Some("team-a"));
-        let owner = &pvc.metadata.owner_references.as_ref().unwrap()[0];
+        // No owner reference (garbage collection must never take the data); the owner's uid
+        // in an annotation instead.
+        assert!(pvc.metadata.owner_references.is_none());
         assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
-            ("NasVolume", "media", Some(true))
+            pvc.metadata.annotations.as_ref().unwrap()[ANNOTATION_OWNER_UID],
+            "0b7c2f4e-1111-2222-3333-444455556666"
         );
         let spec = pvc.spec.unwrap();
         assert_eq!(spec.access_modes, Some(vec!["ReadWriteOnce".to_owned()]));
