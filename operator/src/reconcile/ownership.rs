@@ -171,6 +171,48 @@ mod tests {
     }
 
     #[test]
+    fn the_backing_claim_is_ours_by_its_owner_uid_annotation() {
+        let annotated = |uid: &str, labels: &[(&str, &str)]| {
+            let mut m = meta(None, labels);
+            m.annotations = Some(BTreeMap::from([(
+                ANNOTATION_OWNER_UID.to_owned(),
+                uid.to_owned(),
+            )]));
+            m
+        };
+        assert_eq!(
+            classify(Some(&annotated("u1", &[])), "media", "u1", true),
+            Ownership::Ours
+        );
+        assert!(
+            matches!(
+                classify(Some(&annotated("u1", &[])), "media", "u1", false),
+                Ownership::Foreign(_)
+            ),
+            "the annotation counts for the backing claim only"
+        );
+        assert!(
+            matches!(
+                classify(Some(&annotated("u0", &[])), "media", "u1", true),
+                Ownership::Foreign(_)
+            ),
+            "another NasVolume's live claim"
+        );
+        assert_eq!(
+            classify(
+                Some(&annotated(
+                    "u0",
+                    &[(LABEL_RETAINED, "true"), (LABEL_VOLUME, "media")]
+                )),
+                "media",
+                "u1",
+                true
+            ),
+            Ownership::Retained
+        );
+    }
+
+    #[test]
     fn conflict_message_names_the_object() {
         let m = conflict_message(
             "Service",
