@@ -240,6 +240,16 @@ impl Suite {
         self.run_tool(&helm, args).await
     }
 
+    /// The uid of the sample NasVolume as the apiserver has it now.
+    async fn volume_uid(&self) -> Result<Option<String>, String> {
+        let nv = self
+            .volumes()
+            .get(VOLUME)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(nv.metadata.uid)
+    }
+
     fn volumes(&self) -> Api<NasVolume> {
         Api::namespaced(self.client.clone(), NAMESPACE)
     }
@@ -546,13 +556,7 @@ async fn apply_sample(s: &mut Suite) -> Step {
         .get(&names.data_claim)
         .await
         .map_err(|e| format!("backing claim: {e}"))?;
-    let volume_uid = s
-        .volumes()
-        .get(VOLUME)
-        .await
-        .map_err(|e| e.to_string())?
-        .metadata
-        .uid;
+    let volume_uid = s.volume_uid().await?;
     if !claimed_by(&backing.metadata, volume_uid.as_deref()) {
         return Err(format!(
             "the backing claim does not name the NasVolume by uid, or has an owner reference: {:?} {:?}",

@@ -581,6 +581,22 @@ async fn cleanup(nv: &NasVolume, ctx: &Context) -> Result<Cleanup, Error> {
     Ok(Cleanup::Done)
 }
 
+/// The backing claim, when it exists and is this NasVolume's (with the API to change it).
+async fn our_data_claim(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    names: &OwnedNames,
+) -> Result<Option<(Api<PersistentVolumeClaim>, PersistentVolumeClaim)>, Error> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(claim) = claims.get_opt(&names.data_claim).await? else {
+        return Ok(None);
+    };
+    let ours = ownership::classify(Some(&claim.metadata), name, uid, true) == Ownership::Ours;
+    Ok(ours.then_some((claims, claim)))
+}
+
 /// `deletionPolicy: Delete`: deletes the backing claim (it has no owner reference, so
 /// garbage collection would not), if it is this NasVolume's.
 async fn delete_data_claim(
@@ -590,13 +606,9 @@ async fn delete_data_claim(
     uid: &str,
     names: &OwnedNames,
 ) -> Result<(), Error> {
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(claim) = claims.get_opt(&names.data_claim).await? else {
+    let Some((claims, _)) = our_data_claim(ctx, namespace, name, uid, names).await? else {
         return Ok(());
     };
-    if ownership::classify(Some(&claim.metadata), name, uid, true) != Ownership::Ours {
-        return Ok(());
-    }
     match claims
         .delete(&names.data_claim, &DeleteParams::background())
         .await
@@ -617,14 +629,10 @@ async fn retain_data_claim(
     uid: &str,
     names: &OwnedNames,
 ) -> Result<(), Error> {
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(claim) = claims.get_opt(&names.data_claim).await? else {
+    // Not there, not ours, or already released by an earlier attempt: leave it as it is.
+    let Some((claims, claim)) = our_data_claim(ctx, namespace, name, uid, names).await? else {
         return Ok(());
     };
-    if ownership::classify(Some(&claim.metadata), name, uid, true) != Ownership::Ours {
-        // Not ours (or already released by an earlier attempt): leave it as it is.
-        return Ok(());
-    }
     claims
         .patch(
             &names.data_claim,

@@ -185,9 +185,7 @@ where
             // On the API port, metrics (share name, usage) are share data: a token is
             // needed there when tokens are on. The metrics port stays open for scrapers.
             if listener != Listener::Admin {
-                let authorization = req.headers().get(header::AUTHORIZATION);
-                app.tokens
-                    .check(authorization.map(HeaderValue::as_bytes), Access::Read)?;
+                authorize(app, req.headers(), Access::Read)?;
             }
             let text = app.metrics.render(&app.usage, &app.budget);
             Ok(ResponsePlan::text(
@@ -204,18 +202,15 @@ where
         Route::Unknown => Err(ApiError::not_found("no such route")),
         // Every share route needs a token (when tokens are configured) before anything
         // about the share, even whether it exists, is revealed.
-        _ if app.tokens.enabled() => {
+        _ => {
             let access = if head || method == Method::GET {
                 Access::Read
             } else {
                 Access::Write
             };
-            let authorization = req.headers().get(header::AUTHORIZATION);
-            app.tokens
-                .check(authorization.map(HeaderValue::as_bytes), access)?;
+            authorize(app, req.headers(), access)?;
             dispatch_share(app, route, req, socket_upload).await
         }
-        _ => dispatch_share(app, route, req, socket_upload).await,
     }
 }
 
@@ -286,6 +281,14 @@ fn check_share(app: &App, share: &str) -> Result<(), ApiError> {
             format!("no share named {share:?} here"),
         ))
     }
+}
+
+/// The request's bearer token checked for `access` (passes at once without token files).
+fn authorize(app: &App, headers: &http::HeaderMap, access: Access) -> Result<(), ApiError> {
+    let authorization = headers.get(header::AUTHORIZATION);
+    Ok(app
+        .tokens
+        .check(authorization.map(HeaderValue::as_bytes), access)?)
 }
 
 /// 405 unless `method` is GET or HEAD (the routes that only read).

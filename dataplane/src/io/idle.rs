@@ -24,8 +24,15 @@ pub fn timed_out(idle: Duration) -> io::Error {
     )
 }
 
-/// Runs `wait` (one readiness wait and its I/O), failing with `TimedOut` after `idle`.
+/// Runs `wait` (one readiness wait and its I/O), failing with `TimedOut` after `idle`. The
+/// timer is armed only when `wait` does not complete at once, so the common case (the
+/// socket has room, the data is there) reads no clock on the data path.
 pub async fn within<T>(idle: Duration, wait: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    let mut wait = std::pin::pin!(wait);
+    let first = std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await;
+    if let Poll::Ready(done) = first {
+        return done;
+    }
     tokio::time::timeout(idle, wait)
         .await
         .unwrap_or_else(|_| Err(timed_out(idle)))

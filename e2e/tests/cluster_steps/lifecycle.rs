@@ -413,13 +413,7 @@ pub async fn retain_and_adopt(s: &mut Suite) -> Step {
     if adopted.metadata.uid != retained.metadata.uid {
         return Err("a new backing claim was created instead of adopting the retained one".into());
     }
-    let new_uid = s
-        .volumes()
-        .get(VOLUME)
-        .await
-        .map_err(|e| e.to_string())?
-        .metadata
-        .uid;
+    let new_uid = s.volume_uid().await?;
     if !super::claimed_by(&adopted.metadata, new_uid.as_deref()) {
         return Err(format!(
             "the adopted claim does not name the new NasVolume ({new_uid:?}): {:?}",
