@@ -431,3 +431,38 @@ fn http_off_serves_no_http_but_keeps_probes() {
     std::io::Read::read_to_string(&mut s, &mut text).unwrap();
     assert!(text.contains(" 404 "), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_has_its_own_cap() {
+    let s = TestServer::start(&["--metrics", "127.0.0.1:0"]).await;
+    let metrics = s.metrics_addr.expect("metrics listener");
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(TcpStream::connect(metrics).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(metrics).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut got)).await;
+    assert!(got.is_empty(), "the 65th metrics connection gets no answer");
+    // The API listener is not affected by a flood of the metrics port.
+    assert_eq!(s.send("GET", "/healthz", &[], b"").await.status, 200);
+    drop(held);
+    let mut counted = 0.0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let m = metrics_text(metrics).await;
+        counted = metric(
+            &m,
+            r#"zeronas_connections_refused_total{protocol="metrics"}"#,
+        );
+        if counted > 0.0 {
+            break;
+        }
+    }
+    assert_eq!(counted, 1.0);
+    s.stop().await;
+}
