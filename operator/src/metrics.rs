@@ -1,4 +1,5 @@
-//! Operator metrics: reconcile durations and errors, and NasVolumes by phase.
+//! Operator metrics: reconciles (durations, results, errors, queue), apiserver requests
+//! (by verb and code, throttling, skipped writes), and NasVolumes by phase.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +24,29 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// Labels of `zeronas_operator_reconciles_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// Labels of `zeronas_operator_api_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `get`, `list`, `watch`, `create`, `patch`, `update`, `delete` or `other`.
+    pub verb: &'static str,
+    /// The HTTP status code, or `error` when no response came.
+    pub code: String,
+}
+
+/// Labels of `zeronas_operator_write_skips_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The object's kind.
+    pub kind: &'static str,
+}
+
 /// All operator metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -31,6 +55,11 @@ pub struct Metrics {
     reconcile_errors: Family<ReasonLabels, Counter>,
     volumes: Family<PhaseLabels, Gauge>,
     leader: Gauge,
+    reconciles: Family<ResultLabels, Counter>,
+    queue_depth: Gauge,
+    api_requests: Family<RequestLabels, Counter>,
+    throttled: Counter<f64, std::sync::atomic::AtomicU64>,
+    write_skips: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,13 +92,81 @@ impl Metrics {
             "1 while this replica holds the leader Lease and reconciles, else 0",
             leader.clone(),
         );
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "zeronas_operator_reconciles",
+            "Finished reconciles by result",
+            reconciles.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "zeronas_operator_reconcile_queue_depth",
+            "Reconciles waiting for one of the --max-concurrent-reconciles slots",
+            queue_depth.clone(),
+        );
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "zeronas_operator_api_requests",
+            "Requests to the apiserver by verb and HTTP status code",
+            api_requests.clone(),
+        );
+        let throttled = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "zeronas_operator_api_throttle_seconds",
+            "Time requests waited for the client-side rate limit (--api-qps, --api-burst)",
+            throttled.clone(),
+        );
+        let write_skips = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "zeronas_operator_write_skips",
+            "Applies not sent because the cluster already holds the desired object",
+            write_skips.clone(),
+        );
         Self {
             registry,
             reconcile_duration,
             reconcile_errors,
             volumes,
             leader,
+            reconciles,
+            queue_depth,
+            api_requests,
+            throttled,
+            write_skips,
         }
+    }
+
+    /// Counts one apiserver request; `code` is `None` when no response came.
+    pub fn observe_request(&self, verb: &'static str, code: Option<u16>) {
+        let code = code.map_or_else(|| "error".to_owned(), |c| c.to_string());
+        self.api_requests
+            .get_or_create(&RequestLabels { verb, code })
+            .inc();
+    }
+
+    /// Adds time a request waited for the rate limit.
+    pub fn observe_throttle(&self, seconds: f64) {
+        self.throttled.inc_by(seconds);
+    }
+
+    /// Counts an apply skipped because nothing would change.
+    pub fn skip_write(&self, kind: &'static str) {
+        self.write_skips.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Applies skipped for `kind`.
+    pub fn write_skips(&self, kind: &'static str) -> u64 {
+        self.write_skips.get_or_create(&KindLabels { kind }).get()
+    }
+
+    /// A reconcile started waiting for a slot.
+    pub fn enqueued(&self) {
+        self.queue_depth.inc();
+    }
+
+    /// A reconcile got its slot.
+    pub fn dequeued(&self) {
+        self.queue_depth.dec();
     }
 
     /// Records whether this replica leads (readiness does not say: standbys are Ready too).
@@ -80,6 +177,10 @@ impl Metrics {
     /// Records one reconcile.
     pub fn observe_reconcile(&self, seconds: f64, error: Option<&'static str>) {
         self.reconcile_duration.observe(seconds);
+        let result = if error.is_some() { "error" } else { "ok" };
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
         if let Some(reason) = error {
             self.reconcile_errors
                 .get_or_create(&ReasonLabels { reason })
@@ -158,6 +259,11 @@ mod tests {
         assert!(text.contains("zeronas_nasvolumes{phase=\"Degraded\"} 0"));
         assert!(text.contains("zeronas_reconcile_errors_total{reason=\"conflict\"} 1"));
         assert!(text.contains("zeronas_reconcile_duration_seconds_count 2"));
+        assert!(
+            text.contains("zeronas_operator_reconciles_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("zeronas_operator_reconciles_total{result=\"error\"} 1"));
         assert_eq!(m.errors("conflict"), 1);
         assert!(text.contains("zeronas_operator_leader 0"), "{text}");
         m.set_leader(true);
