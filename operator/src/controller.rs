@@ -1,5 +1,10 @@
-//! The controller: watches NasVolumes and what they own, server-side-applies the objects the
-//! builders describe, keeps the status current, and removes the PV on deletion.
+//! The controller: reconciles NasVolumes (triggered by the watches of `cache`), server-side
+//! applies the objects the builders describe when the cluster's copy differs, keeps the
+//! status current (written only when it changes), and removes the PV on deletion.
+//!
+//! A reconcile of a NasVolume whose objects are as described reads the reflector stores and
+//! sends nothing; at most `--max-concurrent-reconciles` run at once, and the client's rate
+//! limit (`api_client`) paces what they do send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,21 +17,24 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, S
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, GetParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::cache::{self, Caches, Feeds};
 
 use crate::crd::{DeletionPolicy, NasVolume, NasVolumeStatus, Phase};
 use crate::metrics::Metrics;
-use crate::names::{LABEL_MANAGED_BY, LABEL_NAMESPACE, LABEL_VOLUME, MANAGER, OwnedNames};
+use crate::names::{LABEL_NAMESPACE, LABEL_VOLUME, MANAGER, OwnedNames};
 use crate::reconcile::expansion::{self, Expansion};
 use crate::reconcile::ownership::{self, Ownership};
 use crate::reconcile::secret::{self, RandomError};
 use crate::reconcile::status::{self, Observed};
+use crate::reconcile::unchanged::{self, Difference};
 use crate::reconcile::{
     BuildError, Settings, deletion, deployment, identity, network_policy, pvc, service, share,
 };
@@ -38,6 +46,8 @@ pub const FIELD_MANAGER: &str = "zeronas-operator";
 pub const FINALIZER: &str = "zeronas.io/share-cleanup";
 /// Longest wait between retries of a failing NasVolume.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Reconciles running at once when not configured (`--max-concurrent-reconciles`).
+pub const DEFAULT_CONCURRENCY: u16 = 8;
 /// How often a deletion waiting for pods looks again.
 pub const IN_USE_RECHECK: Duration = Duration::from_secs(5);
 /// Environment variable naming the namespace allowed to scrape dataplane metrics (the
@@ -96,6 +106,12 @@ impl Error {
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
+    /// The stores reconciles read owned objects from.
+    pub caches: Caches,
+    /// One permit per reconcile allowed to run at once.
+    slots: Semaphore,
+    /// Whether the stores held their first full list when the first reconcile looked.
+    stores_ready: OnceCell<bool>,
     /// Builder settings.
     pub settings: Settings,
     /// The namespace allowed to scrape dataplane metrics (see [`MONITORING_NAMESPACE_ENV`]).
@@ -104,14 +120,22 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Consecutive failures per NasVolume, for exponential backoff.
+    /// Consecutive failures per NasVolume, for exponential backoff (entries leave on
+    /// success and when their NasVolume is gone).
     pub failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    /// A context for `client`; the monitoring namespace comes from
+    /// A context for `client` reading `caches` (see [`Caches::detached`] for none), running
+    /// at most `concurrency` reconciles at once; the monitoring namespace comes from
     /// [`MONITORING_NAMESPACE_ENV`] (the chart's `monitoringNamespace`).
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        caches: Caches,
+        concurrency: usize,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -123,6 +147,9 @@ impl Context {
             .unwrap_or_else(|| DEFAULT_MONITORING_NAMESPACE.to_owned());
         Arc::new(Self {
             client,
+            caches,
+            slots: Semaphore::new(concurrency.max(1)),
+            stores_ready: OnceCell::new(),
             settings,
             monitoring_namespace,
             recorder,
@@ -158,6 +185,17 @@ fn key(nv: &NasVolume) -> String {
 /// down when it is being deleted. A failure is written to the status (`Ready=False` with the
 /// error's reason) and counted under that reason.
 pub async fn reconcile(nv: Arc<NasVolume>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.enqueued();
+    let slot = ctx.slots.acquire().await;
+    ctx.metrics.dequeued();
+    let _slot = slot.ok();
+    let ready = ctx.stores_ready.get_or_init(|| ctx.caches.ready()).await;
+    if !*ready {
+        tracing::warn!(
+            "the watch caches were not filled within {} s; reading from the apiserver instead",
+            cache::READY_TIMEOUT.as_secs()
+        );
+    }
     let started = Instant::now();
     let volume_key = key(&nv);
     let result = reconcile_volume(&nv, &ctx).await;
@@ -232,15 +270,26 @@ async fn remove_or_add_finalizer(
     }
 }
 
-/// Retries a failed NasVolume with exponential backoff (1 s, 2 s, 4 s, ... up to 5 min).
+/// Retries a failed NasVolume with exponential backoff (1 s, 2 s, 4 s, ... up to 5 min),
+/// each delay scaled by a random factor in [0.75, 1.25) so that volumes failing together
+/// (an apiserver outage) do not retry together.
 pub fn error_policy(nv: Arc<NasVolume>, error: &Error, ctx: Arc<Context>) -> Action {
     let attempts = {
         let mut failures = ctx.failures();
+        // Forget volumes that are gone (deleted while failing): the map is bounded by the
+        // NasVolumes that exist, whatever the load.
+        if failures.len() > 64 && failures.len() > 2 * ctx.caches.volumes.state().len() {
+            let volumes = &ctx.caches.volumes;
+            failures.retain(|k, _| {
+                let (namespace, name) = k.split_once('/').unwrap_or_default();
+                cache::namespaced(volumes, namespace, name).is_some()
+            });
+        }
         let n = failures.entry(key(&nv)).or_insert(0);
         *n = n.saturating_add(1);
         *n
     };
-    let delay = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(20)).min(MAX_BACKOFF);
+    let delay = backoff(attempts, jitter());
     tracing::warn!(volume = %key(&nv), error = %error, reason = error.reason(), attempts, retry_in_s = delay.as_secs(), "reconcile failed");
     let (recorder, reference, note) = (ctx.recorder.clone(), nv.object_ref(&()), error.to_string());
     tokio::spawn(async move {
@@ -256,8 +305,44 @@ pub fn error_policy(nv: Arc<NasVolume>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(delay)
 }
 
-/// Reads the object called `name` and decides who controls it.
+/// The delay before retry `attempts` (1-based), scaled by `jitter` (in [0.75, 1.25)).
+fn backoff(attempts: u32, jitter: f64) -> Duration {
+    let base = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(20)).min(MAX_BACKOFF);
+    base.mul_f64(jitter).min(MAX_BACKOFF)
+}
+
+/// A random factor in [0.75, 1.25).
+fn jitter() -> f64 {
+    let random = getrandom::u32().unwrap_or(u32::MAX / 2);
+    0.75 + 0.5 * f64::from(random) / (f64::from(u32::MAX) + 1.0)
+}
+
+/// The object `name` from `store`, or, when the store has no copy, from the apiserver's
+/// watch cache (`resourceVersion=0`: no etcd read). The stores hold only objects labelled
+/// as the operator's, so a miss may be an object someone else made under that name.
+async fn lookup<K>(store: &Store<K>, api: &Api<K>, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + kube::runtime::reflector::Lookup<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    let namespace = api.namespace().unwrap_or_default();
+    if let Some(cached) = cache::namespaced(store, namespace, name) {
+        return Ok(Some((*cached).clone()));
+    }
+    match api.get_with(name, &GetParams::any()).await {
+        Ok(object) => Ok(Some(object)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the object called `name` (see [`lookup`]) and decides who controls it.
 async fn ownership_of<K>(
+    store: &Store<K>,
     api: &Api<K>,
     name: &str,
     nv_name: &str,
@@ -265,9 +350,14 @@ async fn ownership_of<K>(
     adoptable: bool,
 ) -> Result<(Option<K>, Ownership), Error>
 where
-    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + kube::runtime::reflector::Lookup<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
 {
-    let existing = api.get_opt(name).await?;
+    let existing = lookup(store, api, name).await?;
     let ownership =
         ownership::classify(existing.as_ref().map(|o| o.meta()), nv_name, uid, adoptable);
     Ok((existing, ownership))
@@ -278,20 +368,105 @@ where
 /// field someone changed by hand (drift) instead of failing every reconcile on a manager
 /// conflict. A new object is applied without force, so an object created by someone else
 /// between our read and our write makes the apply fail rather than be taken over.
+///
+/// Nothing is sent when the object is ours and `live` already is as described (see
+/// [`unchanged`]): then `live` is the result.
 async fn apply_owned<K>(
+    ctx: &Context,
     api: &Api<K>,
     name: &str,
     ownership: &Ownership,
-    object: &K,
+    object: K,
+    live: Option<&K>,
 ) -> Result<K, Error>
 where
-    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let params = match ownership {
         Ownership::Ours | Ownership::Retained => PatchParams::apply(FIELD_MANAGER).force(),
         _ => PatchParams::apply(FIELD_MANAGER),
     };
-    Ok(api.patch(name, &params, &Patch::Apply(object)).await?)
+    let live = live.filter(|_| *ownership == Ownership::Ours);
+    apply_if_changed(ctx, api, name, &params, object, live).await
+}
+
+/// Server-side apply of `object` stamped with its [`unchanged::ANNOTATION_APPLIED`] hash,
+/// unless `live` is already that object.
+async fn apply_if_changed<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    name: &str,
+    params: &PatchParams,
+    mut object: K,
+    live: Option<&K>,
+) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let kind = object_kind(&object);
+    let hash = unchanged::applied_hash(&object)?;
+    unchanged::stamp(&mut object.meta_mut().annotations, hash);
+    if let Some(live) = live {
+        match unchanged::difference(
+            &serde_json::to_value(&object)?,
+            &serde_json::to_value(live)?,
+        ) {
+            None => {
+                ctx.metrics.skip_write(kind);
+                return Ok(live.clone());
+            }
+            Some(Difference::Field(path)) => {
+                tracing::debug!(
+                    kind,
+                    name,
+                    path,
+                    "drift: a field differs from the description"
+                );
+            }
+            Some(Difference::Description) => {
+                tracing::info!(kind, name, "re-applying: the description changed");
+            }
+        }
+    }
+    Ok(api.patch(name, params, &Patch::Apply(&object)).await?)
+}
+
+/// The kind of a typed object, for metrics and logs.
+fn object_kind<K: Resource<DynamicType = ()>>(_: &K) -> &'static str {
+    // `K::kind` borrows from the dynamic type; for static types it is a literal.
+    match K::kind(&()).as_ref() {
+        "PersistentVolumeClaim" => "PersistentVolumeClaim",
+        "PersistentVolume" => "PersistentVolume",
+        "Service" => "Service",
+        "Deployment" => "Deployment",
+        "NetworkPolicy" => "NetworkPolicy",
+        _ => "other",
+    }
+}
+
+/// The storage class `name`, from the store or (on a miss) the apiserver.
+async fn storage_class(ctx: &Context, name: &str) -> Result<Option<StorageClass>, Error> {
+    if let Some(class) = cache::cluster(&ctx.caches.classes, name) {
+        return Ok(Some((*class).clone()));
+    }
+    Ok(Api::<StorageClass>::all(ctx.client.clone())
+        .get_opt(name)
+        .await?)
+}
+
+/// Who controls the token Secret `name` (its metadata only: the tokens are never read).
+async fn secret_ownership(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    nv_name: &str,
+    uid: &str,
+) -> Result<Ownership, Error> {
+    let existing = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_metadata_opt(name)
+        .await?
+        .map(|m| m.metadata);
+    Ok(ownership::classify(existing.as_ref(), nv_name, uid, false))
 }
 
 async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
@@ -301,10 +476,7 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     let mut observed = Observed::default();
 
     if let Some(class) = &nv.spec.storage_class_name
-        && Api::<StorageClass>::all(client.clone())
-            .get_opt(class)
-            .await?
-            .is_none()
+        && storage_class(ctx, class).await?.is_none()
     {
         observed.unsatisfiable = Some((
             "StorageClassNotFound".into(),
@@ -322,16 +494,67 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
-    let (existing_data, data_owner) =
-        ownership_of(&claims, &names.data_claim, &name, &uid, true).await?;
-    let (existing_consumer, consumer_owner) =
-        ownership_of(&claims, &names.consumer_claim, &name, &uid, false).await?;
-    let (_, service_owner) = ownership_of(&services, &names.service, &name, &uid, false).await?;
-    let (_, deployment_owner) =
-        ownership_of(&deployments, &names.deployment, &name, &uid, false).await?;
-    let (_, secret_owner) = ownership_of(&secrets, &names.token_secret, &name, &uid, false).await?;
-    let (_, policy_owner) =
-        ownership_of(&policies, &names.network_policy, &name, &uid, false).await?;
+    let caches = &ctx.caches;
+    let (existing_data, data_owner) = ownership_of(
+        &caches.claims,
+        &claims,
+        &names.data_claim,
+        &name,
+        &uid,
+        true,
+    )
+    .await?;
+    let (existing_consumer, consumer_owner) = ownership_of(
+        &caches.claims,
+        &claims,
+        &names.consumer_claim,
+        &name,
+        &uid,
+        false,
+    )
+    .await?;
+    let (existing_service, service_owner) = ownership_of(
+        &caches.services,
+        &services,
+        &names.service,
+        &name,
+        &uid,
+        false,
+    )
+    .await?;
+    let (existing_deployment, deployment_owner) = ownership_of(
+        &caches.deployments,
+        &deployments,
+        &names.deployment,
+        &name,
+        &uid,
+        false,
+    )
+    .await?;
+    // The Secret is never listed or watched (RBAC: get and create only), so it is read until
+    // the status names it, which it does only once the Secret was seen or made; after that
+    // a dataplane Deployment of ours in the store is the sign that all is in place.
+    let secret_named = nv
+        .status
+        .as_ref()
+        .and_then(|s| s.http_token_secret.as_deref())
+        == Some(names.token_secret.as_str());
+    let secret_owner = if secret_named
+        && cache::namespaced(&caches.deployments, &namespace, &names.deployment).is_some()
+    {
+        Ownership::Ours
+    } else {
+        secret_ownership(ctx, &namespace, &names.token_secret, &name, &uid).await?
+    };
+    let (existing_policy, policy_owner) = ownership_of(
+        &caches.policies,
+        &policies,
+        &names.network_policy,
+        &name,
+        &uid,
+        false,
+    )
+    .await?;
     let checked = [
         ("PersistentVolumeClaim", &names.data_claim, &data_owner),
         (
@@ -366,11 +589,7 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     // The backing claim: created, adopted (retained from a NasVolume of this name), or
     // grown when its storage class allows it.
     let class = match existing_data.as_ref().and_then(expansion::class_of) {
-        Some(class) => {
-            Api::<StorageClass>::all(client.clone())
-                .get_opt(class)
-                .await?
-        }
+        Some(class) => storage_class(ctx, class).await?,
         None => None,
     };
     let resizable =
@@ -392,10 +611,12 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         &refused_growth
     };
     let data = apply_owned(
+        ctx,
         &claims,
         &names.data_claim,
         &data_owner,
-        &pvc::data_claim(nv, data_request)?,
+        pvc::data_claim(nv, data_request)?,
+        existing_data.as_ref(),
     )
     .await?;
     if data_owner == Ownership::Retained {
@@ -433,26 +654,33 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
             .await?;
         tracing::info!(volume = %key(nv), secret = %names.token_secret, "created the HTTP token Secret");
     }
+    observed.token_secret = true;
 
     let svc = apply_owned(
+        ctx,
         &services,
         &names.service,
         &service_owner,
-        &service::service(nv)?,
+        service::service(nv)?,
+        existing_service.as_ref(),
     )
     .await?;
     apply_owned(
+        ctx,
         &policies,
         &names.network_policy,
         &policy_owner,
-        &network_policy::network_policy(nv, &ctx.monitoring_namespace)?,
+        network_policy::network_policy(nv, &ctx.monitoring_namespace)?,
+        existing_policy.as_ref(),
     )
     .await?;
     let dep = apply_owned(
+        ctx,
         &deployments,
         &names.deployment,
         &deployment_owner,
-        &deployment::deployment(served, &ctx.settings)?,
+        deployment::deployment(served, &ctx.settings)?,
+        existing_deployment.as_ref(),
     )
     .await?;
 
@@ -463,20 +691,25 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     if let Some(ip) = &cluster_ip {
         // Cluster-scoped and named after the uid: no tenant can name another's PV.
         let volumes: Api<PersistentVolume> = Api::all(client.clone());
-        volumes
-            .patch(
-                &names.volume,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(share::volume(served, ip)?),
-            )
-            .await?;
+        let live_share = cache::cluster(&caches.shares, &names.volume);
+        apply_if_changed(
+            ctx,
+            &volumes,
+            &names.volume,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            share::volume(served, ip)?,
+            live_share.as_deref(),
+        )
+        .await?;
         let consumer_request =
             pvc::request_for(existing_consumer.as_ref(), &served.spec.capacity, false);
         let consumer = apply_owned(
+            ctx,
             &claims,
             &names.consumer_claim,
             &consumer_owner,
-            &share::consumer_claim(nv, consumer_request)?,
+            share::consumer_claim(nv, consumer_request)?,
+            existing_consumer.as_ref(),
         )
         .await?;
         observed.consumer_claim_phase = consumer.status.and_then(|s| s.phase);
@@ -659,14 +892,18 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Writes the status (server-side apply on the status subresource) and records an Event
-/// when the phase changes.
+/// Writes the status (server-side apply on the status subresource) unless it already is
+/// `status`, and records an Event when the phase changes.
 async fn publish_status(
     nv: &NasVolume,
     ctx: &Context,
     status: NasVolumeStatus,
 ) -> Result<(), Error> {
     let (namespace, name, _) = identity(nv)?;
+    if nv.status.as_ref() == Some(&status) {
+        ctx.metrics.skip_write("NasVolumeStatus");
+        return Ok(());
+    }
     let previous = nv.status.as_ref().and_then(|s| s.phase);
     let api: Api<NasVolume> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({
@@ -708,33 +945,21 @@ fn volume_of(pv: PersistentVolume) -> Option<ObjectRef<NasVolume>> {
     Some(ObjectRef::new(labels.get(LABEL_VOLUME)?).within(labels.get(LABEL_NAMESPACE)?))
 }
 
-/// Runs the controller until `shutdown` completes. `store` receives the NasVolume cache
-/// (for metrics).
+/// Runs the controller on `feeds` (the watches behind `ctx.caches`) until `shutdown`
+/// completes.
 pub async fn run(
     ctx: Arc<Context>,
+    feeds: Feeds,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-    store: tokio::sync::oneshot::Sender<Store<NasVolume>>,
 ) {
-    let client = ctx.client.clone();
-    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
-    let controller = Controller::new(
-        Api::<NasVolume>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        managed.clone(),
-    )
-    .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-    .owns(Api::<Service>::all(client.clone()), managed.clone())
-    .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
-    .watches(
-        Api::<PersistentVolume>::all(client.clone()),
-        managed,
-        volume_of,
-    )
-    .graceful_shutdown_on(shutdown);
-    let _ = store.send(controller.store());
+    let controller = Controller::for_stream(feeds.volumes, ctx.caches.volumes.clone())
+        .owns_stream(feeds.claims)
+        .owns_stream(feeds.deployments)
+        .owns_stream(feeds.services)
+        .owns_stream(feeds.policies)
+        .watches_stream(feeds.shares, volume_of)
+        .watches_stream(feeds.classes, |_| None)
+        .graceful_shutdown_on(shutdown);
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -782,6 +1007,21 @@ mod tests {
         metrics.observe_reconcile(0.1, Some(api(403, "Forbidden").reason()));
         assert_eq!(metrics.errors("forbidden"), 1);
         assert_eq!(metrics.errors("finalizer"), 0);
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_with_jitter() {
+        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(40, 1.0), MAX_BACKOFF);
+        assert_eq!(backoff(2, 0.75), Duration::from_millis(1500));
+        let factors: Vec<f64> = (0..200).map(|_| jitter()).collect();
+        assert!(
+            factors.iter().all(|f| (0.75..1.25).contains(f)),
+            "{factors:?}"
+        );
+        // Random, not constant: volumes failing together spread out.
+        assert!(factors.iter().any(|f| (f - factors[0]).abs() > 0.01));
     }
 
     #[test]

@@ -4,11 +4,15 @@
 //! - [`crd`]: the NasVolume types and their schema validation.
 //! - [`names`]: the derived names and labels of owned objects.
 //! - [`reconcile`]: pure builders, one per owned object, and status computation.
-//! - [`controller`]: watches, server-side apply, finalizer, status, events, backoff.
+//! - [`controller`]: server-side apply, finalizer, status, events, backoff.
+//! - [`cache`]: the watches and reflector stores the controller reads instead of the apiserver.
+//! - [`api_client`]: the client's rate limit and request counting.
 //! - [`leader`]: leader election on a Lease.
-//! - [`metrics`]: reconcile metrics.
+//! - [`metrics`]: reconcile and apiserver request metrics.
 //! - [`render`]: `zeronas-operator render`, the objects for one NasVolume as YAML.
 
+pub mod api_client;
+pub mod cache;
 pub mod controller;
 pub mod crd;
 pub mod leader;

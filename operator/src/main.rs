@@ -4,8 +4,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
@@ -15,9 +15,12 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use kube::Client;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::Store;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
+use zeronas_operator::api_client::{ApiLayer, RateLimiter};
+use zeronas_operator::cache::Caches;
 use zeronas_operator::controller::{self, Context};
 use zeronas_operator::crd::NasVolume;
 use zeronas_operator::leader::{self, Elector, LeaseConfig, Timings};
@@ -60,6 +63,17 @@ struct Cli {
     /// Seconds between renewals, and between a standby's looks at the Lease (< renew deadline).
     #[arg(long, default_value_t = 2)]
     retry_period_seconds: u64,
+    /// Reconciles running at once; the others wait (metric
+    /// zeronas_operator_reconcile_queue_depth).
+    #[arg(long, env = "ZERONAS_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
+    /// Requests a second to the apiserver, sustained (client-go's QPS); 0: no limit. The
+    /// leader Lease has its own client, never held back by this limit.
+    #[arg(long, env = "ZERONAS_API_QPS", default_value_t = 50.0)]
+    api_qps: f64,
+    /// Requests the client may send at once above --api-qps after a quiet spell.
+    #[arg(long, env = "ZERONAS_API_BURST", default_value_t = 100)]
+    api_burst: u32,
     /// Log format: text or json.
     #[arg(long, env = "ZERONAS_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -148,7 +162,8 @@ fn init_logging(format: &str) {
     };
 }
 
-async fn client(cli: &Cli) -> Result<Client, String> {
+/// A client whose requests go through `layer` (rate limit and counting).
+async fn client(cli: &Cli, layer: &ApiLayer) -> Result<Client, String> {
     let config = match &cli.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
@@ -161,7 +176,9 @@ async fn client(cli: &Cli) -> Result<Client, String> {
             .await
             .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
     };
-    Client::try_from(config).map_err(|e| format!("cannot create a Kubernetes client: {e}"))
+    let builder = ClientBuilder::try_from(config)
+        .map_err(|e| format!("cannot create a Kubernetes client: {e}"))?;
+    Ok(builder.with_layer(layer).build())
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -173,10 +190,20 @@ async fn run(cli: Cli) -> Result<(), String> {
         cli.retry_period_seconds,
     )
     .map_err(|e| format!("bad leader election timings: {e}"))?;
-    let client = client(&cli).await?;
+    if !cli.api_qps.is_finite() || cli.api_qps < 0.0 {
+        return Err(format!("--api-qps must be 0 or more, not {}", cli.api_qps));
+    }
     let metrics = Arc::new(Metrics::new());
+    let limited = ApiLayer::new(
+        RateLimiter::new(cli.api_qps, cli.api_burst),
+        Arc::clone(&metrics),
+    );
+    let client = client(&cli, &limited).await?;
+    // The Lease must be renewed on time however busy the reconciles are.
+    let unlimited = ApiLayer::new(RateLimiter::new(0.0, 1), Arc::clone(&metrics));
+    let lease_client = self::client(&cli, &unlimited).await?;
     let ready = Arc::new(AtomicBool::new(false));
-    let (store_tx, store_rx) = oneshot::channel::<Store<NasVolume>>();
+    let (caches, feeds) = Caches::watch(&client);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -187,7 +214,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         listener,
         Arc::clone(&metrics),
         Arc::clone(&ready),
-        store_rx,
+        caches.volumes.clone(),
     ));
 
     // Fail early and clearly when the CRD is missing or RBAC forbids reading NasVolumes.
@@ -207,7 +234,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             host.trim().to_owned()
         });
         Elector::new(
-            client.clone(),
+            lease_client.clone(),
             LeaseConfig {
                 namespace: cli.lease_namespace.clone(),
                 name: cli.lease_name.clone(),
@@ -236,15 +263,19 @@ async fn run(cli: Cli) -> Result<(), String> {
             dataplane_image: cli.dataplane_image.clone(),
         },
         Arc::clone(&metrics),
+        caches,
+        usize::from(cli.max_concurrent_reconciles),
+    );
+    tracing::info!(
+        max_concurrent_reconciles = cli.max_concurrent_reconciles,
+        api_qps = cli.api_qps,
+        api_burst = cli.api_burst,
+        "reconciling"
     );
     let mut stop = stop_rx.clone();
-    let mut controller = tokio::spawn(controller::run(
-        ctx,
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        },
-        store_tx,
-    ));
+    let mut controller = tokio::spawn(controller::run(ctx, feeds, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
     let lost = tokio::select! {
         () = shutdown_signal() => None,
         lost = hold(elector.as_mut()) => Some(lost),
@@ -324,15 +355,8 @@ async fn serve_probes(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-    store_rx: oneshot::Receiver<Store<NasVolume>>,
+    store: Store<NasVolume>,
 ) {
-    let store: Arc<OnceLock<Store<NasVolume>>> = Arc::new(OnceLock::new());
-    let filling = Arc::clone(&store);
-    tokio::spawn(async move {
-        if let Ok(s) = store_rx.await {
-            let _ = filling.set(s);
-        }
-    });
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -342,8 +366,7 @@ async fn serve_probes(
                 continue;
             }
         };
-        let (metrics, ready, store) =
-            (Arc::clone(&metrics), Arc::clone(&ready), Arc::clone(&store));
+        let (metrics, ready, store) = (Arc::clone(&metrics), Arc::clone(&ready), store.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let response = probe_response(req.uri().path(), &metrics, &ready, &store);
@@ -360,14 +383,14 @@ fn probe_response(
     path: &str,
     metrics: &Metrics,
     ready: &AtomicBool,
-    store: &OnceLock<Store<NasVolume>>,
+    store: &Store<NasVolume>,
 ) -> Response<Full<Bytes>> {
     let (status, body) = match path {
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".to_owned()),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
         "/metrics" => {
-            let volumes = store.get().map(Store::state).unwrap_or_default();
+            let volumes = store.state();
             (
                 StatusCode::OK,
                 metrics.render(volumes.iter().map(|v| v.as_ref())),

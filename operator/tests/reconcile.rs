@@ -7,9 +7,12 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
+use zeronas_operator::cache::Caches;
 use zeronas_operator::controller::{self, Context, FINALIZER};
 use zeronas_operator::crd::NasVolume;
 use zeronas_operator::metrics::Metrics;
@@ -43,6 +46,8 @@ fn context(client: Client) -> Arc<Context> {
             dataplane_image: "zeronas/dataplane:test".into(),
         },
         Arc::new(Metrics::new()),
+        Caches::detached(),
+        usize::from(controller::DEFAULT_CONCURRENCY),
     )
 }
 
@@ -877,24 +882,213 @@ async fn failures_back_off_exponentially() {
     let delays: Vec<Action> = (0..11)
         .map(|_| controller::error_policy(Arc::clone(&nv), &err, Arc::clone(&ctx)))
         .collect();
-    let secs = |a: &Action| format!("{a:?}");
-    assert_eq!(
-        delays[0],
-        Action::requeue(std::time::Duration::from_secs(1)),
-        "{}",
-        secs(&delays[0])
+    // `Action` has no getter: read the delay from its Debug form (`Some(1.23s)`, `Some(812ms)`).
+    let secs = |a: &Action| -> f64 {
+        let text = format!("{a:?}");
+        let inner = text
+            .split("Some(")
+            .nth(1)
+            .and_then(|t| t.split(')').next())
+            .unwrap_or_else(|| panic!("no requeue in {text}"));
+        match inner.strip_suffix("ms") {
+            Some(ms) => ms.parse::<f64>().expect("ms") / 1000.0,
+            None => inner.trim_end_matches('s').parse().expect("s"),
+        }
+    };
+    // Doubling from 1 s, capped at 5 min, each delay scaled by a jitter in [0.75, 1.25).
+    for (attempt, base) in [(0, 1.0), (1, 2.0), (4, 16.0), (10, 300.0)] {
+        let delay = secs(&delays[attempt]);
+        assert!(
+            delay >= 0.75 * base && delay < 1.25 * base,
+            "attempt {attempt}: {delay} s, expected about {base} s"
+        );
+    }
+}
+
+/// A reflector store holding `objects` (as the operator's watches would).
+fn store_of<K>(objects: impl IntoIterator<Item = Value>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    for object in objects {
+        let object: K = serde_json::from_value(object).expect("object for the store");
+        writer.apply_watcher_event(&watcher::Event::Apply(object));
+    }
+    store
+}
+
+/// The objects as the apiserver holds them after the first reconcile of a ready share.
+fn ready_share_steps() -> Vec<Step> {
+    let mut steps = ownership_reads(not_found(), absent());
+    steps.extend([
+        step(
+            Method::PATCH,
+            "persistentvolumeclaims/media-data",
+            echo(json!({ "metadata": { "resourceVersion": "11" }, "status": { "phase": "Bound", "capacity": { "storage": "10Gi" } } })),
+        ),
+        step(Method::POST, "/api/v1/namespaces/team-a/secrets", |body| {
+            (201, body.clone())
+        }),
+        step(
+            Method::PATCH,
+            "services/media",
+            echo(json!({ "spec": { "clusterIP": "10.96.7.7", "sessionAffinity": "None" } })),
+        ),
+        step(
+            Method::PATCH,
+            "networkpolicies/media-dataplane",
+            echo(json!({})),
+        ),
+        step(
+            Method::PATCH,
+            "deployments/media-dataplane",
+            echo(json!({
+                "metadata": { "generation": 1 },
+                "spec": { "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600 },
+                "status": { "observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1 }
+            })),
+        ),
+        step(
+            Method::PATCH,
+            PV,
+            echo(json!({ "spec": { "persistentVolumeReclaimPolicy": "Retain" }, "status": { "phase": "Bound" } })),
+        ),
+        step(
+            Method::PATCH,
+            "persistentvolumeclaims/media",
+            echo(json!({ "spec": { "volumeMode": "Filesystem" }, "status": { "phase": "Bound" } })),
+        ),
+        step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+        event(),
+    ]);
+    steps
+}
+
+/// The object the apiserver returned for a request seen by the mock: the body with the
+/// same additions `ready_share_steps` answered with.
+fn live_objects(seen: &[(String, Value)]) -> Vec<(String, Value)> {
+    let replies = ready_share_steps();
+    seen.iter()
+        .zip(replies)
+        .filter(|((_, body), _)| !body.is_null())
+        .map(|((path, body), reply)| (path.clone(), (reply.respond)(body).1))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unchanged_volume_costs_no_request_and_drift_costs_one() {
+    // First pass, nothing cached: every object is read, applied, and the status written.
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let nv = volume(json!({ "capacity": "10Gi" }), &[FINALIZER], false, None);
+    let server = tokio::spawn(serve(handle, ready_share_steps()));
+    controller::reconcile(Arc::new(nv), context(Client::new(service, "default")))
+        .await
+        .unwrap();
+    let live = live_objects(&server.await.unwrap());
+    let find = |fragment: &str| -> Vec<Value> {
+        live.iter()
+            .filter(|(p, b)| p.contains(fragment) && b.get("kind").is_some())
+            .map(|(_, b)| b.clone())
+            .collect()
+    };
+    let status = find("nasvolumes/media/status")[0]["status"].clone();
+    assert_eq!(status["phase"], "Ready");
+    let mut claims = find("persistentvolumeclaims/media-data");
+    claims.extend(find("persistentvolumeclaims/media?"));
+    assert_eq!(claims.len(), 2);
+    let caches = |deployments: Vec<Value>| Caches {
+        volumes: store_of(Vec::new()),
+        claims: store_of(claims.clone()),
+        services: store_of(find("services/media")),
+        deployments: store_of(deployments),
+        policies: store_of(find("networkpolicies/media-dataplane")),
+        shares: store_of(find(PV)),
+        classes: store_of(Vec::new()),
+    };
+    let settled = volume(
+        json!({ "capacity": "10Gi" }),
+        &[FINALIZER],
+        false,
+        Some(status),
     );
-    assert_eq!(
-        delays[1],
-        Action::requeue(std::time::Duration::from_secs(2))
+
+    // Second pass over the stores: nothing to send.
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Context::new(
+        Client::new(service, "default"),
+        Settings {
+            dataplane_image: "zeronas/dataplane:test".into(),
+        },
+        Arc::clone(&metrics),
+        caches(find("deployments/media-dataplane")),
+        1,
     );
+    let reconciling = controller::reconcile(Arc::new(settled.clone()), ctx);
+    let pass = tokio::select! {
+        pass = reconciling => pass,
+        request = handle.next_request() => {
+            let (request, _) = request.expect("a request");
+            panic!("a reconcile over unchanged objects sent {} {}", request.method(), request.uri());
+        }
+    };
     assert_eq!(
-        delays[4],
-        Action::requeue(std::time::Duration::from_secs(16))
+        pass.unwrap(),
+        Action::requeue(std::time::Duration::from_secs(300))
     );
+    let extra =
+        tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request()).await;
+    assert!(
+        !matches!(extra, Ok(Some(_))),
+        "no request at all (the client is gone or silent)"
+    );
+    for kind in [
+        "PersistentVolumeClaim",
+        "Service",
+        "NetworkPolicy",
+        "Deployment",
+        "PersistentVolume",
+        "NasVolumeStatus",
+    ] {
+        let skips = metrics.write_skips(kind);
+        let want = if kind == "PersistentVolumeClaim" {
+            2
+        } else {
+            1
+        };
+        assert_eq!(skips, want, "{kind} apply skipped");
+    }
+
+    // Someone edits the Deployment by hand: one apply takes it back, nothing else is sent.
+    let mut drifted = find("deployments/media-dataplane");
+    drifted[0]["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil/image:1");
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(service, "default"),
+        Settings {
+            dataplane_image: "zeronas/dataplane:test".into(),
+        },
+        Arc::new(Metrics::new()),
+        caches(drifted),
+        1,
+    );
+    let server = tokio::spawn(serve(
+        handle,
+        vec![step(
+            Method::PATCH,
+            "deployments/media-dataplane",
+            echo(json!({
+                "metadata": { "generation": 1 },
+                "status": { "observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1 }
+            })),
+        )],
+    ));
+    controller::reconcile(Arc::new(settled), ctx).await.unwrap();
+    let seen = server.await.unwrap();
+    assert!(seen[0].0.contains("force=true"), "{}", seen[0].0);
     assert_eq!(
-        delays[10],
-        Action::requeue(controller::MAX_BACKOFF),
-        "capped"
+        seen[0].1["spec"]["template"]["spec"]["containers"][0]["image"],
+        "zeronas/dataplane:test"
     );
 }

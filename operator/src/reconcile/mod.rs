@@ -12,6 +12,7 @@ pub mod secret;
 pub mod service;
 pub mod share;
 pub mod status;
+pub mod unchanged;
 
 use std::collections::BTreeMap;
 

@@ -34,6 +34,9 @@ pub struct Observed {
     pub deleting: bool,
     /// Set while deletion waits for pods that use the consumer claim: the `InUse` message.
     pub in_use: Option<String>,
+    /// The HTTP token Secret exists and is this NasVolume's (only then does the status name
+    /// it, so a later reconcile may trust the name instead of reading the Secret again).
+    pub token_secret: bool,
     /// Set when something keeps the share from being Ready although its parts may work
     /// (`NameConflict`, `ExpansionNotSupported`): the reason and message of `Ready=False`.
     pub blocked: Option<(String, String)>,
@@ -265,6 +268,7 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
         .metadata
         .uid
         .as_deref()
+        .filter(|_| observed.token_secret)
         .map(|uid| OwnedNames::for_volume(&name, uid).token_secret);
     NasVolumeStatus {
         phase: Some(phase),
@@ -326,6 +330,7 @@ mod tests {
             available_replicas: 1,
             consumer_claim_phase: Some("Bound".into()),
             cluster_ip: Some("10.96.0.9".into()),
+            token_secret: true,
             ..Observed::default()
         }
     }
@@ -437,6 +442,15 @@ mod tests {
         assert!(ready.message.contains("Service team-a/media"));
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(s.http_token_secret.as_deref(), Some("media-http-tokens"));
+        let unconfirmed = Observed {
+            token_secret: false,
+            ..observed
+        };
+        let s = compute(&basic(), &unconfirmed, now(1));
+        assert_eq!(
+            s.http_token_secret, None,
+            "named only once it is known to exist"
+        );
     }
 
     #[test]
