@@ -31,10 +31,13 @@ mod ha;
 use ha::{delete_leader_pod, helm_upgrade_two_replicas, kill_leader, stall_leader};
 #[path = "cluster_steps/lifecycle.rs"]
 mod lifecycle;
+#[path = "cluster_steps/steady.rs"]
+mod steady;
 use lifecycle::{
     delete_waits_for_pods, foreground_delete_retains, http_tokens, immutable_fields, name_conflict,
     network_policy, retain_and_adopt,
 };
+use steady::unchanged_volume_writes_nothing;
 
 const RELEASE: &str = "zeronas";
 const OPERATOR_NAMESPACE: &str = "zeronas-system";
@@ -1283,6 +1286,11 @@ async fn zeronas_on_a_real_control_plane() {
         suite,
         "killed dataplane: Degraded, restarted, Ready, data intact",
         kill_dataplane
+    );
+    scenario!(
+        suite,
+        "unchanged Ready volume: a reconcile reads the watch caches and writes nothing",
+        unchanged_volume_writes_nothing
     );
     scenario!(
         suite,

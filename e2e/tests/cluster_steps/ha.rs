@@ -54,7 +54,7 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 /// The operator pods, in name order.
-async fn operator_pods(s: &Suite) -> Vec<Pod> {
+pub(super) async fn operator_pods(s: &Suite) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), OPERATOR_NAMESPACE);
     let selector = format!("app.kubernetes.io/instance={RELEASE}");
     let mut list = pods
@@ -135,8 +135,8 @@ async fn leader_among(
     Ok((leading, others))
 }
 
-/// `zeronas_operator_leader` from the pod's /metrics.
-async fn leader_gauge(pod: &Pod) -> Result<i64, String> {
+/// The operator pod's /metrics text.
+pub(super) async fn operator_metrics(pod: &Pod) -> Result<String, String> {
     let ip: IpAddr = pod
         .status
         .as_ref()
@@ -147,7 +147,12 @@ async fn leader_gauge(pod: &Pod) -> Result<i64, String> {
     let r = zeronas_e2e::http::request(addr, "GET", "/metrics", &[], Duration::from_secs(5))
         .await
         .map_err(|e| format!("GET /metrics of {}: {e}", name(pod)))?;
-    let text = String::from_utf8_lossy(&r.body);
+    Ok(String::from_utf8_lossy(&r.body).into_owned())
+}
+
+/// `zeronas_operator_leader` from the pod's /metrics.
+async fn leader_gauge(pod: &Pod) -> Result<i64, String> {
+    let text = operator_metrics(pod).await?;
     text.lines()
         .find_map(|l| l.strip_prefix("zeronas_operator_leader "))
         .and_then(|v| v.trim().parse().ok())
