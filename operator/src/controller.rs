@@ -20,12 +20,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, GetParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::cache::{self, Caches, Feeds};
+use crate::cache::{self, Caches, Compact, CompactStore, Feeds};
 
 use crate::crd::{DeletionPolicy, NasVolume, NasVolumeStatus, Phase};
 use crate::metrics::Metrics;
@@ -68,8 +68,8 @@ pub enum Error {
     /// No tokens could be generated for the token Secret.
     #[error("cannot create the HTTP token Secret: {0}")]
     Random(#[from] RandomError),
-    /// A finalizer patch could not be encoded.
-    #[error("cannot encode the finalizer patch: {0}")]
+    /// A patch or a cached object could not be encoded or decoded.
+    #[error("JSON encoding: {0}")]
     Encode(#[from] serde_json::Error),
 }
 
@@ -184,11 +184,20 @@ fn key(nv: &NasVolume) -> String {
 /// Reconciles one NasVolume: adds the finalizer, applies the objects, or takes the share
 /// down when it is being deleted. A failure is written to the status (`Ready=False` with the
 /// error's reason) and counted under that reason.
+///
+/// At most `--max-concurrent-reconciles` run; the others wait for a slot, each as a small
+/// future: the reconcile proper (a future of many kilobytes, every await point of every
+/// request) is allocated only once the slot is taken, so thousands of queued NasVolumes
+/// cost little memory.
 pub async fn reconcile(nv: Arc<NasVolume>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.enqueued();
     let slot = ctx.slots.acquire().await;
     ctx.metrics.dequeued();
     let _slot = slot.ok();
+    Box::pin(reconcile_admitted(nv, Arc::clone(&ctx))).await
+}
+
+async fn reconcile_admitted(nv: Arc<NasVolume>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ready = ctx.stores_ready.get_or_init(|| ctx.caches.ready()).await;
     if !*ready {
         tracing::warn!(
@@ -320,10 +329,9 @@ fn jitter() -> f64 {
 /// The object `name` from `store`, or, when the store has no copy, from the apiserver's
 /// watch cache (`resourceVersion=0`: no etcd read). The stores hold only objects labelled
 /// as the operator's, so a miss may be an object someone else made under that name.
-async fn lookup<K>(store: &Store<K>, api: &Api<K>, name: &str) -> Result<Option<K>, Error>
+async fn lookup<K>(store: &CompactStore<K>, api: &Api<K>, name: &str) -> Result<Option<K>, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + kube::runtime::reflector::Lookup<DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
@@ -331,7 +339,7 @@ where
 {
     let namespace = api.namespace().unwrap_or_default();
     if let Some(cached) = cache::namespaced(store, namespace, name) {
-        return Ok(Some((*cached).clone()));
+        return Ok(Some(cached.object()?));
     }
     match api.get_with(name, &GetParams::any()).await {
         Ok(object) => Ok(Some(object)),
@@ -342,7 +350,7 @@ where
 
 /// Reads the object called `name` (see [`lookup`]) and decides who controls it.
 async fn ownership_of<K>(
-    store: &Store<K>,
+    store: &CompactStore<K>,
     api: &Api<K>,
     name: &str,
     nv_name: &str,
@@ -351,7 +359,6 @@ async fn ownership_of<K>(
 ) -> Result<(Option<K>, Ownership), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + kube::runtime::reflector::Lookup<DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
@@ -416,11 +423,11 @@ where
                 return Ok(live.clone());
             }
             Some(Difference::Field(path)) => {
-                tracing::debug!(
+                tracing::info!(
                     kind,
                     name,
                     path,
-                    "drift: a field differs from the description"
+                    "re-applying: a field differs from the description"
                 );
             }
             Some(Difference::Description) => {
@@ -691,14 +698,16 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     if let Some(ip) = &cluster_ip {
         // Cluster-scoped and named after the uid: no tenant can name another's PV.
         let volumes: Api<PersistentVolume> = Api::all(client.clone());
-        let live_share = cache::cluster(&caches.shares, &names.volume);
+        let live_share = cache::cluster(&caches.shares, &names.volume)
+            .map(|c| c.object())
+            .transpose()?;
         apply_if_changed(
             ctx,
             &volumes,
             &names.volume,
             &PatchParams::apply(FIELD_MANAGER).force(),
             share::volume(served, ip)?,
-            live_share.as_deref(),
+            live_share.as_ref(),
         )
         .await?;
         let consumer_request =
@@ -940,8 +949,8 @@ async fn publish_status(
 }
 
 /// Maps a PV back to its NasVolume through its labels.
-fn volume_of(pv: PersistentVolume) -> Option<ObjectRef<NasVolume>> {
-    let labels = pv.metadata.labels?;
+fn volume_of(pv: Compact<PersistentVolume>) -> Option<ObjectRef<NasVolume>> {
+    let labels = pv.meta().labels.as_ref()?;
     Some(ObjectRef::new(labels.get(LABEL_VOLUME)?).within(labels.get(LABEL_NAMESPACE)?))
 }
 
@@ -1007,6 +1016,32 @@ mod tests {
         metrics.observe_reconcile(0.1, Some(api(403, "Forbidden").reason()));
         assert_eq!(metrics.errors("forbidden"), 1);
         assert_eq!(metrics.errors("finalizer"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_queued_reconcile_is_small() {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let ctx = Context::new(
+            Client::new(service, "default"),
+            Settings {
+                dataplane_image: "zeronas/dataplane:test".into(),
+            },
+            Arc::new(Metrics::new()),
+            Caches::detached(),
+            1,
+        );
+        let nv = Arc::new(basic());
+        let queued = std::mem::size_of_val(&reconcile(Arc::clone(&nv), Arc::clone(&ctx)));
+        let admitted = std::mem::size_of_val(&reconcile_admitted(nv, ctx));
+        // Thousands wait at once after a restart: each must cost bytes, not kilobytes.
+        assert!(queued < 512, "a queued reconcile takes {queued} bytes");
+        assert!(
+            admitted > 4 * queued,
+            "{admitted} vs {queued}: the test measures nothing"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
-use zeronas_operator::cache::Caches;
+use zeronas_operator::cache::{Caches, Compact};
 use zeronas_operator::controller::{self, Context, FINALIZER};
 use zeronas_operator::crd::NasVolume;
 use zeronas_operator::metrics::Metrics;
@@ -906,14 +906,19 @@ async fn failures_back_off_exponentially() {
 }
 
 /// A reflector store holding `objects` (as the operator's watches would).
-fn store_of<K>(objects: impl IntoIterator<Item = Value>) -> Store<K>
+fn store_of<K>(objects: impl IntoIterator<Item = Value>) -> Store<Compact<K>>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + 'static,
 {
-    let (store, mut writer) = reflector::store::<K>();
+    let (store, mut writer) = reflector::store::<Compact<K>>();
     for object in objects {
         let object: K = serde_json::from_value(object).expect("object for the store");
-        writer.apply_watcher_event(&watcher::Event::Apply(object));
+        let compact = Compact::new(object).expect("JSON");
+        writer.apply_watcher_event(&watcher::Event::Apply(compact));
     }
     store
 }
@@ -998,13 +1003,13 @@ async fn an_unchanged_volume_costs_no_request_and_drift_costs_one() {
     claims.extend(find("persistentvolumeclaims/media?"));
     assert_eq!(claims.len(), 2);
     let caches = |deployments: Vec<Value>| Caches {
-        volumes: store_of(Vec::new()),
+        volumes: reflector::store().0,
         claims: store_of(claims.clone()),
         services: store_of(find("services/media")),
         deployments: store_of(deployments),
         policies: store_of(find("networkpolicies/media-dataplane")),
         shares: store_of(find(PV)),
-        classes: store_of(Vec::new()),
+        classes: reflector::store().0,
     };
     let settled = volume(
         json!({ "capacity": "10Gi" }),
