@@ -69,10 +69,10 @@ struct Cli {
     max_concurrent_reconciles: u16,
     /// Requests a second to the apiserver, sustained (client-go's QPS); 0: no limit. The
     /// leader Lease has its own client, never held back by this limit.
-    #[arg(long, env = "ZERONAS_API_QPS", default_value_t = 50.0)]
+    #[arg(long, env = "ZERONAS_API_QPS", default_value_t = 300.0)]
     api_qps: f64,
     /// Requests the client may send at once above --api-qps after a quiet spell.
-    #[arg(long, env = "ZERONAS_API_BURST", default_value_t = 100)]
+    #[arg(long, env = "ZERONAS_API_BURST", default_value_t = 600)]
     api_burst: u32,
     /// Log format: text or json.
     #[arg(long, env = "ZERONAS_LOG_FORMAT", default_value = "text")]
