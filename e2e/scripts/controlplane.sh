@@ -9,6 +9,11 @@ DIR=${2:?usage: controlplane.sh up|down DIR}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ETCD_PORT=${ETCD_PORT:-23790}
 API_PORT=${API_PORT:-16443}
+# The Service range: a /24 holds the e2e's Services; the operator bench (2,000) sets a /16.
+SERVICE_CIDR=${SERVICE_CIDR:-10.0.0.0/24}
+# The controllers kube-controller-manager runs (the operator bench leaves out the claim
+# binder: see operator/bench/operator_bench.py).
+KCM_CONTROLLERS=${KCM_CONTROLLERS:-*}
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 
 stop_all() {
@@ -78,7 +83,7 @@ start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETC
     --tls-cert-file "$DIR/pki/apiserver.crt" --tls-private-key-file "$DIR/pki/apiserver.key" \
     --client-ca-file "$DIR/pki/ca.crt" --authorization-mode RBAC \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$DIR/pki/sa.pub" \
-    --service-account-signing-key-file "$DIR/pki/sa.key" --service-cluster-ip-range 10.0.0.0/24 \
+    --service-account-signing-key-file "$DIR/pki/sa.key" --service-cluster-ip-range "$SERVICE_CIDR" \
     --endpoint-reconciler-type none
 start_time=$SECONDS
 until curl -sf --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key" \
@@ -91,7 +96,7 @@ until curl -sf --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DI
 done
 log "kube-apiserver ready in $((SECONDS - start_time)) s"
 start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$DIR/admin.kubeconfig" \
-    --leader-elect=false --controllers '*' --service-account-private-key-file "$DIR/pki/sa.key" \
+    --leader-elect=false --controllers "$KCM_CONTROLLERS" --service-account-private-key-file "$DIR/pki/sa.key" \
     --root-ca-file "$DIR/pki/ca.crt" --bind-address 127.0.0.1 --secure-port 0 \
     --use-service-account-credentials=false
 echo "$DIR/admin.kubeconfig"
