@@ -159,7 +159,8 @@ pub struct Feeds {
     pub classes: Feed<StorageClass>,
 }
 
-/// A store and the watch that fills it; `managedFields` are dropped before storing.
+/// A store and the watch that fills it (every object applied or deleted is passed on);
+/// `managedFields` are dropped before storing.
 fn reflected<K>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 ) -> (Store<K>, Feed<K>)
@@ -171,7 +172,9 @@ where
         .default_backoff()
         .modify(|object: &mut K| object.meta_mut().managed_fields = None)
         .reflect(writer)
-        .applied_objects()
+        // Deletions too: a deleted owned object (or one whose label was removed) must bring
+        // its NasVolume back at once, not at the next periodic reconcile.
+        .touched_objects()
         .boxed();
     (store, feed)
 }
@@ -341,6 +344,25 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
     use super::*;
+
+    #[tokio::test]
+    async fn deletions_reach_the_controller() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "media", "namespace": "a" },
+        }))
+        .unwrap();
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(service.clone())),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Delete(service)),
+        ]);
+        let (store, feed) = reflected(events);
+        let seen: Vec<_> = feed.collect().await;
+        // The listed object, then its deletion: both wake the NasVolume that owns it.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(store.is_empty());
+    }
 
     #[test]
     fn a_compact_object_keeps_all_but_managed_fields() {

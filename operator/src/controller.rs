@@ -48,6 +48,9 @@ pub const FINALIZER: &str = "zeronas.io/share-cleanup";
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Reconciles running at once when not configured (`--max-concurrent-reconciles`).
 pub const DEFAULT_CONCURRENCY: u16 = 8;
+/// How long a token Secret, once seen, is trusted to exist without being read again (it is
+/// not watched): deleting it rotates the tokens within this time.
+pub const SECRET_RECHECK: Duration = Duration::from_secs(300);
 /// How often a deletion waiting for pods looks again.
 pub const IN_USE_RECHECK: Duration = Duration::from_secs(5);
 /// Environment variable naming the namespace allowed to scrape dataplane metrics (the
@@ -123,6 +126,8 @@ pub struct Context {
     /// Consecutive failures per NasVolume, for exponential backoff (entries leave on
     /// success and when their NasVolume is gone).
     pub failures: Mutex<HashMap<String, u32>>,
+    /// When each NasVolume's token Secret was last read (see [`SECRET_RECHECK`]).
+    secret_reads: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -155,11 +160,40 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            secret_reads: Mutex::new(HashMap::new()),
         })
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `volume`'s token Secret is due to be read again. A volume first seen (after a
+    /// start) counts as read at a random moment of the last [`SECRET_RECHECK`], so the reads
+    /// of thousands of volumes spread out instead of all coming at once.
+    fn secret_read_due(&self, volume: &str) -> bool {
+        let mut reads = self.secret_reads.lock().unwrap_or_else(|e| e.into_inner());
+        if reads.len() > 64 && reads.len() > 2 * self.caches.volumes.len() {
+            let volumes = &self.caches.volumes;
+            reads.retain(|k, _| {
+                let (namespace, name) = k.split_once('/').unwrap_or_default();
+                cache::namespaced(volumes, namespace, name).is_some()
+            });
+        }
+        let now = Instant::now();
+        let last = *reads.entry(volume.to_owned()).or_insert_with(|| {
+            // jitter() is uniform in [0.75, 1.25): a fraction in [0, 1) of the period.
+            let fraction = (jitter() - 0.75) * 2.0;
+            now.checked_sub(SECRET_RECHECK.mul_f64(fraction))
+                .unwrap_or(now)
+        });
+        now.duration_since(last) >= SECRET_RECHECK
+    }
+
+    /// Records that `volume`'s token Secret was just read.
+    fn secret_read(&self, volume: &str) {
+        let mut reads = self.secret_reads.lock().unwrap_or_else(|e| e.into_inner());
+        reads.insert(volume.to_owned(), Instant::now());
     }
 
     /// Publishes an Event about `nv`; a failure is only logged (events are best effort).
@@ -287,7 +321,7 @@ pub fn error_policy(nv: Arc<NasVolume>, error: &Error, ctx: Arc<Context>) -> Act
         let mut failures = ctx.failures();
         // Forget volumes that are gone (deleted while failing): the map is bounded by the
         // NasVolumes that exist, whatever the load.
-        if failures.len() > 64 && failures.len() > 2 * ctx.caches.volumes.state().len() {
+        if failures.len() > 64 && failures.len() > 2 * ctx.caches.volumes.len() {
             let volumes = &ctx.caches.volumes;
             failures.retain(|k, _| {
                 let (namespace, name) = k.split_once('/').unwrap_or_default();
@@ -451,6 +485,26 @@ fn object_kind<K: Resource<DynamicType = ()>>(_: &K) -> &'static str {
     }
 }
 
+/// Creates the HTTP token Secret with two new random tokens.
+async fn create_token_secret(
+    nv: &NasVolume,
+    secrets: &Api<Secret>,
+    names: &OwnedNames,
+) -> Result<(), Error> {
+    let object = secret::token_secret(nv, &secret::new_token()?, &secret::new_token()?)?;
+    secrets
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            },
+            &object,
+        )
+        .await?;
+    tracing::info!(volume = %key(nv), secret = %names.token_secret, "created the HTTP token Secret");
+    Ok(())
+}
+
 /// The storage class `name`, from the store or (on a miss) the apiserver.
 async fn storage_class(ctx: &Context, name: &str) -> Result<Option<StorageClass>, Error> {
     if let Some(class) = cache::cluster(&ctx.caches.classes, name) {
@@ -540,17 +594,21 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
     .await?;
     // The Secret is never listed or watched (RBAC: get and create only), so it is read until
     // the status names it, which it does only once the Secret was seen or made; after that
-    // a dataplane Deployment of ours in the store is the sign that all is in place.
+    // a dataplane Deployment of ours in the store is the sign that all is in place, and it is
+    // read again every SECRET_RECHECK (a deleted Secret rotates the tokens) and when the
+    // status changes (below).
     let secret_named = nv
         .status
         .as_ref()
         .and_then(|s| s.http_token_secret.as_deref())
         == Some(names.token_secret.as_str());
-    let secret_owner = if secret_named
+    let secret_trusted = secret_named
         && cache::namespaced(&caches.deployments, &namespace, &names.deployment).is_some()
-    {
+        && !ctx.secret_read_due(&key(nv));
+    let secret_owner = if secret_trusted {
         Ownership::Ours
     } else {
+        ctx.secret_read(&key(nv));
         secret_ownership(ctx, &namespace, &names.token_secret, &name, &uid).await?
     };
     let (existing_policy, policy_owner) = ownership_of(
@@ -649,17 +707,7 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
 
     // The token Secret is created once and never rewritten: handed-out tokens stay valid.
     if secret_owner == Ownership::Absent {
-        let object = secret::token_secret(nv, &secret::new_token()?, &secret::new_token()?)?;
-        secrets
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                },
-                &object,
-            )
-            .await?;
-        tracing::info!(volume = %key(nv), secret = %names.token_secret, "created the HTTP token Secret");
+        create_token_secret(nv, &secrets, &names).await?;
     }
     observed.token_secret = true;
 
@@ -747,6 +795,15 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         || dep_status.updated_replicas.unwrap_or(0) < 1;
 
     let status = status::compute(nv, &observed, now());
+    // Something changed (a dataplane that stopped, a claim that moved): a pod that starts
+    // again mounts the Secret, so make sure it is still there (a deleted one is made anew).
+    if secret_trusted
+        && nv.status.as_ref() != Some(&status)
+        && secret_ownership(ctx, &namespace, &names.token_secret, &name, &uid).await?
+            == Ownership::Absent
+    {
+        create_token_secret(nv, &secrets, &names).await?;
+    }
     let ready = status.phase == Some(Phase::Ready);
     publish_status(nv, ctx, status).await?;
     // Children changes wake us through the watches; the requeue is a safety net.

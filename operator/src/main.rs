@@ -176,6 +176,10 @@ async fn client(cli: &Cli, layer: &ApiLayer) -> Result<Client, String> {
             .await
             .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
     };
+    // No retries inside the client: they would bypass the rate limit and the request
+    // metrics, and hold a reconcile slot for minutes; a failed reconcile backs off instead.
+    let mut config = config;
+    config.default_retry = false;
     let builder = ClientBuilder::try_from(config)
         .map_err(|e| format!("cannot create a Kubernetes client: {e}"))?;
     Ok(builder.with_layer(layer).build())

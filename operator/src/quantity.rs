@@ -5,6 +5,26 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 /// The value of a quantity in base units, rounded up (`1.5Gi` → 1610612736, `500m` → 1).
 /// `None` for a malformed quantity or one past `u64`.
 pub fn to_units(quantity: &Quantity) -> Option<u64> {
+    let (top, bottom) = ratio(quantity)?;
+    u64::try_from(top.div_ceil(bottom)).ok()
+}
+
+/// Whether two quantities are the same amount, exactly (`1.5Gi` and `1536Mi`, `1` and
+/// `1000m`; not `1` and `100m`, which [`to_units`] rounds alike).
+pub fn same_amount(a: &Quantity, b: &Quantity) -> bool {
+    match (ratio(a), ratio(b)) {
+        (Some((a_top, a_bottom)), Some((b_top, b_bottom))) => {
+            match (a_top.checked_mul(b_bottom), b_top.checked_mul(a_bottom)) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The quantity as an exact fraction `top / bottom` of base units.
+fn ratio(quantity: &Quantity) -> Option<(u128, u128)> {
     let text = quantity.0.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
@@ -44,11 +64,21 @@ pub fn to_units(quantity: &Quantity) -> Option<u64> {
     };
     let top = digits.checked_mul(numerator)?;
     let bottom = 10u128.checked_pow(scale)?.checked_mul(denominator)?;
-    u64::try_from(top.div_ceil(bottom)).ok()
+    Some((top, bottom))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn same_amount_is_exact() {
+        let q = |s: &str| super::Quantity(s.to_owned());
+        assert!(super::same_amount(&q("1.5Gi"), &q("1536Mi")));
+        assert!(super::same_amount(&q("1"), &q("1000m")));
+        assert!(!super::same_amount(&q("1"), &q("100m")));
+        assert!(!super::same_amount(&q("2"), &q("1500m")));
+        assert!(!super::same_amount(&q("x"), &q("x")));
+    }
+
     use super::*;
 
     fn q(s: &str) -> Option<u64> {

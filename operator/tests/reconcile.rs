@@ -982,7 +982,7 @@ fn live_objects(seen: &[(String, Value)]) -> Vec<(String, Value)> {
 }
 
 #[tokio::test]
-async fn an_unchanged_volume_costs_no_request_and_drift_costs_one() {
+async fn an_unchanged_volume_costs_no_request_drift_one_apply_and_a_change_rechecks_the_secret() {
     // First pass, nothing cached: every object is read, applied, and the status written.
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let nv = volume(json!({ "capacity": "10Gi" }), &[FINALIZER], false, None);
@@ -1089,11 +1089,44 @@ async fn an_unchanged_volume_costs_no_request_and_drift_costs_one() {
             })),
         )],
     ));
-    controller::reconcile(Arc::new(settled), ctx).await.unwrap();
+    controller::reconcile(Arc::new(settled.clone()), ctx)
+        .await
+        .unwrap();
     let seen = server.await.unwrap();
     assert!(seen[0].0.contains("force=true"), "{}", seen[0].0);
     assert_eq!(
         seen[0].1["spec"]["template"]["spec"]["containers"][0]["image"],
         "zeronas/dataplane:test"
     );
+
+    // The dataplane stops (its token Secret deleted by hand meanwhile): the status changes,
+    // so the Secret, trusted while nothing changed, is read again and made anew.
+    let mut stopped = find("deployments/media-dataplane");
+    stopped[0]["status"]["availableReplicas"] = json!(0);
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(service, "default"),
+        Settings {
+            dataplane_image: "zeronas/dataplane:test".into(),
+        },
+        Arc::new(Metrics::new()),
+        caches(stopped),
+        1,
+    );
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            step(Method::GET, "secrets/media-http-tokens", |_| not_found()),
+            step(Method::POST, "/api/v1/namespaces/team-a/secrets", |body| {
+                (201, body.clone())
+            }),
+            step(Method::PATCH, "nasvolumes/media/status", status_echo()),
+            event(),
+        ],
+    ));
+    controller::reconcile(Arc::new(settled), ctx).await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(seen[1].1["metadata"]["name"], "media-http-tokens");
+    let available = condition(&seen[2].1["status"], "DataplaneAvailable");
+    assert_eq!(available["status"], "False");
 }

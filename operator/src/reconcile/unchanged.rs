@@ -90,7 +90,9 @@ fn first_missing(desired: &Value, live: &Value, path: &mut String) -> Option<Str
                 found
             })
         }
-        (Value::String(want), Value::String(have)) if want != have && same_quantity(want, have) => {
+        (Value::String(want), Value::String(have))
+            if want != have && is_quantity_path(path) && same_quantity(want, have) =>
+        {
             None
         }
         (want, have) if want == have => None,
@@ -113,15 +115,18 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// The apiserver writes quantities in canonical form (`1536Mi` for `1.5Gi`): equal amounts
-/// are the same value.
+/// Whether `path` holds a quantity: a resource request or limit, or a capacity.
+fn is_quantity_path(path: &str) -> bool {
+    ["/requests/", "/limits/", "/capacity/"]
+        .iter()
+        .any(|part| path.contains(part))
+}
+
+/// The apiserver writes quantities in canonical form (`1536Mi` for `1.5Gi`): equal amounts,
+/// exactly, are the same value.
 fn same_quantity(a: &str, b: &str) -> bool {
-    let parse = |s: &str| {
-        quantity::to_units(&k8s_openapi::apimachinery::pkg::api::resource::Quantity(
-            s.to_owned(),
-        ))
-    };
-    matches!((parse(a), parse(b)), (Some(x), Some(y)) if x == y)
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    quantity::same_amount(&Quantity(a.to_owned()), &Quantity(b.to_owned()))
 }
 
 #[cfg(test)]
@@ -153,6 +158,22 @@ mod tests {
         live["spec"]["capacity"]["storage"] = json!("1536Mi");
         live["status"] = json!({ "phase": "Bound" });
         assert_eq!(difference(&desired, &live), None);
+        // Only at quantity paths, and exactly: a CPU limit edited within one core shows, and
+        // so does an argument that reads like a number.
+        let desired = stamped(json!({ "spec": { "limits": { "cpu": "1" }, "args": ["0755"] } }));
+        let mut live = desired.clone();
+        live["spec"]["limits"]["cpu"] = json!("100m");
+        assert_eq!(
+            difference(&desired, &live),
+            Some(Difference::Field("/spec/limits/cpu".into()))
+        );
+        let mut live = desired.clone();
+        live["spec"]["limits"]["cpu"] = json!("1000m");
+        live["spec"]["args"][0] = json!("755");
+        assert_eq!(
+            difference(&desired, &live),
+            Some(Difference::Field("/spec/args/0".into()))
+        );
     }
 
     #[test]
