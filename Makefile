@@ -120,7 +120,7 @@ TEST_STAGES := fmt lint chart images-check unit kernel-client e2e
 test: deps
 	@mkdir -p target; : > target/test-stages.log; \
 	free_gib=$$(df -P -k target | awk 'NR==2 { print int($$4 / 1048576) }'); \
-	echo "== disk: $$free_gib GiB free for target/ (a cold run writes about 4 GiB)"; \
+	echo "== disk: $$free_gib GiB free for target/ (a cold run writes about 6 GiB)"; \
 	if [ "$$free_gib" -lt 5 ]; then echo "== warning: under 5 GiB free; the build may fail with 'No space left on device'"; fi; \
 	for stage in $(TEST_STAGES); do \
 		start=$$(date +%s); echo "== make $$stage"; \
