@@ -905,6 +905,19 @@ async fn failures_back_off_exponentially() {
     }
 }
 
+/// A context over populated `caches`, one reconcile at a time.
+fn context_over(client: Client, metrics: Arc<Metrics>, caches: Caches) -> Arc<Context> {
+    Context::new(
+        client,
+        Settings {
+            dataplane_image: "zeronas/dataplane:test".into(),
+        },
+        metrics,
+        caches,
+        1,
+    )
+}
+
 /// A reflector store holding `objects` (as the operator's watches would).
 fn store_of<K>(objects: impl IntoIterator<Item = Value>) -> Store<Compact<K>>
 where
@@ -1021,14 +1034,10 @@ async fn an_unchanged_volume_costs_no_request_drift_one_apply_and_a_change_reche
     // Second pass over the stores: nothing to send.
     let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let metrics = Arc::new(Metrics::new());
-    let ctx = Context::new(
+    let ctx = context_over(
         Client::new(service, "default"),
-        Settings {
-            dataplane_image: "zeronas/dataplane:test".into(),
-        },
         Arc::clone(&metrics),
         caches(find("deployments/media-dataplane")),
-        1,
     );
     let reconciling = controller::reconcile(Arc::new(settled.clone()), ctx);
     let pass = tokio::select! {
@@ -1069,14 +1078,10 @@ async fn an_unchanged_volume_costs_no_request_drift_one_apply_and_a_change_reche
     let mut drifted = find("deployments/media-dataplane");
     drifted[0]["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil/image:1");
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context::new(
+    let ctx = context_over(
         Client::new(service, "default"),
-        Settings {
-            dataplane_image: "zeronas/dataplane:test".into(),
-        },
         Arc::new(Metrics::new()),
         caches(drifted),
-        1,
     );
     let server = tokio::spawn(serve(
         handle,
@@ -1104,14 +1109,10 @@ async fn an_unchanged_volume_costs_no_request_drift_one_apply_and_a_change_reche
     let mut stopped = find("deployments/media-dataplane");
     stopped[0]["status"]["availableReplicas"] = json!(0);
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context::new(
+    let ctx = context_over(
         Client::new(service, "default"),
-        Settings {
-            dataplane_image: "zeronas/dataplane:test".into(),
-        },
         Arc::new(Metrics::new()),
         caches(stopped),
-        1,
     );
     let server = tokio::spawn(serve(
         handle,
