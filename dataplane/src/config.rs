@@ -60,6 +60,14 @@ pub struct Config {
     /// `zeronas_connections_refused_total{protocol="nfs"}` (a node's kernel client uses one).
     #[arg(long, env = "ZERONAS_NFS_MAX_CONNECTIONS", default_value_t = 512)]
     pub nfs_max_connections: usize,
+    /// Threads that run NFS requests, all connections together (requests of one connection
+    /// run concurrently, so a slow COMMIT holds one thread, not the connection).
+    #[arg(long, env = "ZERONAS_NFS_THREADS", default_value_t = crate::nfs::pool::DEFAULT_THREADS)]
+    pub nfs_threads: usize,
+    /// Most requests of one NFS connection in flight (read and not yet answered); the
+    /// connection's further requests wait in its socket.
+    #[arg(long, env = "ZERONAS_NFS_MAX_REQUESTS_PER_CONNECTION", default_value_t = crate::nfs::pool::DEFAULT_PER_CONNECTION)]
+    pub nfs_max_requests_per_connection: usize,
 
     /// uid and gid that squashed NFS callers act as (posix identities).
     #[arg(long, env = "ZERONAS_ANON_ID", default_value_t = 65534)]

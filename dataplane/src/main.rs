@@ -94,6 +94,8 @@ fn start_nfs(
         anon: (config.anon_id, config.anon_id),
         identity,
         max_connections: config.nfs_max_connections,
+        threads: config.nfs_threads,
+        max_requests_per_connection: config.nfs_max_requests_per_connection,
     };
     let nfs = NfsServer::start(&config.nfs, &config.root, options, server.app())
         .map_err(|e| format!("cannot serve NFS on {}: {e}", config.nfs))?;

@@ -67,6 +67,13 @@ pub struct NfsProcLabels {
     pub proc: &'static str,
 }
 
+/// Labels of `zeronas_nfs_duplicate_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DuplicateLabels {
+    /// `replayed` (the cached reply sent again) or `dropped_in_progress`.
+    pub result: &'static str,
+}
+
 /// Labels of metrics by protocol only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabels {
@@ -121,6 +128,8 @@ pub struct Metrics {
     nfs_requests: Family<NfsRequestLabels, Counter>,
     connections_refused: Family<ProtocolLabels, Counter>,
     nfs_duration: Family<NfsProcLabels, Histogram>,
+    nfs_duplicates: Family<DuplicateLabels, Counter>,
+    nfs_in_flight: Gauge,
     fallback_duration: Family<ProtocolLabels, Histogram>,
     transport_info: Family<TransportLabels, Gauge>,
     share_capacity: Gauge,
@@ -187,6 +196,18 @@ impl Metrics {
             "zeronas_nfs_request_duration_seconds",
             "Time to run an NFS request (reply queued; READ data sent after), by procedure",
             nfs_duration.clone(),
+        );
+        let nfs_duplicates = Family::<DuplicateLabels, Counter>::default();
+        registry.register(
+            "zeronas_nfs_duplicate_requests",
+            "Retransmitted non-idempotent NFS calls found in the duplicate request cache",
+            nfs_duplicates.clone(),
+        );
+        let nfs_in_flight = Gauge::default();
+        registry.register(
+            "zeronas_nfs_requests_in_flight",
+            "NFS requests read and not yet run to the end, all connections",
+            nfs_in_flight.clone(),
         );
         let transfer_bytes = Family::<TransferLabels, Counter>::default();
         registry.register(
@@ -322,6 +343,8 @@ impl Metrics {
             http_requests,
             nfs_requests,
             nfs_duration,
+            nfs_duplicates,
+            nfs_in_flight,
             fallback_duration,
             transport_info,
             share_capacity,
@@ -355,6 +378,18 @@ impl Metrics {
         self.nfs_duration
             .get_or_create(&NfsProcLabels { proc })
             .observe(seconds);
+    }
+
+    /// Counts a retransmitted call the duplicate request cache answered or dropped.
+    pub fn nfs_duplicate(&self, result: &'static str) {
+        self.nfs_duplicates
+            .get_or_create(&DuplicateLabels { result })
+            .inc();
+    }
+
+    /// Moves the NFS in-flight gauge by `delta`.
+    pub fn nfs_in_flight(&self, delta: i64) {
+        self.nfs_in_flight.inc_by(delta);
     }
 
     /// Counts one finished HTTP request.

@@ -1,34 +1,34 @@
-//! One NFS connection: a reader thread that parses records and runs requests in order, and a
-//! writer thread fed through a bounded queue. Sends are serialized by one lock on the
-//! socket's sending side, so replies never interleave, and kept in order. When nothing is
-//! queued the reader writes a reply itself (no thread hand-off per GETATTR or per READ of a
-//! client that waits for each answer); a READ reply (header, `sendfile`, pad) goes to the
-//! writer when the client has already pipelined more requests, so they are decoded while the
-//! data goes out; anything behind a queued reply is queued too. A client that stops
-//! reading stalls only its own connection.
+//! One NFS connection: a reader thread that reads records and hands each to the worker pool
+//! ([`super::pool`]), and a writer thread for replies that cannot go out at once.
+//!
+//! Requests of one connection run concurrently, and each reply is sent as soon as its
+//! request is done, in any order (RPC matches replies to calls by xid): a COMMIT's `fsync`
+//! never holds back the READs behind it. A worker sends a small reply itself when no other
+//! reply is waiting and the socket takes it without blocking; otherwise (a full socket
+//! buffer, other replies queued, READ data to `sendfile`) the reply goes to the writer, so
+//! a client that stops reading stalls its own writer and, once its in-flight bound is
+//! reached, its own reader, never a worker. Every reply is written whole under one lock on
+//! the socket's sending side, so replies never interleave.
 //!
 //! READ data goes out as header (`MSG_MORE`), `sendfile` of the file range, then the XDR
 //! pad. A `sendfile` that comes up short (the file shrank after the header promised `count`
-//! bytes) closes the connection: the client retransmits on a new one.
+//! bytes) closes the connection once the replies already made are sent: the client
+//! retransmits on a new one, and the duplicate request cache answers retransmitted
+//! non-idempotent calls.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use rustix::net::SendFlags;
 
 use super::Exporter;
+use super::pool::{InFlight, WorkerPool};
 use super::record::{RecordError, read_record};
 use crate::io::{FallbackReason, Transfer, TransferPath, is_unsupported};
-
-/// Record buffer a connection keeps between requests.
-const RECORD_KEEP: usize = 64 * 1024;
-
-/// Replies queued per connection before the reader stops taking requests.
-pub const REPLY_QUEUE: usize = 16;
 
 /// A reply ready to send.
 pub enum Outgoing {
@@ -48,43 +48,110 @@ pub enum Outgoing {
         /// XDR padding after the data.
         pad: usize,
     },
+    /// No reply: close the connection once the replies before this are sent.
+    Close,
+    /// The rest of a reply a worker began to send is in [`Socket::partial`].
+    Partial,
 }
 
-/// The sending side of a connection.
+/// The sending side of a connection, shared by its workers and its writer thread.
 struct Sending {
-    socket: Mutex<TcpStream>,
-    /// Replies queued for the writer thread and not fully sent yet.
-    pending: AtomicUsize,
+    socket: Mutex<Socket>,
+    /// Replies (and partial-send markers) queued for the writer and not fully sent yet.
+    queued: AtomicUsize,
+    /// The writer's queue (its length is bounded by the connection's in-flight bound).
+    queue: Mutex<Option<Sender<Outgoing>>>,
+    in_flight: InFlight,
+}
+
+/// The socket's sending side.
+struct Socket {
+    stream: TcpStream,
+    /// The rest of a reply a worker began to send: goes out before anything else.
+    partial: Option<Vec<u8>>,
 }
 
 impl Sending {
-    fn send(&self, exporter: &Exporter, reply: Outgoing) -> io::Result<()> {
-        let mut socket = self
-            .socket
+    /// Sends `reply` now when the socket is free, nothing is queued and it takes the whole
+    /// reply without blocking; otherwise the writer sends it (or the rest of it). A worker
+    /// never waits for the socket: only the writer makes blocking sends.
+    fn deliver(&self, reply: Outgoing) {
+        let reply = match (reply, self.socket.try_lock()) {
+            (Outgoing::Bytes(bytes), Ok(mut socket))
+                if socket.partial.is_none() && self.queued.load(Ordering::Acquire) == 0 =>
+            {
+                match send_without_blocking(&socket.stream, &bytes) {
+                    Ok(sent) if sent == bytes.len() => {
+                        drop(socket);
+                        self.in_flight.release();
+                        return;
+                    }
+                    Ok(sent) => {
+                        // Replies queued by others meanwhile must not come between the two
+                        // halves: the writer sends `partial` before anything it dequeues.
+                        socket.partial = Some(bytes[sent..].to_vec());
+                        Outgoing::Partial
+                    }
+                    Err(_) => Outgoing::Close,
+                }
+            }
+            (reply, _) => reply,
+        };
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let queued = self
+            .queue
             .lock()
-            .map_err(|_| io::Error::other("socket lock poisoned"))?;
-        match reply {
-            Outgoing::Bytes(bytes) => socket.write_all(&bytes),
-            Outgoing::Read {
-                head,
-                file,
-                offset,
-                count,
-                pad,
-            } => send_read(exporter, &mut socket, &head, &file, offset, count, pad),
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|queue| queue.send(reply).is_ok());
+        if !queued {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.in_flight.release();
         }
     }
+
+    /// A request that makes no reply gives its place back.
+    fn no_reply(&self) {
+        self.in_flight.release();
+    }
+}
+
+/// Sends what the socket takes without waiting (`MSG_DONTWAIT`); the count sent.
+fn send_without_blocking(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match rustix::net::send(
+            stream,
+            &bytes[sent..],
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        ) {
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(sent)
 }
 
 /// Longest wait for room in the socket to send a reply.
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How a connection runs its requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The shared worker pool.
+    pub pool: Arc<WorkerPool>,
+    /// Most requests of one connection between "record read" and "reply sent".
+    pub per_connection: usize,
+}
+
 /// Serves one accepted connection until the peer closes it or breaks the protocol.
-pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr) {
+pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr, limits: &Limits) {
     let _ = stream.set_nodelay(true);
-    // A client that stops reading its replies would hold the writer thread (and with the
-    // queue full, the reader) for good: a send that cannot move for this long ends the
-    // connection. Reads wait without limit: an idle kernel client keeps its connection.
+    // A client that stops reading its replies would hold the writer thread for good: a send
+    // that cannot move for this long ends the connection. Reads wait without limit: an
+    // idle kernel client keeps its connection.
     let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
     let writer_stream = match stream.try_clone() {
         Ok(s) => s,
@@ -93,11 +160,16 @@ pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    let (queue, replies) = channel::<Outgoing>();
     let sending = Arc::new(Sending {
-        socket: Mutex::new(writer_stream),
-        pending: AtomicUsize::new(0),
+        socket: Mutex::new(Socket {
+            stream: writer_stream,
+            partial: None,
+        }),
+        queued: AtomicUsize::new(0),
+        queue: Mutex::new(Some(queue)),
+        in_flight: InFlight::new(limits.per_connection),
     });
-    let (queue, replies) = sync_channel::<Outgoing>(REPLY_QUEUE);
     let (writer_exporter, writer_sending) = (Arc::clone(&exporter), Arc::clone(&sending));
     let writer = std::thread::Builder::new()
         .name("zn-nfs-write".into())
@@ -105,85 +177,104 @@ pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr) {
     if writer.is_err() {
         return;
     }
-    read_requests(&exporter, stream, peer, &sending, queue);
-    if let Ok(writer) = writer {
-        let _ = writer.join();
-    }
+    read_requests(&exporter, stream, peer, &sending, &limits.pool);
+    // Workers still running hold their own reference; the writer ends when the last of
+    // them has delivered its reply.
+    sending
+        .queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
 }
 
 fn read_requests(
-    exporter: &Exporter,
+    exporter: &Arc<Exporter>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    sending: &Sending,
-    queue: SyncSender<Outgoing>,
+    sending: &Arc<Sending>,
+    pool: &WorkerPool,
 ) {
     let grant = exporter.grant(peer.ip());
-    let mut record = Vec::with_capacity(RECORD_KEEP);
     loop {
+        // Waits while this connection has its most requests in flight: the client's further
+        // records wait in the socket (TCP back-pressure), not in memory.
+        sending.in_flight.acquire();
+        let mut record = Vec::new();
         match read_record(&mut stream, &mut record) {
             Ok(()) => {}
-            Err(RecordError::Closed) => break,
+            Err(RecordError::Closed) => {
+                sending.no_reply();
+                break;
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing NFS connection");
+                sending.no_reply();
                 break;
             }
         }
-        let reply = exporter.handle(&record, grant);
-        // A 1 MiB WRITE grows the buffer; idle connections should not each keep that much.
-        if record.capacity() > RECORD_KEEP {
-            record = Vec::with_capacity(RECORD_KEEP);
-        }
-        let reply = match reply {
-            super::Outcome::Reply(reply) => reply,
-            super::Outcome::Skip => continue,
-            super::Outcome::Close => {
-                tracing::warn!(%peer, "undecodable RPC record; closing NFS connection");
-                break;
+        exporter.app.metrics.nfs_in_flight(1);
+        let (exporter, sending) = (Arc::clone(exporter), Arc::clone(sending));
+        let submitted = pool.submit(move || {
+            let outcome = exporter.handle(&record, grant, peer.ip());
+            exporter.app.metrics.nfs_in_flight(-1);
+            match outcome {
+                super::Outcome::Reply(reply) => sending.deliver(reply),
+                super::Outcome::Skip => sending.no_reply(),
+                super::Outcome::Close => {
+                    tracing::warn!(%peer, "undecodable RPC record; closing NFS connection");
+                    sending.deliver(Outgoing::Close);
+                }
             }
-        };
-        // The writer decrements `pending` only once a reply is fully sent: zero means every
-        // earlier reply is out, so writing this one now keeps the order.
-        // A READ is handed to the writer only when the client already pipelined more
-        // requests: then they are decoded while the data goes out.
-        let overlap = matches!(reply, Outgoing::Read { .. }) && more_requests_waiting(&stream);
-        if !overlap && sending.pending.load(Ordering::Acquire) == 0 {
-            if let Err(e) = sending.send(exporter, reply) {
-                tracing::debug!(%peer, error = %e, "NFS reply not sent; closing the connection");
-                break;
-            }
-            continue;
-        }
-        sending.pending.fetch_add(1, Ordering::AcqRel);
-        if queue.send(reply).is_err() {
+        });
+        if !submitted {
             break;
         }
     }
-    drop(queue);
     let _ = stream.shutdown(Shutdown::Read);
 }
 
-/// Whether request bytes are already waiting on the socket (records are read straight from
-/// the socket, unbuffered, so its receive queue is exactly what is left).
-fn more_requests_waiting(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(
-        rustix::net::recv(stream, &mut byte[..], rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT),
-        Ok((n, _)) if n > 0
-    )
+fn write_replies(exporter: &Exporter, sending: &Sending, replies: Receiver<Outgoing>) {
+    let mut open = true;
+    for reply in replies {
+        let mut socket = sending.socket.lock().unwrap_or_else(|e| e.into_inner());
+        if open && let Err(e) = write_reply(exporter, &mut socket, reply) {
+            tracing::debug!(error = %e, "NFS reply not sent; closing the connection");
+            // The reader's blocking read ends too; later replies are dropped.
+            let _ = socket.stream.shutdown(Shutdown::Both);
+            open = false;
+        }
+        drop(socket);
+        sending.queued.fetch_sub(1, Ordering::AcqRel);
+        sending.in_flight.release();
+    }
+    let socket = sending.socket.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = socket.stream.shutdown(Shutdown::Both);
 }
 
-fn write_replies(exporter: &Exporter, sending: &Sending, replies: Receiver<Outgoing>) {
-    for reply in replies {
-        let sent = sending.send(exporter, reply);
-        sending.pending.fetch_sub(1, Ordering::AcqRel);
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "NFS reply not sent; closing the connection");
-            break;
-        }
+/// Sends a partly sent reply's rest, then `reply`, blocking (up to [`SEND_TIMEOUT`]).
+fn write_reply(exporter: &Exporter, socket: &mut Socket, reply: Outgoing) -> io::Result<()> {
+    if let Some(rest) = socket.partial.take() {
+        socket.stream.write_all(&rest)?;
     }
-    if let Ok(socket) = sending.socket.lock() {
-        let _ = socket.shutdown(Shutdown::Both);
+    match reply {
+        Outgoing::Bytes(bytes) => socket.stream.write_all(&bytes),
+        Outgoing::Read {
+            head,
+            file,
+            offset,
+            count,
+            pad,
+        } => send_read(
+            exporter,
+            &mut socket.stream,
+            &head,
+            &file,
+            offset,
+            count,
+            pad,
+        ),
+        Outgoing::Partial => Ok(()),
+        Outgoing::Close => Err(io::Error::other("closed by the server")),
     }
 }
 

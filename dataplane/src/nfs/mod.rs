@@ -5,18 +5,23 @@
 //! - [`export`]: client rules, squashing, per-thread identity.
 //! - [`nfs3`], [`mount`]: the procedures.
 //! - [`fdcache`]: open files reused across READ/WRITE/COMMIT.
-//! - [`conn`]: one reader and one writer thread per connection; READ data by `sendfile`.
+//! - [`drc`]: the duplicate request cache (retransmitted non-idempotent calls replayed).
+//! - [`pool`], [`conn`]: a reader per connection, requests run concurrently on a shared
+//!   worker pool, replies sent as they finish; READ data by `sendfile`.
 //!
 //! NFS runs on plain threads, not on the HTTP workers' runtimes: each request is a short
 //! sequence of blocking system calls made under the caller's identity, which is a
 //! per-thread property.
 
 pub mod conn;
+pub mod dirlock;
+pub mod drc;
 pub mod export;
 pub mod fdcache;
 pub mod handle;
 pub mod mount;
 pub mod nfs3;
+pub mod pool;
 pub mod record;
 pub mod rpc;
 pub mod vfs;
@@ -27,6 +32,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use dirlock::DirLocks;
 use export::{ClientRule, Creds, decide};
 use mount::{MOUNT_PROCEDURES, MOUNT_PROGRAM, NFS_PROGRAM, PORTMAP_PROCEDURES, PORTMAP_PROGRAM};
 use nfs3::{Caller, Done, Fail, PROCEDURES, failure_words, status, status_label};
@@ -53,6 +59,10 @@ pub struct ExportOptions {
     pub identity: IdentityMode,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Worker threads running requests (all connections together).
+    pub threads: usize,
+    /// Most requests of one connection in flight at once.
+    pub max_requests_per_connection: usize,
 }
 
 /// Everything the NFS threads share.
@@ -69,6 +79,8 @@ pub struct Exporter {
     /// Changes on every start, so clients resend writes they had not committed.
     verifier: [u8; 8],
     fds: fdcache::FdCache,
+    replies: drc::ReplyCache,
+    dirs: DirLocks,
     mounts: Mutex<Vec<(String, String)>>,
     port: u16,
 }
@@ -96,17 +108,62 @@ impl Exporter {
         decide(&self.rules, ip)
     }
 
-    /// Answers one request record from a client the rules granted `grant`.
-    pub fn handle(&self, record: &[u8], grant: Grant) -> Outcome {
-        let mut call = match rpc::parse_call(record) {
+    /// Answers one request record from a client at `client` the rules granted `grant`;
+    /// a retransmitted non-idempotent call gets its first reply again (see [`drc`]).
+    pub fn handle(&self, record: &[u8], grant: Grant, client: IpAddr) -> Outcome {
+        let call = match rpc::parse_call(record) {
             Ok(call) => call,
-            Err(CallError::Garbage) => return Outcome::Close,
-            Err(CallError::NotACall) => return Outcome::Skip,
-            Err(CallError::RpcMismatch(xid)) => return finish(rpc::rpc_mismatch(xid)),
-            Err(CallError::BadCredential(xid)) => {
-                return finish(rpc::auth_error(xid, AuthStat::BadCred));
-            }
+            Err(e) => return self.refuse(e),
         };
+        let key = match (&call.credential, call.program) {
+            (Credential::Sys(auth), NFS_PROGRAM)
+                if call.version == 3 && drc::is_cached(call.procedure) =>
+            {
+                Some(drc::CallKey::new(
+                    client,
+                    call.xid,
+                    call.procedure,
+                    auth.uid,
+                    call.args.rest(),
+                ))
+            }
+            _ => None,
+        };
+        let Some(key) = key else {
+            return self.run(call, grant);
+        };
+        match self.replies.begin(&key) {
+            drc::Seen::New => {}
+            drc::Seen::InProgress => {
+                self.app.metrics.nfs_duplicate("dropped_in_progress");
+                return Outcome::Skip;
+            }
+            drc::Seen::Replay(reply) => {
+                self.app.metrics.nfs_duplicate("replayed");
+                return Outcome::Reply(conn::Outgoing::Bytes(reply.to_vec()));
+            }
+        }
+        let outcome = self.run(call, grant);
+        let reply = match &outcome {
+            Outcome::Reply(conn::Outgoing::Bytes(bytes)) => Some(bytes.as_slice()),
+            _ => None,
+        };
+        self.replies.finish(&key, reply);
+        outcome
+    }
+
+    /// The answer to a record that is not a usable call.
+    fn refuse(&self, error: CallError) -> Outcome {
+        match error {
+            CallError::Garbage => Outcome::Close,
+            CallError::NotACall => Outcome::Skip,
+            CallError::RpcMismatch(xid) => finish(rpc::rpc_mismatch(xid)),
+            CallError::BadCredential(xid) => finish(rpc::auth_error(xid, AuthStat::BadCred)),
+        }
+    }
+
+    /// Runs one decoded call.
+    fn run(&self, mut call: rpc::Call<'_>, grant: Grant) -> Outcome {
         let xid = call.xid;
         let accepted = |stat| finish(rpc::accepted(xid, stat, 0));
         let (low, high) = match call.program {
@@ -220,8 +277,12 @@ impl NfsServer {
         let local = listener.local_addr()?;
         let started = Instant::now();
         let vfs = vfs::Vfs::open(root, &options.share)?;
-        tracing::info!(nfs = %local, indexed = vfs.indexed(), index_ms = started.elapsed().as_millis() as u64, "NFS export ready");
+        tracing::info!(nfs = %local, indexed = vfs.indexed(), index_ms = started.elapsed().as_millis() as u64, threads = options.threads, per_connection = options.max_requests_per_connection, "NFS export ready");
         let limit = ConnectionLimit::new(options.max_connections);
+        let limits = conn::Limits {
+            pool: pool::WorkerPool::start(options.threads)?,
+            per_connection: options.max_requests_per_connection,
+        };
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -238,6 +299,8 @@ impl NfsServer {
             server_creds: export::server_creds(),
             verifier: nanos.to_be_bytes(),
             fds: fdcache::FdCache::new(fdcache::DEFAULT_CAPACITY, options.read_only),
+            replies: drc::ReplyCache::new(drc::DEFAULT_CAPACITY, drc::KEEP_FOR),
+            dirs: DirLocks::default(),
             mounts: Mutex::new(Vec::new()),
             port: local.port(),
         });
@@ -262,12 +325,12 @@ impl NfsServer {
                         tracing::warn!(%peer, max_connections = limit.max(), "NFS connection cap reached: connection closed");
                         continue;
                     };
-                    let exporter = Arc::clone(&exporter);
+                    let (exporter, limits) = (Arc::clone(&exporter), limits.clone());
                     let spawned = std::thread::Builder::new()
                         .name("zn-nfs-conn".into())
                         .spawn(move || {
                             let _slot = slot;
-                            conn::serve(exporter, stream, peer)
+                            conn::serve(exporter, stream, peer, &limits)
                         });
                     if let Err(e) = spawned {
                         tracing::warn!(error = %e, "cannot start an NFS connection thread");

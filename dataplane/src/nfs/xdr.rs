@@ -43,6 +43,11 @@ impl<'a> Decoder<'a> {
         self.buf.len() - self.pos
     }
 
+    /// The bytes not read yet, without consuming them.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
     /// Byte offset of the next item.
     pub fn position(&self) -> usize {
         self.pos
