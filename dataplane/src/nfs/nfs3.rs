@@ -3,9 +3,18 @@
 //! (mutations under the caller's file-system identity, see `export::assume`), and encodes
 //! its results. Failures carry no attributes (`attributes_follow = FALSE`), which RFC 1813
 //! allows for every procedure.
+//!
+//! Changes to a folder's entries (CREATE, MKDIR, SYMLINK, REMOVE, RMDIR, RENAME, LINK) run
+//! under the folder's lock ([`super::dirlock`]) with the folder's attributes taken just
+//! before and after, so `wcc_data` carries both, and are made durable before the reply as
+//! a `sync` export does (knfsd's `commit_metadata`): the folder is `fsync`ed, and so is a
+//! created file and a file whose size SETATTR changed. WRITE and COMMIT report no
+//! pre-operation attributes: writes to a file are not serialised, so "before" could hide
+//! another client's write.
 
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +24,6 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use super::Exporter;
 use super::export::{Access, Creds};
-use super::handle::fnv1a;
 use super::vfs::{Attr, Node, Pinned, VfsError, check_name, ftype};
 use super::xdr::{Decoder, Encoder, XdrError};
 use crate::identity::IdentityMode;
@@ -229,6 +237,12 @@ pub fn failure_words(proc_: u32) -> usize {
     }
 }
 
+/// A folder's attributes around a change of its entries (`wcc_data`).
+struct FolderChange {
+    before: Option<Attr>,
+    after: Option<Attr>,
+}
+
 /// Who is calling, as decided for this request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -378,9 +392,18 @@ impl Exporter {
         }
     }
 
-    /// `wcc_data` without the pre-operation part.
-    fn wcc(&self, e: &mut Encoder, after: Option<&Attr>) {
-        e.bool(false);
+    /// `wcc_data`: the attributes before the change (size, mtime, ctime) and after it.
+    fn wcc(&self, e: &mut Encoder, before: Option<&Attr>, after: Option<&Attr>) {
+        match before {
+            Some(b) => {
+                e.bool(true).u64(b.size);
+                time(e, b.mtime);
+                time(e, b.ctime);
+            }
+            None => {
+                e.bool(false);
+            }
+        }
         self.post_op_attr(e, after);
     }
 
@@ -489,6 +512,7 @@ impl Exporter {
                     return Err(Fail::Status(status::JUKEBOX));
                 }
                 rustix::fs::ftruncate(&fd, size)?;
+                rustix::fs::fsync(&fd)?;
                 Ok(())
             })?;
             self.app.usage.record_write(Some(attr.size), size);
@@ -528,12 +552,16 @@ impl Exporter {
             None
         };
         self.writable(caller)?;
-        if guard.is_some_and(|g| g != node.attr.ctime) {
+        let held = self.dirs.lock(node.attr.fileid);
+        let before = self.stat(&node.rel).unwrap_or(node.attr);
+        if guard.is_some_and(|g| g != before.ctime) {
             return Err(Fail::Status(status::NOT_SYNC));
         }
-        self.apply(caller, &node.rel, &node.attr, &set)?;
-        let mut e = Encoder::with_capacity(100);
-        self.wcc(&mut e, self.stat(&node.rel).as_ref());
+        self.apply(caller, &node.rel, &before, &set)?;
+        let after = self.stat(&node.rel);
+        drop(held);
+        let mut e = Encoder::with_capacity(130);
+        self.wcc(&mut e, Some(&before), after.as_ref());
         Ok(Done::Body(e))
     }
 
@@ -706,22 +734,38 @@ impl Exporter {
         drop(reservation);
         self.app.metrics.add_received(data.len() as u64);
         let mut e = Encoder::with_capacity(120);
-        self.wcc(&mut e, after.as_ref());
+        self.wcc(&mut e, None, after.as_ref());
         e.u32(data.len() as u32)
             .u32(committed)
             .opaque_fixed(&self.verifier);
         Ok(Done::Body(e))
     }
 
-    /// The result of CREATE, MKDIR and SYMLINK.
-    fn created(&self, rel: &Path, dir: &Node) -> Result<Done, Fail> {
+    /// The result of MKDIR and SYMLINK, once the folder holding the new entry is durable.
+    fn created(&self, rel: &Path, dir: &Node, change: FolderChange) -> Result<Done, Fail> {
+        self.vfs.sync_dir(&dir.rel);
         let attr = self.vfs.stat(rel)?;
         self.vfs.remember(rel, &attr);
-        let mut e = Encoder::with_capacity(240);
+        let mut e = Encoder::with_capacity(270);
         self.post_op_fh(&mut e, &attr);
         self.post_op_attr(&mut e, Some(&attr));
-        self.wcc(&mut e, self.stat(&dir.rel).as_ref());
+        self.wcc(&mut e, change.before.as_ref(), change.after.as_ref());
         Ok(Done::Body(e))
+    }
+
+    /// Runs `change` on the folder `dir` (opened as `fd`) under its lock, with its
+    /// attributes just before and after.
+    fn change_folder<T>(
+        &self,
+        dir: &Node,
+        fd: &OwnedFd,
+        change: impl FnOnce() -> Result<T, Fail>,
+    ) -> Result<(T, FolderChange), Fail> {
+        let _held = self.dirs.lock(dir.attr.fileid);
+        let before = fd_attr(fd).ok();
+        let result = change()?;
+        let after = fd_attr(fd).ok();
+        Ok((result, FolderChange { before, after }))
     }
 
     fn new_entry(&self, caller: &Caller, d: &mut Decoder) -> Result<(Node, PathBuf), Fail> {
@@ -757,28 +801,35 @@ impl Exporter {
         // file is opened read-write whatever its mode, and that descriptor serves the WRITEs
         // that follow (a file created read-only, as `cp` of a 0444 file or git do, still
         // receives its data).
-        let opened = as_caller(self, caller, || {
-            match rustix::fs::openat(
-                &parent,
-                name,
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(mode),
-            ) {
-                Ok(fd) => {
-                    // Exactly the client's mode, whatever the process umask.
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
-                    Ok((fd, true))
-                }
-                Err(rustix::io::Errno::EXIST) if how == 0 => rustix::fs::openat(
+        let (opened, change) = self.change_folder(&dir, &parent, || {
+            Ok(as_caller(self, caller, || {
+                match rustix::fs::openat(
                     &parent,
                     name,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map(|fd| (fd, false)),
-                Err(e) => Err(e),
-            }
-        });
+                    OFlags::RDWR
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(mode),
+                ) {
+                    Ok(fd) => {
+                        // Exactly the client's mode, whatever the process umask.
+                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+                        Ok((fd, true))
+                    }
+                    Err(rustix::io::Errno::EXIST) if how == 0 => rustix::fs::openat(
+                        &parent,
+                        name,
+                        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map(|fd| (fd, false)),
+                    Err(e) => Err(e),
+                }
+            }))
+        })?;
+        let mut new_file = None;
         let (attr, created) = match opened {
             Ok((fd, created)) => {
                 let attr = fd_attr(&fd)?;
@@ -786,7 +837,7 @@ impl Exporter {
                     return Err(Fail::Status(status::EXIST));
                 }
                 if created {
-                    self.fds.insert(&attr, File::from(fd), true);
+                    new_file = Some(File::from(fd));
                 }
                 (attr, created)
             }
@@ -816,11 +867,18 @@ impl Exporter {
             self.apply(caller, &rel, &attr, &rest)?;
             self.vfs.stat(&rel)?
         };
+        if let Some(file) = new_file {
+            // The new file (with an EXCLUSIVE create's verifier) and its name are durable
+            // before the reply; the descriptor then serves the WRITEs that follow.
+            file.sync_all()?;
+            self.vfs.sync_dir(&dir.rel);
+            self.fds.insert(&attr, file, true);
+        }
         self.vfs.remember(&rel, &attr);
-        let mut e = Encoder::with_capacity(240);
+        let mut e = Encoder::with_capacity(270);
         self.post_op_fh(&mut e, &attr);
         self.post_op_attr(&mut e, Some(&attr));
-        self.wcc(&mut e, fd_attr(&parent).ok().as_ref());
+        self.wcc(&mut e, change.before.as_ref(), change.after.as_ref());
         Ok(Done::Body(e))
     }
 
@@ -831,16 +889,18 @@ impl Exporter {
         // A folder made in a setgid folder keeps the setgid bit the kernel gave it, so the
         // group (an fsGroup, a `2775` share root) carries on down, as on a local disk.
         let mode = set.mode.unwrap_or(0o755) & 0o7777 | dir.attr.mode & 0o2000;
-        as_caller(self, caller, || -> Result<(), Fail> {
-            rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(mode))?;
-            chmod_exact(&parent, &name, mode)
+        let ((), change) = self.change_folder(&dir, &parent, || {
+            as_caller(self, caller, || -> Result<(), Fail> {
+                rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(mode))?;
+                chmod_exact(&parent, &name, mode)
+            })
         })?;
         let attr = self.vfs.stat(&rel)?;
         let rest = SetAttr { mode: None, ..set };
         if rest != SetAttr::default() {
             self.apply(caller, &rel, &attr, &rest)?;
         }
-        self.created(&rel, &dir)
+        self.created(&rel, &dir, change)
     }
 
     fn symlink(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
@@ -852,10 +912,12 @@ impl Exporter {
         }
         let (parent, name) = self.vfs.locate(&rel)?;
         let target = std::ffi::OsStr::from_bytes(target);
-        as_caller(self, caller, || {
-            rustix::fs::symlinkat(target, &parent, &name)
+        let ((), change) = self.change_folder(&dir, &parent, || {
+            Ok(as_caller(self, caller, || {
+                rustix::fs::symlinkat(target, &parent, &name)
+            })?)
         })?;
-        self.created(&rel, &dir)
+        self.created(&rel, &dir, change)
     }
 
     fn remove(&self, caller: &Caller, d: &mut Decoder, directory: bool) -> Result<Done, Fail> {
@@ -880,21 +942,30 @@ impl Exporter {
         if !directory && attr.is_dir() {
             return Err(Fail::Status(status::ISDIR));
         }
-        as_caller(self, caller, || rustix::fs::unlinkat(&parent, name, flags))?;
-        self.forget_unlinked(&attr);
-        let mut e = Encoder::with_capacity(100);
-        self.wcc(&mut e, self.stat(&dir.rel).as_ref());
+        let ((), change) = self.change_folder(&dir, &parent, || {
+            Ok(as_caller(self, caller, || {
+                rustix::fs::unlinkat(&parent, name, flags)
+            })?)
+        })?;
+        self.vfs.sync_dir(&dir.rel);
+        self.forget_unlinked(&attr, &rel);
+        let mut e = Encoder::with_capacity(130);
+        self.wcc(&mut e, change.before.as_ref(), change.after.as_ref());
         Ok(Done::Body(e))
     }
 
-    /// Bookkeeping after a name of `attr` was unlinked (or replaced by a rename).
-    fn forget_unlinked(&self, attr: &Attr) {
+    /// Bookkeeping after the name `rel` of `attr` was unlinked (or replaced by a rename).
+    /// A file with other names stays open and indexed; if the index knew it by the name
+    /// removed, the next use of its handle finds another name by a rescan.
+    fn forget_unlinked(&self, attr: &Attr, rel: &Path) {
         if attr.nlink <= 1 || attr.is_dir() {
             self.fds.evict(attr.fileid);
             self.vfs.forget(attr.fileid);
             if attr.ftype == ftype::REG {
                 self.app.usage.record_remove(1, attr.size);
             }
+        } else {
+            self.vfs.forget_name(attr.fileid, rel);
         }
     }
 
@@ -912,19 +983,27 @@ impl Exporter {
         let replaced = self.vfs.stat(&to).ok().filter(|r| r.fileid != moved.fileid);
         let from_fd = self.vfs.dir_fd(&from_dir.rel)?;
         let to_fd = self.vfs.dir_fd(&to_dir.rel)?;
+        let held = self.dirs.lock_two(from_dir.attr.fileid, to_dir.attr.fileid);
+        let (from_before, to_before) = (fd_attr(&from_fd).ok(), fd_attr(&to_fd).ok());
         as_caller(self, caller, || {
             rustix::fs::renameat(&from_fd, from_name, &to_fd, to_name)
         })?;
+        let (from_after, to_after) = (fd_attr(&from_fd).ok(), fd_attr(&to_fd).ok());
+        drop(held);
+        self.vfs.sync_dir(&from_dir.rel);
+        if to_dir.attr.fileid != from_dir.attr.fileid {
+            self.vfs.sync_dir(&to_dir.rel);
+        }
         if let Some(replaced) = replaced {
-            self.forget_unlinked(&replaced);
+            self.forget_unlinked(&replaced, &to);
         }
         if moved.is_dir() {
             self.vfs.renamed(&from, &to);
         }
         self.vfs.remember(&to, &moved);
-        let mut e = Encoder::with_capacity(200);
-        self.wcc(&mut e, self.stat(&from_dir.rel).as_ref());
-        self.wcc(&mut e, self.stat(&to_dir.rel).as_ref());
+        let mut e = Encoder::with_capacity(260);
+        self.wcc(&mut e, from_before.as_ref(), from_after.as_ref());
+        self.wcc(&mut e, to_before.as_ref(), to_after.as_ref());
         Ok(Done::Body(e))
     }
 
@@ -939,12 +1018,15 @@ impl Exporter {
         let name = check_name(&name)?;
         let (src_dir, src_name) = self.vfs.locate(&file.rel)?;
         let parent = self.vfs.dir_fd(&dir.rel)?;
-        as_caller(self, caller, || {
-            rustix::fs::linkat(&src_dir, &src_name, &parent, name, AtFlags::empty())
+        let ((), change) = self.change_folder(&dir, &parent, || {
+            Ok(as_caller(self, caller, || {
+                rustix::fs::linkat(&src_dir, &src_name, &parent, name, AtFlags::empty())
+            })?)
         })?;
-        let mut e = Encoder::with_capacity(200);
+        self.vfs.sync_dir(&dir.rel);
+        let mut e = Encoder::with_capacity(230);
         self.post_op_attr(&mut e, self.stat(&file.rel).as_ref());
-        self.wcc(&mut e, self.stat(&dir.rel).as_ref());
+        self.wcc(&mut e, change.before.as_ref(), change.after.as_ref());
         Ok(Done::Body(e))
     }
 
@@ -968,7 +1050,21 @@ impl Exporter {
         if !Self::may(caller, &dir.attr, 4) {
             return Err(Fail::Status(status::ACCES));
         }
-        let entries = self.entries(&dir)?;
+        let fd = self.vfs.dir_fd(&dir.rel)?;
+        let readable = rustix::fs::openat(
+            &fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut listing = rustix::fs::Dir::new(readable.try_clone()?)?;
+        // Cookies are the kernel's own directory positions (`d_off`, as knfsd uses): a page
+        // starts where the last one ended, so listing N entries costs O(N) in all, and the
+        // position holds however the folder changed in between (ext4 and xfs positions are
+        // name hashes, tmpfs keeps stable offsets).
+        if cookie != 0 {
+            listing.seek(cookie as i64)?;
+        }
         let mut e = Encoder::with_capacity(maxcount.min(64 * 1024));
         self.post_op_attr(&mut e, Some(&dir.attr));
         e.opaque_fixed(&[0u8; 8]);
@@ -976,31 +1072,29 @@ impl Exporter {
         let mut names_bytes = 0;
         let mut eof = true;
         let mut sent = 0;
-        for (entry_cookie, name, rel) in entries.iter().filter(|(c, _, _)| *c > cookie) {
-            let attr = match self.vfs.stat(rel) {
-                Ok(a) => a,
-                Err(_) => continue,
+        while let Some(entry) = listing.read() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            let next = entry.offset() as u64;
+            let Some((rel, attr)) = self.listed(&dir, &readable, name) else {
+                continue;
             };
-            let mut entry = Encoder::with_capacity(200);
-            entry
-                .bool(true)
-                .u64(attr.fileid)
-                .opaque(name)
-                .u64(*entry_cookie);
-            let name_part = entry.len();
+            let mut item = Encoder::with_capacity(200);
+            item.bool(true).u64(attr.fileid).opaque(name).u64(next);
+            let name_part = item.len();
             if plus {
-                self.post_op_attr(&mut entry, Some(&attr));
-                self.post_op_fh(&mut entry, &attr);
-                if !rel.as_os_str().is_empty() && name != b"." && name != b".." {
-                    self.vfs.remember(rel, &attr);
-                }
+                self.post_op_attr(&mut item, Some(&attr));
+                self.post_op_fh(&mut item, &attr);
             }
-            if e.len() + entry.len() > limit || names_bytes + name_part > dircount.max(512) {
+            if e.len() + item.len() > limit || names_bytes + name_part > dircount.max(512) {
                 eof = false;
                 break;
             }
+            if plus && let Some(rel) = rel {
+                self.vfs.remember(&rel, &attr);
+            }
             names_bytes += name_part;
-            e.bytes_mut().extend_from_slice(&entry.into_bytes());
+            e.bytes_mut().extend_from_slice(&item.into_bytes());
             sent += 1;
         }
         if sent == 0 && !eof {
@@ -1010,39 +1104,22 @@ impl Exporter {
         Ok(Done::Body(e))
     }
 
-    /// The folder's entries with their cookies: `.` (1), `..` (2), then each name under a
-    /// cookie derived from the name itself (FNV-1a, top bit clear, ≥ 3), in cookie order, so
-    /// a listing resumes at the right place however the folder changed in between.
-    fn entries(&self, dir: &Node) -> Result<Vec<(u64, Vec<u8>, PathBuf)>, Fail> {
-        let parent = dir.rel.parent().map(Path::to_owned).unwrap_or_default();
-        let mut out = vec![
-            (1, b".".to_vec(), dir.rel.clone()),
-            (2, b"..".to_vec(), parent),
-        ];
-        let fd = self.vfs.dir_fd(&dir.rel)?;
-        let readable = rustix::fs::openat(
-            &fd,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&readable)? {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." || check_name(name).is_err() {
-                continue;
+    /// A listed entry's attributes (and its path, except for `.` and `..`); `None` for
+    /// names clients never see (the server's temp files, invalid names) and entries gone
+    /// since they were listed.
+    fn listed(&self, dir: &Node, fd: &OwnedFd, name: &[u8]) -> Option<(Option<PathBuf>, Attr)> {
+        match name {
+            b"." => Some((None, dir.attr)),
+            b".." => {
+                let parent = dir.rel.parent().unwrap_or(Path::new(""));
+                self.vfs.stat(parent).ok().map(|attr| (None, attr))
             }
-            let cookie = (fnv1a(name) & (u64::MAX >> 1)).max(3);
-            names.push((
-                cookie,
-                name.to_vec(),
-                dir.rel.join(std::ffi::OsStr::from_bytes(name)),
-            ));
+            _ => {
+                let name = check_name(name).ok()?;
+                let attr = super::vfs::stat_entry(fd, name).ok()?;
+                Some((Some(dir.rel.join(name)), attr))
+            }
         }
-        names.sort();
-        out.extend(names);
-        Ok(out)
     }
 
     fn fsstat(&self, d: &mut Decoder) -> Result<Done, Fail> {
@@ -1106,7 +1183,7 @@ impl Exporter {
         let file = self.fds.get(&self.vfs, &node, false)?;
         file.sync_all()?;
         let mut e = Encoder::with_capacity(120);
-        self.wcc(&mut e, self.stat(&node.rel).as_ref());
+        self.wcc(&mut e, None, self.stat(&node.rel).as_ref());
         e.opaque_fixed(&self.verifier);
         Ok(Done::Body(e))
     }

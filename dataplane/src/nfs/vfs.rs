@@ -4,10 +4,16 @@
 //!
 //! Handles are resolved through an in-memory index (inode → path) built by a walk of the
 //! share at start-up and kept current by LOOKUP, READDIRPLUS, CREATE, RENAME and REMOVE.
-//! A handle whose path no longer matches (the file was renamed or created behind the
-//! server's back) triggers a rescan, at most every [`RESCAN_EVERY`], before the answer is
-//! NFS3ERR_STALE. This works without privileges: `open_by_handle_at` would need
-//! CAP_DAC_READ_SEARCH, which the dataplane container does not have.
+//! A handle whose path no longer matches (the file was renamed behind the server's back, or
+//! its indexed name was removed while it has others) waits for a walk of the share that
+//! starts after the miss; only a handle that walk does not find is NFS3ERR_STALE (the
+//! kernel client marks a stale inode dead for good, losing buffered writes, so a live file
+//! must never get it). Misses during a walk wait for the next one together, a walk merges
+//! into the index (entries recorded while it ran win over what it saw), and a handle a walk
+//! did not find is answered STALE at once for [`ABSENT_FOR`], so a client repeating a dead
+//! handle does not walk the share each time. This works without privileges:
+//! `open_by_handle_at` would need CAP_DAC_READ_SEARCH, which the dataplane container does
+//! not have.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -15,6 +21,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,8 +30,10 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Statx, StatxFlags};
 use super::handle::{FileHandle, fnv1a};
 use crate::http::plan::TEMP_PREFIX;
 
-/// Least time between two rescans caused by unknown handles.
-pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
+/// How long a handle a walk did not find is answered STALE without another walk.
+pub const ABSENT_FOR: Duration = Duration::from_secs(2);
+/// Handles remembered as absent at most (the list is cleared when full).
+const ABSENT_MAX: usize = 4096;
 /// Longest file name.
 pub const NAME_MAX: usize = 255;
 
@@ -164,8 +173,25 @@ pub struct Vfs {
     /// Share id in handles (and `fsid`).
     pub share_id: u32,
     root_ino: u64,
-    index: RwLock<HashMap<u64, PathBuf>>,
-    last_scan: Mutex<Option<Instant>>,
+    index: RwLock<Index>,
+    /// Held for a whole walk; holds when the last finished walk started.
+    walking: Mutex<Option<Instant>>,
+    /// Handles the last walks did not find, and when that walk started.
+    absent: Mutex<HashMap<(u64, u32), Instant>>,
+    walks: AtomicU64,
+}
+
+/// Inode → path, each entry stamped with the sequence number of its last change, so a walk
+/// merges without undoing what LOOKUP, CREATE or RENAME recorded while it ran.
+#[derive(Debug, Default)]
+struct Index {
+    paths: HashMap<u64, (PathBuf, u64)>,
+    sequence: u64,
+}
+
+/// Attributes of the entry `name` of the open folder `dir` (not following a symlink).
+pub fn stat_entry(dir: &OwnedFd, name: &OsStr) -> io::Result<Attr> {
+    statx_at(dir, name)
 }
 
 fn statx_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Attr> {
@@ -281,10 +307,12 @@ impl Vfs {
             root: fd,
             share_id: fnv1a(&id_source) as u32,
             root_ino: attr.fileid,
-            index: RwLock::new(HashMap::new()),
-            last_scan: Mutex::new(None),
+            index: RwLock::new(Index::default()),
+            walking: Mutex::new(None),
+            absent: Mutex::new(HashMap::new()),
+            walks: AtomicU64::new(0),
         };
-        vfs.scan();
+        vfs.walk_after(Instant::now());
         Ok(vfs)
     }
 
@@ -297,13 +325,52 @@ impl Vfs {
         }
     }
 
-    /// Number of indexed files and folders.
-    pub fn indexed(&self) -> usize {
-        self.index.read().map(|i| i.len()).unwrap_or(0)
+    /// Walks of the share so far (the first at start included).
+    pub fn walks(&self) -> u64 {
+        self.walks.load(Ordering::Relaxed)
     }
 
-    /// Walks the share and rebuilds the index.
-    pub fn scan(&self) {
+    /// Number of indexed files and folders.
+    pub fn indexed(&self) -> usize {
+        self.index.read().map(|i| i.paths.len()).unwrap_or(0)
+    }
+
+    /// Makes sure a walk of the share that started at or after `asked` has finished: waits
+    /// for the one running, then walks unless another waiter already did.
+    fn walk_after(&self, asked: Instant) {
+        let mut last = self.walking.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|started| started >= asked) {
+            return;
+        }
+        let started = Instant::now();
+        let sequence = self.index.read().map(|i| i.sequence).unwrap_or(0);
+        self.walks.fetch_add(1, Ordering::Relaxed);
+        let found = self.walk();
+        if let Ok(mut index) = self.index.write() {
+            // Entries changed while the walk ran are newer than what it saw; entries older
+            // than the walk that it did not find are gone.
+            index
+                .paths
+                .retain(|ino, (_, changed)| *changed > sequence || found.contains_key(ino));
+            for (ino, rel) in found {
+                match index.paths.get(&ino) {
+                    Some((_, changed)) if *changed > sequence => {}
+                    _ => {
+                        index.paths.insert(ino, (rel, sequence));
+                    }
+                }
+            }
+        }
+        tracing::debug!(
+            indexed = self.indexed(),
+            walk_ms = started.elapsed().as_millis() as u64,
+            "share walked for the handle index"
+        );
+        *last = Some(started);
+    }
+
+    /// Every file and folder of the share by inode (one path each).
+    fn walk(&self) -> HashMap<u64, PathBuf> {
         let mut found = HashMap::new();
         let mut pending = vec![PathBuf::new()];
         while let Some(dir) = pending.pop() {
@@ -327,31 +394,34 @@ impl Vfs {
                     continue;
                 };
                 let rel = dir.join(name);
-                found.insert(attr.fileid, rel.clone());
                 if attr.ftype == ftype::DIR {
-                    pending.push(rel);
+                    pending.push(rel.clone());
                 }
+                found.entry(attr.fileid).or_insert(rel);
             }
         }
-        if let Ok(mut index) = self.index.write() {
-            *index = found;
-        }
-        if let Ok(mut last) = self.last_scan.lock() {
-            *last = Some(Instant::now());
-        }
+        found
     }
 
-    fn rescan_if_due(&self) -> bool {
-        let due = self
-            .last_scan
+    /// Whether a walk that started less than [`ABSENT_FOR`] ago did not find `key`.
+    fn known_absent(&self, key: (u64, u32)) -> bool {
+        let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        absent
+            .get(&key)
+            .is_some_and(|walked| walked.elapsed() < ABSENT_FOR)
+    }
+
+    fn note_absent(&self, key: (u64, u32)) {
+        let walked = self
+            .walking
             .lock()
-            .map(|last| last.is_none_or(|t| t.elapsed() >= RESCAN_EVERY))
-            .unwrap_or(false);
-        if due {
-            tracing::debug!("unknown file handle: rescanning the share");
-            self.scan();
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(Instant::now);
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        if absent.len() >= ABSENT_MAX {
+            absent.clear();
         }
-        due
+        absent.insert(key, walked);
     }
 
     /// Resolves a wire handle.
@@ -367,8 +437,14 @@ impl Vfs {
                 attr,
             });
         }
+        let asked = Instant::now();
+        let key = (fh.ino, fh.generation);
         for attempt in 0..2 {
-            let known = self.index.read().ok().and_then(|i| i.get(&fh.ino).cloned());
+            let known = self
+                .index
+                .read()
+                .ok()
+                .and_then(|i| i.paths.get(&fh.ino).map(|(rel, _)| rel.clone()));
             if let Some(rel) = known
                 && let Ok(attr) = self.stat(&rel)
                 && attr.fileid == fh.ino
@@ -376,10 +452,18 @@ impl Vfs {
             {
                 return Ok(Node { rel, attr });
             }
-            if attempt == 0 && !self.rescan_if_due() {
-                break;
+            if attempt == 0 {
+                if self.known_absent(key) {
+                    break;
+                }
+                tracing::debug!(
+                    ino = fh.ino,
+                    "unknown file handle: waiting for a walk of the share"
+                );
+                self.walk_after(asked);
             }
         }
+        self.note_absent(key);
         Err(VfsError::Stale)
     }
 
@@ -389,27 +473,47 @@ impl Vfs {
             return;
         }
         if let Ok(mut index) = self.index.write() {
-            index.insert(attr.fileid, rel.to_owned());
+            index.sequence += 1;
+            let sequence = index.sequence;
+            index.paths.insert(attr.fileid, (rel.to_owned(), sequence));
+        }
+        if let Ok(mut absent) = self.absent.lock() {
+            absent.remove(&(attr.fileid, attr.generation));
         }
     }
 
     /// Forgets a removed file.
     pub fn forget(&self, ino: u64) {
         if let Ok(mut index) = self.index.write() {
-            index.remove(&ino);
+            index.sequence += 1;
+            index.paths.remove(&ino);
+        }
+    }
+
+    /// Forgets the name `rel` of a file that has other names: if the index knew the file by
+    /// this name, the next use of its handle finds another one by a walk.
+    pub fn forget_name(&self, ino: u64, rel: &Path) {
+        if let Ok(mut index) = self.index.write()
+            && index.paths.get(&ino).is_some_and(|(known, _)| known == rel)
+        {
+            index.sequence += 1;
+            index.paths.remove(&ino);
         }
     }
 
     /// Moves every indexed path under `from` to `to` (a renamed folder's contents).
     pub fn renamed(&self, from: &Path, to: &Path) {
         if let Ok(mut index) = self.index.write() {
-            for path in index.values_mut() {
+            index.sequence += 1;
+            let sequence = index.sequence;
+            for (path, changed) in index.paths.values_mut() {
                 if let Ok(rest) = path.strip_prefix(from) {
                     *path = if rest.as_os_str().is_empty() {
                         to.to_owned()
                     } else {
                         to.join(rest)
                     };
+                    *changed = sequence;
                 }
             }
         }
@@ -441,6 +545,19 @@ impl Vfs {
             Mode::empty(),
             how,
         )?)
+    }
+
+    /// Makes the entries of folder `rel` durable (`fsync` of the folder), as knfsd's
+    /// `commit_metadata` does for a `sync` export before it answers a change. A folder the
+    /// server cannot open for reading (a squash-mode share with a mode that refuses its own
+    /// owner) is not synced; that is logged.
+    pub fn sync_dir(&self, rel: &Path) {
+        let synced = self
+            .list_fd(rel)
+            .and_then(|fd| rustix::fs::fsync(&fd).map_err(io::Error::from));
+        if let Err(e) = synced {
+            tracing::warn!(folder = %rel.display(), error = %e, "cannot sync a folder after a change");
+        }
     }
 
     /// The parent folder's descriptor and the last component of `rel` (not the root).
@@ -562,7 +679,6 @@ mod tests {
         let again = Vfs::open(dir.path(), "s").unwrap();
         assert_eq!(again.resolve(&handle).unwrap().rel, Path::new("g"));
         std::fs::remove_file(dir.path().join("g")).unwrap();
-        *again.last_scan.lock().unwrap() = None;
         assert!(matches!(again.resolve(&handle), Err(VfsError::Stale)));
         assert!(matches!(again.resolve(b"junk"), Err(VfsError::BadHandle)));
         let root = again.stat(Path::new("")).unwrap();
@@ -574,6 +690,104 @@ mod tests {
                 .as_os_str()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_walk_racing_creates_keeps_every_file_they_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..2000 {
+            std::fs::write(dir.path().join(format!("old{i}")), b"").unwrap();
+        }
+        let vfs = std::sync::Arc::new(Vfs::open(dir.path(), "s").unwrap());
+        let walker = {
+            let vfs = std::sync::Arc::clone(&vfs);
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    vfs.walk_after(Instant::now());
+                }
+            })
+        };
+        // CREATE's bookkeeping: the file is made, then recorded, while walks run.
+        let mut handles = Vec::new();
+        for i in 0..500 {
+            let rel = PathBuf::from(format!("new{i}"));
+            std::fs::write(dir.path().join(&rel), b"").unwrap();
+            let attr = vfs.stat(&rel).unwrap();
+            vfs.remember(&rel, &attr);
+            handles.push(vfs.handle(&attr).encode());
+        }
+        walker.join().unwrap();
+        let walks = vfs.walks();
+        for handle in &handles {
+            assert!(
+                vfs.resolve(handle).is_ok(),
+                "a live file was reported stale"
+            );
+        }
+        assert_eq!(vfs.walks(), walks, "a recorded file was lost by a walk");
+    }
+
+    #[test]
+    fn concurrent_misses_share_one_walk_and_other_names_stay_reachable() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"").unwrap();
+        }
+        let vfs = std::sync::Arc::new(Vfs::open(dir.path(), "s").unwrap());
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let attr = vfs.stat(Path::new(&format!("f{i}"))).unwrap();
+                vfs.handle(&attr).encode()
+            })
+            .collect();
+        // Renamed behind the server's back: every handle misses.
+        for i in 0..10 {
+            std::fs::rename(
+                dir.path().join(format!("f{i}")),
+                dir.path().join(format!("g{i}")),
+            )
+            .unwrap();
+        }
+        let before = vfs.walks();
+        let threads: Vec<_> = handles
+            .into_iter()
+            .map(|handle| {
+                let vfs = std::sync::Arc::clone(&vfs);
+                std::thread::spawn(move || vfs.resolve(&handle).map(|n| n.rel))
+            })
+            .collect();
+        for t in threads {
+            assert!(
+                t.join().unwrap().is_ok(),
+                "a renamed file was reported stale"
+            );
+        }
+        assert!(
+            vfs.walks() - before <= 2,
+            "{} walks for 10 misses",
+            vfs.walks() - before
+        );
+        // A file with two names, indexed by the one removed: found by its other name.
+        std::fs::hard_link(dir.path().join("g0"), dir.path().join("h0")).unwrap();
+        let attr = vfs.stat(Path::new("g0")).unwrap();
+        vfs.remember(Path::new("g0"), &attr);
+        std::fs::remove_file(dir.path().join("g0")).unwrap();
+        vfs.forget_name(attr.fileid, Path::new("g0"));
+        let node = vfs.resolve(&vfs.handle(&attr).encode()).unwrap();
+        assert_eq!(node.rel, Path::new("h0"));
+        // A handle a walk did not find is stale, and asking again costs no walk.
+        std::fs::remove_file(dir.path().join("h0")).unwrap();
+        vfs.forget(attr.fileid);
+        assert!(matches!(
+            vfs.resolve(&vfs.handle(&attr).encode()),
+            Err(VfsError::Stale)
+        ));
+        let walks = vfs.walks();
+        assert!(matches!(
+            vfs.resolve(&vfs.handle(&attr).encode()),
+            Err(VfsError::Stale)
+        ));
+        assert_eq!(vfs.walks(), walks);
     }
 
     #[test]
