@@ -8,109 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{DataplaneChild, spawn_dataplane};
+use common::rpc::*;
+use common::spawn_dataplane;
 use proptest::prelude::*;
-
-const NFS: u32 = 100_003;
-const MOUNT: u32 = 100_005;
-const PORTMAP: u32 = 100_000;
-
-fn start() -> (DataplaneChild, SocketAddr, tempfile::TempDir) {
-    let root = tempfile::tempdir().unwrap();
-    let (child, _) = spawn_dataplane(&[], root.path(), &[]);
-    let nfs = child.1["nfs"].as_str().unwrap().parse().unwrap();
-    (child, nfs, root)
-}
-
-/// Credential of a call: AUTH_NONE, AUTH_SYS as root (machine "t", or "h<n>"), or another
-/// flavor.
-#[derive(Clone, Copy)]
-enum Cred {
-    None,
-    Root,
-    RootOn(u32),
-    Flavor(u32),
-}
-
-fn words(values: &[u32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_be_bytes()).collect()
-}
-
-fn call(
-    xid: u32,
-    rpc_version: u32,
-    program: u32,
-    version: u32,
-    procedure: u32,
-    cred: Cred,
-    args: &[u8],
-) -> Vec<u8> {
-    let mut m = words(&[xid, 0, rpc_version, program, version, procedure]);
-    match cred {
-        Cred::None => m.extend(words(&[0, 0])),
-        Cred::Root => {
-            // stamp, machine "t" (padded), uid 0, gid 0, no groups
-            let body = [words(&[1, 1]), b"t\0\0\0".to_vec(), words(&[0, 0, 0])].concat();
-            m.extend(words(&[1, body.len() as u32]));
-            m.extend(body);
-        }
-        Cred::RootOn(host) => {
-            let body = [
-                words(&[1]),
-                opaque(format!("h{host}").as_bytes()),
-                words(&[0, 0, 0]),
-            ]
-            .concat();
-            m.extend(words(&[1, body.len() as u32]));
-            m.extend(body);
-        }
-        Cred::Flavor(f) => m.extend(words(&[f, 0])),
-    }
-    m.extend(words(&[0, 0]));
-    m.extend_from_slice(args);
-    record(&m)
-}
-
-fn record(message: &[u8]) -> Vec<u8> {
-    [
-        (0x8000_0000u32 | message.len() as u32)
-            .to_be_bytes()
-            .to_vec(),
-        message.to_vec(),
-    ]
-    .concat()
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-/// Sends `bytes` and reads one reply record as words.
-fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> Vec<u32> {
-    stream.write_all(bytes).unwrap();
-    let mut mark = [0u8; 4];
-    stream.read_exact(&mut mark).unwrap();
-    let len = (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).unwrap();
-    body.chunks(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// Whether the server closed the connection (EOF, or reset).
-fn closed(stream: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Ok(0) | Err(_))
-}
-
-fn alive(addr: SocketAddr) {
-    let mut s = connect(addr);
-    let reply = exchange(&mut s, &call(77, 2, NFS, 3, 0, Cred::None, &[]));
-    assert_eq!(reply, vec![77, 1, 0, 0, 0, 0], "NFS NULL after the abuse");
-}
 
 #[test]
 fn rpc_errors_are_the_right_ones() {
@@ -263,48 +163,35 @@ fn random_records_never_crash_the_server() {
         .unwrap();
 }
 
-fn opaque(bytes: &[u8]) -> Vec<u8> {
-    let mut out = words(&[bytes.len() as u32]);
-    out.extend_from_slice(bytes);
-    out.resize(out.len() + (4 - bytes.len() % 4) % 4, 0);
-    out
-}
-
-/// Reads one reply record as raw bytes.
-fn reply_bytes(stream: &mut TcpStream) -> Vec<u8> {
-    let mut mark = [0u8; 4];
-    stream.read_exact(&mut mark).unwrap();
-    let mut body = vec![0u8; (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize];
-    stream.read_exact(&mut body).unwrap();
-    body
-}
-
-fn word(bytes: &[u8], index: usize) -> u32 {
-    u32::from_be_bytes(bytes[index * 4..index * 4 + 4].try_into().unwrap())
-}
-
 #[test]
-fn pipelined_reads_come_back_whole_and_in_order() {
+fn pipelined_reads_come_back_whole_each_under_its_xid() {
     let (_child, addr, root) = start();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.path().join("f.bin"), &data).unwrap();
     let mut s = connect(addr);
     let handle = file_handle(&mut s, b"f.bin");
-    // Three READs of 100,000 bytes (sendfile each), sent in one write.
+    // Three READs of 100,000 bytes (sendfile each), sent in one write; they run
+    // concurrently, so their replies may come back in any order (RPC matches by xid).
+    let offsets = [0usize, 100_000, 200_000];
     let mut pipelined = Vec::new();
-    for (i, offset) in [0u64, 100_000, 200_000].iter().enumerate() {
+    for (i, offset) in offsets.iter().enumerate() {
         let args = [
             opaque(&handle),
-            offset.to_be_bytes().to_vec(),
+            (*offset as u64).to_be_bytes().to_vec(),
             words(&[100_000]),
         ]
         .concat();
         pipelined.extend(call(10 + i as u32, 2, NFS, 3, 6, Cred::Root, &args));
     }
     s.write_all(&pipelined).unwrap();
-    for (i, offset) in [0usize, 100_000, 200_000].iter().enumerate() {
+    let mut seen = Vec::new();
+    for _ in offsets {
         let reply = reply_bytes(&mut s);
-        assert_eq!(word(&reply, 0), 10 + i as u32, "replies in request order");
+        let i = word(&reply, 0)
+            .checked_sub(10)
+            .expect("a reply to one of the READs") as usize;
+        let offset = offsets[i];
+        seen.push(i);
         assert_eq!(word(&reply, 6), 0, "READ status");
         // status, post_op_attr (1 + 21 words), count, eof, opaque length, data
         let count = word(&reply, 29) as usize;
@@ -312,33 +199,14 @@ fn pipelined_reads_come_back_whole_and_in_order() {
         assert_eq!((count, word(&reply, 31) as usize), (100_000, 100_000));
         assert_eq!(eof, u32::from(i == 2));
         assert!(
-            reply[128..128 + count] == data[*offset..offset + count],
+            reply[128..128 + count] == data[offset..offset + count],
             "READ {i} data"
         );
         assert_eq!(reply.len(), 128 + count, "no pad needed for 100,000 bytes");
     }
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2], "one reply per READ");
     alive(addr);
-}
-
-/// MNT "/" then LOOKUP `name`: the file's handle.
-fn file_handle(s: &mut TcpStream, name: &[u8]) -> Vec<u8> {
-    s.write_all(&call(1, 2, MOUNT, 3, 1, Cred::Root, &opaque(b"/")))
-        .unwrap();
-    let mnt = reply_bytes(s);
-    let root_handle = mnt[32..32 + word(&mnt, 7) as usize].to_vec();
-    s.write_all(&call(
-        2,
-        2,
-        NFS,
-        3,
-        3,
-        Cred::Root,
-        &[opaque(&root_handle), opaque(name)].concat(),
-    ))
-    .unwrap();
-    let lookup = reply_bytes(s);
-    assert_eq!(word(&lookup, 6), 0, "LOOKUP status");
-    lookup[32..32 + word(&lookup, 7) as usize].to_vec()
 }
 
 /// WRITE `data` at `offset` with `stable`; returns (committed level, verifier).
@@ -470,13 +338,6 @@ fn mount_bookkeeping_export_dump_umnt() {
     );
 }
 
-fn words_of(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
 /// `/metrics` over a plain blocking connection.
 fn metrics(http: &str) -> String {
     let mut s = TcpStream::connect(http).unwrap();
@@ -526,9 +387,10 @@ fn closed_or_reply(stream: &mut TcpStream) -> bool {
 fn the_mount_list_is_bounded() {
     let (_child, addr, _root) = start();
     let mut s = connect(addr);
-    let mut batch = Vec::new();
+    // One at a time: requests of one connection run concurrently, so only calls that wait
+    // for each other's replies have an order.
     for host in 0..1100u32 {
-        batch.extend(call(
+        s.write_all(&call(
             host,
             2,
             MOUNT,
@@ -536,10 +398,8 @@ fn the_mount_list_is_bounded() {
             1,
             Cred::RootOn(host),
             &opaque(b"/"),
-        ));
-    }
-    s.write_all(&batch).unwrap();
-    for host in 0..1100u32 {
+        ))
+        .unwrap();
         let reply = reply_bytes(&mut s);
         assert_eq!(
             (word(&reply, 0), word(&reply, 6)),
