@@ -4,7 +4,7 @@ CARGO ?= cargo
 ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
 NFS ?= 127.0.0.1:2049
-APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2 libnfs-utils \
+APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2 libnfs-utils strace \
 	qemu-system-x86 busybox-static cpio kmod umoci
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # Tools built from their Go modules, cached outside the repository.

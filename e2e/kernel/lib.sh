@@ -8,10 +8,11 @@ report() {
   echo "ZN-STEP $mode $me $name $status $*"
 }
 # step NAME COMMAND...: runs COMMAND (usually a shell function) and reports it, with the
-# first 300 characters of its output when it fails.
+# first 300 characters of its output when it fails; a ZN-T line marks when it started.
 step() {
   name=$1
   shift
+  echo "ZN-T $(cut -d' ' -f1 /proc/uptime) $mode $me $name"
   out=$("$@" 2>&1)
   if [ $? -eq 0 ]; then report "$name" ok; else report "$name" FAIL "$(echo "$out" | tr '\n' ' ' | cut -c1-300)"; fi
 }

@@ -2,7 +2,8 @@
 # The guest's workload, run by /init as root: for each share in /config.sh, mount it with
 # the PV's options, run steps.sh as root and as the ordinary user alice (uid 1000), then the
 # steps that need root around them: caches dropped before reading back, df, the
-# database-style chown-then-write-as-999 flow, the server restarted in the middle of a large
+# database-style chown-then-write-as-999 flow, concurrent readers and fsyncing writers on
+# the one connection, 300 files renamed into place, the server restarted in the middle of a large
 # write (the host does that after the ZN-RESTART line), and the quota.
 # Output protocol (one line each, read by tests/kernel_client.rs):
 #   ZN-STEP MODE USER STEP ok|FAIL [detail]    ZN-MD5 MODE NAME MD5    ZN-RESTART MODE
@@ -43,6 +44,40 @@ w_database() {
       expect_equal "read back" "$(as pg "cat $db/base/1")" row
   fi
 }
+w_parallel() {
+  # Every process's requests share the mount's one TCP connection: 8 readers of big32 and 4
+  # writers that fsync (COMMITs) at the same time all end with the right bytes.
+  drop_caches
+  pids=""
+  for i in 1 2 3 4 5 6 7 8; do
+    (md5 "$m/root/big32" > "/tmp/par-read-$i") &
+    pids="$pids $!"
+  done
+  for i in 1 2 3 4; do
+    (dd if=/tmp/big8 of="$m/par-$i" bs=1M conv=fsync 2>/dev/null && md5 "$m/par-$i" > "/tmp/par-write-$i") &
+    pids="$pids $!"
+  done
+  for p in $pids; do wait "$p" || { echo "process $p failed"; return 1; }; done
+  for i in 1 2 3 4 5 6 7 8; do
+    expect_equal "reader $i" "$(cat "/tmp/par-read-$i")" "$(cat /tmp/big32.md5)" || return 1
+  done
+  for i in 1 2 3 4; do
+    expect_equal "writer $i" "$(cat "/tmp/par-write-$i")" "$(md5 /tmp/big8)" && rm -f "$m/par-$i" || return 1
+  done
+}
+w_many_files() {
+  # An untar-like burst: 300 files written under a temporary name and renamed into place,
+  # listed, then removed, with the client's folder caches in use throughout.
+  d=$m/many
+  mkdir "$d" || return 1
+  i=0
+  while [ $i -lt 300 ]; do
+    echo "$i" > "$d/.t$i" && mv "$d/.t$i" "$d/f$i" || return 1
+    i=$((i + 1))
+  done
+  expect_equal count "$(ls -A "$d" | wc -l)" 300 && expect_equal content "$(cat "$d/f299")" 299 &&
+    rm -r "$d" && expect_equal gone "$(ls "$m" | grep -c '^many$')" 0
+}
 w_restart() {
   # The host kills the dataplane (SIGKILL) while this copy's data is arriving (it watches
   # the file grow after ZN-RESTART) and starts it again on the same port; the hard mount
@@ -70,6 +105,7 @@ w_quota() {
 dd if=/dev/urandom of=/tmp/big32 bs=1M count=32 2>/dev/null
 md5 /tmp/big32 > /tmp/big32.md5
 dd if=/dev/urandom of=/tmp/big64 bs=1M count=64 2>/dev/null
+dd if=/dev/urandom of=/tmp/big8 bs=1M count=8 2>/dev/null
 chmod 644 /tmp/big32 /tmp/big32.md5
 echo "ZN-MD5 - big32 $(cat /tmp/big32.md5)"
 
@@ -92,6 +128,8 @@ for mode in $MODES; do
   fi
   step df w_df
   step database-chown-then-write-as-999 w_database
+  step parallel-readers-and-fsync-writers w_parallel
+  step many-files-renamed-into-place w_many_files
   step restart-during-64mib-write w_restart
   step quota-enospc w_quota
   step umount umount "$m"

@@ -32,9 +32,9 @@ const RESTART_FILE: u64 = 64 << 20;
 const RESTART_AFTER: u64 = 4 << 20;
 /// Steps each user runs from steps.sh (`main` and `read-big` phases).
 const USER_STEPS: usize = 20;
-/// Steps the workload runs as root around them, per mode (mount, df, database, restart,
-/// quota, umount).
-const ROOT_STEPS: usize = 6;
+/// Steps the workload runs as root around them, per mode (mount, df, database, parallel,
+/// many files, restart, quota, umount).
+const ROOT_STEPS: usize = 8;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

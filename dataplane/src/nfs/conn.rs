@@ -92,7 +92,11 @@ impl Sending {
                         socket.partial = Some(bytes[sent..].to_vec());
                         Outgoing::Partial
                     }
-                    Err(_) => Outgoing::Close,
+                    Err(_) => {
+                        // Part of the reply may be out: nothing may follow it.
+                        let _ = socket.stream.shutdown(Shutdown::Both);
+                        Outgoing::Close
+                    }
                 }
             }
             (reply, _) => reply,
@@ -178,13 +182,18 @@ pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr, limit
         return;
     }
     read_requests(&exporter, stream, peer, &sending, &limits.pool);
-    // Workers still running hold their own reference; the writer ends when the last of
-    // them has delivered its reply.
+    // Every request read is answered (a client may half-close after its last call), then
+    // the writer ends. Joined, so the connection's slot under `--nfs-max-connections` is
+    // held until both threads are gone.
+    sending.in_flight.wait_idle();
     sending
         .queue
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
+    if let Ok(writer) = writer {
+        let _ = writer.join();
+    }
 }
 
 fn read_requests(

@@ -24,7 +24,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use super::Exporter;
 use super::export::{Access, Creds};
-use super::vfs::{Attr, Node, Pinned, VfsError, check_name, ftype};
+use super::vfs::{Attr, Node, Pinned, VfsError, check_name, ftype, stat_entry};
 use super::xdr::{Decoder, Encoder, XdrError};
 use crate::identity::IdentityMode;
 
@@ -202,6 +202,7 @@ impl From<VfsError> for Fail {
             VfsError::InvalidName => status::INVAL,
             VfsError::NameTooLong => status::NAMETOOLONG,
             VfsError::Reserved => status::ACCES,
+            VfsError::Busy => status::JUKEBOX,
             VfsError::Io(e) => status_of(&e),
         })
     }
@@ -369,10 +370,17 @@ fn as_caller<T>(ex: &Exporter, caller: &Caller, f: impl FnOnce() -> T) -> T {
     if ex.identity != IdentityMode::Posix {
         return f();
     }
+    /// Returns the thread to the server's identity however `f` ends (a panic included), so
+    /// a worker never runs a later request as this caller.
+    struct Restore<'a>(&'a Creds);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            super::export::assume(self.0);
+        }
+    }
     super::export::assume(&caller.creds);
-    let result = f();
-    super::export::assume(&ex.server_creds);
-    result
+    let _restore = Restore(&ex.server_creds);
+    f()
 }
 
 impl Exporter {
@@ -480,8 +488,16 @@ impl Exporter {
         Ok(Done::Body(e))
     }
 
-    /// Applies `set` to `rel` (its attributes `attr`) as the caller.
-    fn apply(&self, caller: &Caller, rel: &Path, attr: &Attr, set: &SetAttr) -> Result<(), Fail> {
+    /// Applies `set` to `rel` (its attributes `attr`) as the caller; a size change returns
+    /// the truncated file's descriptor, for the caller to make the change durable.
+    fn apply(
+        &self,
+        caller: &Caller,
+        rel: &Path,
+        attr: &Attr,
+        set: &SetAttr,
+    ) -> Result<Option<OwnedFd>, Fail> {
+        let mut truncated = None;
         let (dir, name) = self.vfs.entry(rel)?;
         if let Some(size) = set.size {
             if attr.ftype != ftype::REG {
@@ -495,7 +511,7 @@ impl Exporter {
             reservation
                 .grow(size.saturating_sub(attr.size))
                 .map_err(|_| Fail::Status(status::NOSPC))?;
-            as_caller(self, caller, || -> Result<(), Fail> {
+            truncated = Some(as_caller(self, caller, || -> Result<OwnedFd, Fail> {
                 // O_NONBLOCK and the type check: a FIFO or device swapped in is refused
                 // instead of blocking this thread or being truncated.
                 let fd = rustix::fs::openat(
@@ -512,9 +528,8 @@ impl Exporter {
                     return Err(Fail::Status(status::JUKEBOX));
                 }
                 rustix::fs::ftruncate(&fd, size)?;
-                rustix::fs::fsync(&fd)?;
-                Ok(())
-            })?;
+                Ok(fd)
+            })?);
             self.app.usage.record_write(Some(attr.size), size);
         }
         as_caller(self, caller, || -> Result<(), Fail> {
@@ -540,7 +555,8 @@ impl Exporter {
                 rustix::fs::utimensat(&dir, &name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
             }
             Ok(())
-        })
+        })?;
+        Ok(truncated)
     }
 
     fn setattr(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
@@ -557,9 +573,14 @@ impl Exporter {
         if guard.is_some_and(|g| g != before.ctime) {
             return Err(Fail::Status(status::NOT_SYNC));
         }
-        self.apply(caller, &node.rel, &before, &set)?;
+        let truncated = self.apply(caller, &node.rel, &before, &set)?;
         let after = self.stat(&node.rel);
         drop(held);
+        if let Some(file) = truncated {
+            // The new size is durable before the reply (outside the lock: writing back a
+            // large dirty file may take a while).
+            rustix::fs::fsync(&file)?;
+        }
         let mut e = Encoder::with_capacity(130);
         self.wcc(&mut e, Some(&before), after.as_ref());
         Ok(Done::Body(e))
@@ -742,8 +763,8 @@ impl Exporter {
     }
 
     /// The result of MKDIR and SYMLINK, once the folder holding the new entry is durable.
-    fn created(&self, rel: &Path, dir: &Node, change: FolderChange) -> Result<Done, Fail> {
-        self.vfs.sync_dir(&dir.rel);
+    fn created(&self, rel: &Path, parent: &OwnedFd, change: FolderChange) -> Result<Done, Fail> {
+        self.vfs.sync_folder(parent)?;
         let attr = self.vfs.stat(rel)?;
         self.vfs.remember(rel, &attr);
         let mut e = Encoder::with_capacity(270);
@@ -754,7 +775,9 @@ impl Exporter {
     }
 
     /// Runs `change` on the folder `dir` (opened as `fd`) under its lock, with its
-    /// attributes just before and after.
+    /// attributes just before and after. The folder opened by path must still be the one
+    /// the handle names (a concurrent rename may have put another there): JUKEBOX, the
+    /// client retries, otherwise.
     fn change_folder<T>(
         &self,
         dir: &Node,
@@ -762,10 +785,19 @@ impl Exporter {
         change: impl FnOnce() -> Result<T, Fail>,
     ) -> Result<(T, FolderChange), Fail> {
         let _held = self.dirs.lock(dir.attr.fileid);
-        let before = fd_attr(fd).ok();
+        let before = fd_attr(fd)?;
+        if (before.fileid, before.generation) != (dir.attr.fileid, dir.attr.generation) {
+            return Err(Fail::Status(status::JUKEBOX));
+        }
         let result = change()?;
         let after = fd_attr(fd).ok();
-        Ok((result, FolderChange { before, after }))
+        Ok((
+            result,
+            FolderChange {
+                before: Some(before),
+                after,
+            },
+        ))
     }
 
     fn new_entry(&self, caller: &Caller, d: &mut Decoder) -> Result<(Node, PathBuf), Fail> {
@@ -794,7 +826,7 @@ impl Exporter {
             }
             _ => return Err(Fail::Garbage),
         };
-        let parent = self.vfs.dir_fd(&dir.rel)?;
+        let parent = self.vfs.open_folder(&dir.rel)?;
         let mode = set.mode.unwrap_or(0o644) & 0o7777;
         // Try to create first (the common case); an existing file is an error for GUARDED,
         // a retransmission check for EXCLUSIVE, and simply looked at for UNCHECKED. A new
@@ -871,7 +903,7 @@ impl Exporter {
             // The new file (with an EXCLUSIVE create's verifier) and its name are durable
             // before the reply; the descriptor then serves the WRITEs that follow.
             file.sync_all()?;
-            self.vfs.sync_dir(&dir.rel);
+            self.vfs.sync_folder(&parent)?;
             self.fds.insert(&attr, file, true);
         }
         self.vfs.remember(&rel, &attr);
@@ -885,14 +917,15 @@ impl Exporter {
     fn mkdir(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
         let (dir, rel) = self.new_entry(caller, d)?;
         let set = sattr(d)?;
-        let (parent, name) = self.vfs.locate(&rel)?;
+        let parent = self.vfs.open_folder(&dir.rel)?;
+        let name = rel.file_name().ok_or(Fail::Status(status::INVAL))?;
         // A folder made in a setgid folder keeps the setgid bit the kernel gave it, so the
         // group (an fsGroup, a `2775` share root) carries on down, as on a local disk.
         let mode = set.mode.unwrap_or(0o755) & 0o7777 | dir.attr.mode & 0o2000;
         let ((), change) = self.change_folder(&dir, &parent, || {
             as_caller(self, caller, || -> Result<(), Fail> {
-                rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(mode))?;
-                chmod_exact(&parent, &name, mode)
+                rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode))?;
+                chmod_exact(&parent, Path::new(name), mode)
             })
         })?;
         let attr = self.vfs.stat(&rel)?;
@@ -900,7 +933,7 @@ impl Exporter {
         if rest != SetAttr::default() {
             self.apply(caller, &rel, &attr, &rest)?;
         }
-        self.created(&rel, &dir, change)
+        self.created(&rel, &parent, change)
     }
 
     fn symlink(&self, caller: &Caller, d: &mut Decoder) -> Result<Done, Fail> {
@@ -910,14 +943,15 @@ impl Exporter {
         if target.is_empty() || target.contains(&0) {
             return Err(Fail::Status(status::INVAL));
         }
-        let (parent, name) = self.vfs.locate(&rel)?;
+        let parent = self.vfs.open_folder(&dir.rel)?;
+        let name = rel.file_name().ok_or(Fail::Status(status::INVAL))?;
         let target = std::ffi::OsStr::from_bytes(target);
         let ((), change) = self.change_folder(&dir, &parent, || {
             Ok(as_caller(self, caller, || {
-                rustix::fs::symlinkat(target, &parent, &name)
+                rustix::fs::symlinkat(target, &parent, name)
             })?)
         })?;
-        self.created(&rel, &dir, change)
+        self.created(&rel, &parent, change)
     }
 
     fn remove(&self, caller: &Caller, d: &mut Decoder, directory: bool) -> Result<Done, Fail> {
@@ -932,22 +966,23 @@ impl Exporter {
         }
         let name = check_name(&name)?;
         let rel = dir.rel.join(name);
-        let attr = self.vfs.stat(&rel)?;
-        let parent = self.vfs.dir_fd(&dir.rel)?;
+        let parent = self.vfs.open_folder(&dir.rel)?;
         let flags = if directory {
             AtFlags::REMOVEDIR
         } else {
             AtFlags::empty()
         };
-        if !directory && attr.is_dir() {
-            return Err(Fail::Status(status::ISDIR));
-        }
-        let ((), change) = self.change_folder(&dir, &parent, || {
-            Ok(as_caller(self, caller, || {
-                rustix::fs::unlinkat(&parent, name, flags)
-            })?)
+        // What is removed is looked at under the folder's lock, so a concurrent RENAME over
+        // the name cannot make the bookkeeping forget another file.
+        let (attr, change) = self.change_folder(&dir, &parent, || {
+            let attr = stat_entry(&parent, name)?;
+            if !directory && attr.is_dir() {
+                return Err(Fail::Status(status::ISDIR));
+            }
+            as_caller(self, caller, || rustix::fs::unlinkat(&parent, name, flags))?;
+            Ok(attr)
         })?;
-        self.vfs.sync_dir(&dir.rel);
+        self.vfs.sync_folder(&parent)?;
         self.forget_unlinked(&attr, &rel);
         let mut e = Encoder::with_capacity(130);
         self.wcc(&mut e, change.before.as_ref(), change.after.as_ref());
@@ -979,21 +1014,30 @@ impl Exporter {
         let to_name = check_name(&to_name)?;
         let from = from_dir.rel.join(from_name);
         let to = to_dir.rel.join(to_name);
-        let moved = self.vfs.stat(&from)?;
-        let replaced = self.vfs.stat(&to).ok().filter(|r| r.fileid != moved.fileid);
-        let from_fd = self.vfs.dir_fd(&from_dir.rel)?;
-        let to_fd = self.vfs.dir_fd(&to_dir.rel)?;
+        let from_fd = self.vfs.open_folder(&from_dir.rel)?;
+        let to_fd = self.vfs.open_folder(&to_dir.rel)?;
         let held = self.dirs.lock_two(from_dir.attr.fileid, to_dir.attr.fileid);
-        let (from_before, to_before) = (fd_attr(&from_fd).ok(), fd_attr(&to_fd).ok());
+        let (from_before, to_before) = (fd_attr(&from_fd)?, fd_attr(&to_fd)?);
+        let names = |a: &Attr| (a.fileid, a.generation);
+        if names(&from_before) != names(&from_dir.attr) || names(&to_before) != names(&to_dir.attr)
+        {
+            return Err(Fail::Status(status::JUKEBOX));
+        }
+        // Looked at under the locks: what moves and what it replaces.
+        let moved = stat_entry(&from_fd, from_name)?;
+        let replaced = stat_entry(&to_fd, to_name)
+            .ok()
+            .filter(|r| r.fileid != moved.fileid);
         as_caller(self, caller, || {
             rustix::fs::renameat(&from_fd, from_name, &to_fd, to_name)
         })?;
         let (from_after, to_after) = (fd_attr(&from_fd).ok(), fd_attr(&to_fd).ok());
         drop(held);
-        self.vfs.sync_dir(&from_dir.rel);
+        self.vfs.sync_folder(&from_fd)?;
         if to_dir.attr.fileid != from_dir.attr.fileid {
-            self.vfs.sync_dir(&to_dir.rel);
+            self.vfs.sync_folder(&to_fd)?;
         }
+        let (from_before, to_before) = (Some(from_before), Some(to_before));
         if let Some(replaced) = replaced {
             self.forget_unlinked(&replaced, &to);
         }
@@ -1017,13 +1061,13 @@ impl Exporter {
         }
         let name = check_name(&name)?;
         let (src_dir, src_name) = self.vfs.locate(&file.rel)?;
-        let parent = self.vfs.dir_fd(&dir.rel)?;
+        let parent = self.vfs.open_folder(&dir.rel)?;
         let ((), change) = self.change_folder(&dir, &parent, || {
             Ok(as_caller(self, caller, || {
                 rustix::fs::linkat(&src_dir, &src_name, &parent, name, AtFlags::empty())
             })?)
         })?;
-        self.vfs.sync_dir(&dir.rel);
+        self.vfs.sync_folder(&parent)?;
         let mut e = Encoder::with_capacity(230);
         self.post_op_attr(&mut e, self.stat(&file.rel).as_ref());
         self.wcc(&mut e, change.before.as_ref(), change.after.as_ref());
@@ -1116,7 +1160,7 @@ impl Exporter {
             }
             _ => {
                 let name = check_name(name).ok()?;
-                let attr = super::vfs::stat_entry(fd, name).ok()?;
+                let attr = stat_entry(fd, name).ok()?;
                 Some((Some(dir.rel.join(name)), attr))
             }
         }

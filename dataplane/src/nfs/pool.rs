@@ -60,7 +60,14 @@ fn run_jobs(jobs: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         match job {
-            Ok(job) => job(),
+            // A panicking request must not take its worker with it: the pool would shrink
+            // with every one. (Request code has no panics on client input; this is a
+            // backstop, and the caller's identity is restored by a drop guard.)
+            Ok(job) => {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("an NFS request panicked; its worker goes on");
+                }
+            }
             Err(_) => return,
         }
     }
@@ -98,6 +105,14 @@ impl InFlight {
         let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         *count = count.saturating_sub(1);
         self.changed.notify_all();
+    }
+
+    /// Waits until no request is in flight.
+    pub fn wait_idle(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *count > 0 {
+            count = self.changed.wait(count).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Requests in flight now.

@@ -21,7 +21,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ use crate::http::plan::TEMP_PREFIX;
 pub const ABSENT_FOR: Duration = Duration::from_secs(2);
 /// Handles remembered as absent at most (the list is cleared when full).
 const ABSENT_MAX: usize = 4096;
+/// Requests that may wait for a walk at once; more are answered NFS3ERR_JUKEBOX (the
+/// client retries a few seconds later), so misses never hold every worker.
+pub const WALK_WAITERS: usize = 8;
 /// Longest file name.
 pub const NAME_MAX: usize = 255;
 
@@ -141,6 +144,8 @@ pub enum VfsError {
     NameTooLong,
     /// A reserved name (upload temp files): invisible to clients.
     Reserved,
+    /// Too many requests wait for a walk of the share already: try again later.
+    Busy,
     /// An I/O error from the kernel.
     Io(io::Error),
 }
@@ -176,6 +181,10 @@ pub struct Vfs {
     index: RwLock<Index>,
     /// Held for a whole walk; holds when the last finished walk started.
     walking: Mutex<Option<Instant>>,
+    /// When the last finished walk started (read without waiting for a walk).
+    last_walk: Mutex<Option<Instant>>,
+    /// Requests waiting for a walk now.
+    waiters: AtomicUsize,
     /// Handles the last walks did not find, and when that walk started.
     absent: Mutex<HashMap<(u64, u32), Instant>>,
     walks: AtomicU64,
@@ -309,6 +318,8 @@ impl Vfs {
             root_ino: attr.fileid,
             index: RwLock::new(Index::default()),
             walking: Mutex::new(None),
+            last_walk: Mutex::new(None),
+            waiters: AtomicUsize::new(0),
             absent: Mutex::new(HashMap::new()),
             walks: AtomicU64::new(0),
         };
@@ -367,6 +378,7 @@ impl Vfs {
             "share walked for the handle index"
         );
         *last = Some(started);
+        *self.last_walk.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
     }
 
     /// Every file and folder of the share by inode (one path each).
@@ -413,7 +425,7 @@ impl Vfs {
 
     fn note_absent(&self, key: (u64, u32)) {
         let walked = self
-            .walking
+            .last_walk
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .unwrap_or_else(Instant::now);
@@ -456,11 +468,16 @@ impl Vfs {
                 if self.known_absent(key) {
                     break;
                 }
+                if self.waiters.fetch_add(1, Ordering::AcqRel) >= WALK_WAITERS {
+                    self.waiters.fetch_sub(1, Ordering::AcqRel);
+                    return Err(VfsError::Busy);
+                }
                 tracing::debug!(
                     ino = fh.ino,
                     "unknown file handle: waiting for a walk of the share"
                 );
                 self.walk_after(asked);
+                self.waiters.fetch_sub(1, Ordering::AcqRel);
             }
         }
         self.note_absent(key);
@@ -547,16 +564,28 @@ impl Vfs {
         )?)
     }
 
-    /// Makes the entries of folder `rel` durable (`fsync` of the folder), as knfsd's
-    /// `commit_metadata` does for a `sync` export before it answers a change. A folder the
-    /// server cannot open for reading (a squash-mode share with a mode that refuses its own
-    /// owner) is not synced; that is logged.
-    pub fn sync_dir(&self, rel: &Path) {
-        let synced = self
-            .list_fd(rel)
-            .and_then(|fd| rustix::fs::fsync(&fd).map_err(io::Error::from));
-        if let Err(e) = synced {
-            tracing::warn!(folder = %rel.display(), error = %e, "cannot sync a folder after a change");
+    /// Opens the folder `rel` for a change of its entries: readable, so that
+    /// [`Vfs::sync_folder`] can `fsync` it, beneath the root and without following any
+    /// symlink. A folder the server may not read (a squash-mode share whose mode refuses its
+    /// own owner) is opened `O_PATH`: the change works, and its sync is skipped and logged.
+    pub fn open_folder(&self, rel: &Path) -> io::Result<OwnedFd> {
+        match self.open_dir_beneath(rel, OFlags::RDONLY) {
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => self.dir_fd(rel),
+            other => other,
+        }
+    }
+
+    /// Makes a folder's entries durable (`fsync`), as knfsd's `commit_metadata` does for a
+    /// `sync` export before it answers a change; an error is the caller's to report.
+    pub fn sync_folder(&self, folder: &OwnedFd) -> io::Result<()> {
+        match rustix::fs::fsync(folder) {
+            Err(rustix::io::Errno::BADF) => {
+                tracing::warn!(
+                    "a folder the server cannot read was changed; its entries were not synced"
+                );
+                Ok(())
+            }
+            other => Ok(other?),
         }
     }
 
