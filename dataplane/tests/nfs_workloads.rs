@@ -348,6 +348,38 @@ fn folder_changes_carry_the_folders_attributes_from_before_and_after() {
     assert_ne!(pre_mtime, post_mtime);
 }
 
+#[test]
+fn access_follows_the_mode_bits_even_for_the_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("read-only.txt");
+    std::fs::write(&file, b"x").unwrap();
+    std::os::unix::fs::chown(&file, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let (_child, addr) = serve(root.path(), &[]);
+    let mut s = connect(addr);
+    let handle = file_handle(&mut s, b"read-only.txt");
+    // ACCESS (4) asking READ | MODIFY | EXTEND (0x01 | 0x04 | 0x08) as the owner, uid 1000.
+    s.write_all(&call(
+        7,
+        2,
+        NFS,
+        3,
+        4,
+        Cred::User(1000, 1000),
+        &[opaque(&handle), words(&[0x0d])].concat(),
+    ))
+    .unwrap();
+    let reply = reply_bytes(&mut s);
+    assert_eq!(status(&reply), 0);
+    // status, post_op_attr (1 + 21 words), then the access bits.
+    assert_eq!(
+        word(&reply, 7 + 22),
+        0x01,
+        "the owner was granted writes its mode bits refuse"
+    );
+}
+
 /// One READDIR page: the entries' (name, cookie) and eof.
 fn readdir_page(
     s: &mut TcpStream,

@@ -21,13 +21,14 @@ pub fn start() -> (DataplaneChild, SocketAddr, tempfile::TempDir) {
     (child, nfs, root)
 }
 
-/// Credential of a call: AUTH_NONE, AUTH_SYS as root (machine "t", or "h<n>"), or another
-/// flavor.
+/// Credential of a call: AUTH_NONE, AUTH_SYS as root (machine "t", or "h<n>"), AUTH_SYS as
+/// a user (uid, gid), or another flavor.
 #[derive(Clone, Copy)]
 pub enum Cred {
     None,
     Root,
     RootOn(u32),
+    User(u32, u32),
     Flavor(u32),
 }
 
@@ -62,6 +63,11 @@ pub fn call(
                 words(&[0, 0, 0]),
             ]
             .concat();
+            m.extend(words(&[1, body.len() as u32]));
+            m.extend(body);
+        }
+        Cred::User(uid, gid) => {
+            let body = [words(&[1, 1]), b"t\0\0\0".to_vec(), words(&[uid, gid, 0])].concat();
             m.extend(words(&[1, body.len() as u32]));
             m.extend(body);
         }
