@@ -130,7 +130,7 @@ impl Exporter {
             _ => None,
         };
         let Some(key) = key else {
-            return self.run(call, grant);
+            return self.run_guarded(call, grant);
         };
         match self.replies.begin(&key) {
             drc::Seen::New => {}
@@ -143,7 +143,7 @@ impl Exporter {
                 return Outcome::Reply(conn::Outgoing::Bytes(reply.to_vec()));
             }
         }
-        let outcome = self.run(call, grant);
+        let outcome = self.run_guarded(call, grant);
         let reply = match &outcome {
             Outcome::Reply(conn::Outgoing::Bytes(bytes)) => Some(bytes.as_slice()),
             _ => None,
@@ -160,6 +160,18 @@ impl Exporter {
             CallError::RpcMismatch(xid) => finish(rpc::rpc_mismatch(xid)),
             CallError::BadCredential(xid) => finish(rpc::auth_error(xid, AuthStat::BadCred)),
         }
+    }
+
+    /// [`Exporter::run`], answering SYSTEM_ERR if the request panics: the client gets a
+    /// reply (a request never answered would hold its connection's slot and its duplicate
+    /// cache entry), and the worker goes on.
+    fn run_guarded(&self, call: rpc::Call<'_>, grant: Grant) -> Outcome {
+        let xid = call.xid;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(call, grant)))
+            .unwrap_or_else(|_| {
+                tracing::error!(xid, "an NFS request panicked; answered SYSTEM_ERR");
+                finish(rpc::accepted(xid, AcceptStat::SystemErr, 0))
+            })
     }
 
     /// Runs one decoded call.

@@ -102,6 +102,8 @@ pub mod status {
     pub const DQUOT: u32 = 69;
     /// Stale handle.
     pub const STALE: u32 = 70;
+    /// A READDIR cookie that names no position.
+    pub const BAD_COOKIE: u32 = 10003;
     /// Not a handle of this server.
     pub const BADHANDLE: u32 = 10001;
     /// SETATTR guard mismatch.
@@ -137,6 +139,7 @@ pub fn status_label(code: u32) -> &'static str {
         status::STALE => "stale",
         status::JUKEBOX => "jukebox",
         status::BADHANDLE => "badhandle",
+        status::BAD_COOKIE => "bad_cookie",
         status::NOT_SYNC => "not_sync",
         status::NOTSUPP => "notsupp",
         _ => "serverfault",
@@ -311,8 +314,9 @@ pub fn sattr(d: &mut Decoder) -> Result<SetAttr, XdrError> {
         }
     };
     let mode = opt32(d)?;
-    let uid = opt32(d)?;
-    let gid = opt32(d)?;
+    // (uid_t)-1 is no identity: ignored, as knfsd does (chown would read it as "keep").
+    let uid = opt32(d)?.filter(|id| *id != u32::MAX);
+    let gid = opt32(d)?.filter(|id| *id != u32::MAX);
     let size = if d.bool()? { Some(d.u64()?) } else { None };
     Ok(SetAttr {
         mode,
@@ -1107,7 +1111,10 @@ impl Exporter {
         // position holds however the folder changed in between (ext4 and xfs positions are
         // name hashes, tmpfs keeps stable offsets).
         if cookie != 0 {
-            listing.seek(cookie as i64)?;
+            let position = i64::try_from(cookie).map_err(|_| Fail::Status(status::BAD_COOKIE))?;
+            listing
+                .seek(position)
+                .map_err(|_| Fail::Status(status::BAD_COOKIE))?;
         }
         let mut e = Encoder::with_capacity(maxcount.min(64 * 1024));
         self.post_op_attr(&mut e, Some(&dir.attr));

@@ -68,7 +68,12 @@ pub enum CallError {
 fn auth_sys(body: &[u8]) -> Result<AuthSys, XdrError> {
     let mut d = Decoder::new(body);
     let _stamp = d.u32()?;
-    let machine = String::from_utf8_lossy(d.opaque(255)?).into_owned();
+    let mut machine = String::from_utf8_lossy(d.opaque(255)?).into_owned();
+    // Invalid bytes become U+FFFD (3 bytes each): cut back to MNTNAMLEN, so DUMP never
+    // sends a host name longer than the protocol allows.
+    while machine.len() > 255 {
+        machine.pop();
+    }
     let uid = d.u32()?;
     let gid = d.u32()?;
     let count = d.u32()? as usize;
