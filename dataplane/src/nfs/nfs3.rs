@@ -1123,52 +1123,55 @@ impl Exporter {
         let mut names_bytes = 0;
         let mut eof = true;
         let mut sent = 0;
+        let mut listed = Vec::new();
         while let Some(entry) = listing.read() {
             let entry = entry?;
             let name = entry.file_name().to_bytes();
             let next = entry.offset() as u64;
-            let Some((rel, attr)) = self.listed(&dir, &readable, name) else {
+            let Some((named, attr)) = self.listed(&dir, &readable, name) else {
                 continue;
             };
-            let mut item = Encoder::with_capacity(200);
-            item.bool(true).u64(attr.fileid).opaque(name).u64(next);
-            let name_part = item.len();
+            // Encoded in place and taken back if the page is full: no buffer per entry.
+            let mark = e.len();
+            e.bool(true).u64(attr.fileid).opaque(name).u64(next);
+            let name_part = e.len() - mark;
             if plus {
-                self.post_op_attr(&mut item, Some(&attr));
-                self.post_op_fh(&mut item, &attr);
+                self.post_op_attr(&mut e, Some(&attr));
+                self.post_op_fh(&mut e, &attr);
             }
-            if e.len() + item.len() > limit || names_bytes + name_part > dircount.max(512) {
+            if e.len() > limit || names_bytes + name_part > dircount.max(512) {
+                e.bytes_mut().truncate(mark);
                 eof = false;
                 break;
             }
-            if plus && let Some(rel) = rel {
-                self.vfs.remember(&rel, &attr);
+            if plus && named {
+                listed.push((dir.rel.join(std::ffi::OsStr::from_bytes(name)), attr));
             }
             names_bytes += name_part;
-            e.bytes_mut().extend_from_slice(&item.into_bytes());
             sent += 1;
         }
         if sent == 0 && !eof {
             return Err(Fail::Status(10005)); // NFS3ERR_TOOSMALL
         }
+        // READDIRPLUS hands out handles: the index learns where they are, in one update.
+        self.vfs.remember_all(&listed);
         e.bool(false).bool(eof);
         Ok(Done::Body(e))
     }
 
-    /// A listed entry's attributes (and its path, except for `.` and `..`); `None` for
-    /// names clients never see (the server's temp files, invalid names) and entries gone
-    /// since they were listed.
-    fn listed(&self, dir: &Node, fd: &OwnedFd, name: &[u8]) -> Option<(Option<PathBuf>, Attr)> {
+    /// A listed entry's attributes, and whether it is a named entry (not `.` or `..`);
+    /// `None` for names clients never see (the server's temp files, invalid names) and
+    /// entries gone since they were listed.
+    fn listed(&self, dir: &Node, fd: &OwnedFd, name: &[u8]) -> Option<(bool, Attr)> {
         match name {
-            b"." => Some((None, dir.attr)),
+            b"." => Some((false, dir.attr)),
             b".." => {
                 let parent = dir.rel.parent().unwrap_or(Path::new(""));
-                self.vfs.stat(parent).ok().map(|attr| (None, attr))
+                self.vfs.stat(parent).ok().map(|attr| (false, attr))
             }
             _ => {
                 let name = check_name(name).ok()?;
-                let attr = stat_entry(fd, name).ok()?;
-                Some((Some(dir.rel.join(name)), attr))
+                Some((true, stat_entry(fd, name).ok()?))
             }
         }
     }

@@ -499,6 +499,29 @@ impl Vfs {
         }
     }
 
+    /// [`Vfs::remember`] for many files at once (a READDIRPLUS page), under one lock.
+    pub fn remember_all(&self, files: &[(PathBuf, Attr)]) {
+        if files.is_empty() {
+            return;
+        }
+        if let Ok(mut index) = self.index.write() {
+            index.sequence += 1;
+            let sequence = index.sequence;
+            for (rel, attr) in files {
+                if attr.fileid != self.root_ino {
+                    index.paths.insert(attr.fileid, (rel.clone(), sequence));
+                }
+            }
+        }
+        if let Ok(mut absent) = self.absent.lock()
+            && !absent.is_empty()
+        {
+            for (_, attr) in files {
+                absent.remove(&(attr.fileid, attr.generation));
+            }
+        }
+    }
+
     /// Forgets a removed file.
     pub fn forget(&self, ino: u64) {
         if let Ok(mut index) = self.index.write() {
