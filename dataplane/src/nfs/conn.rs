@@ -3,7 +3,9 @@
 //!
 //! Requests of one connection run concurrently, and each reply is sent as soon as its
 //! request is done, in any order (RPC matches replies to calls by xid): a COMMIT's `fsync`
-//! never holds back the READs behind it. A worker sends a small reply itself when no other
+//! never holds back the READs behind it. A client that waits for each reply (nothing else
+//! in flight, no more bytes sent) has its quick calls (GETATTR, LOOKUP, READ, an UNSTABLE
+//! WRITE...) run by the reader itself, READ data included: no thread hand-off per call. A worker sends a small reply itself when no other
 //! reply is waiting and the socket takes it without blocking; otherwise (a full socket
 //! buffer, other replies queued, READ data to `sendfile`) the reply goes to the writer, so
 //! a client that stops reading stalls its own writer and, once its in-flight bound is
@@ -114,6 +116,27 @@ impl Sending {
         }
     }
 
+    /// [`Sending::deliver`] from the reader thread, which may block on the socket (only its
+    /// own connection waits): a READ's header, `sendfile` and pad go out from here when
+    /// nothing else is queued.
+    fn deliver_inline(&self, exporter: &Exporter, reply: Outgoing) {
+        let reply = match (reply, self.socket.try_lock()) {
+            (reply @ Outgoing::Read { .. }, Ok(mut socket))
+                if socket.partial.is_none() && self.queued.load(Ordering::Acquire) == 0 =>
+            {
+                if let Err(e) = write_reply(exporter, &mut socket, reply) {
+                    tracing::debug!(error = %e, "NFS reply not sent; closing the connection");
+                    let _ = socket.stream.shutdown(Shutdown::Both);
+                }
+                drop(socket);
+                self.in_flight.release();
+                return;
+            }
+            (reply, _) => reply,
+        };
+        self.deliver(reply);
+    }
+
     /// A request that makes no reply gives its place back.
     fn no_reply(&self) {
         self.in_flight.release();
@@ -222,24 +245,80 @@ fn read_requests(
             }
         }
         exporter.app.metrics.nfs_in_flight(1);
+        // A client that waits for each reply (nothing else in flight, nothing more sent)
+        // gets a quick call answered by this thread: no hand-off to the pool and back.
+        if sending.in_flight.current() == 1 && is_quick(&record) && !more_requests_waiting(&stream)
+        {
+            run_request(exporter, sending, &record, grant, peer, true);
+            continue;
+        }
         let (exporter, sending) = (Arc::clone(exporter), Arc::clone(sending));
         let submitted = pool.submit(move || {
-            let outcome = exporter.handle(&record, grant, peer.ip());
-            exporter.app.metrics.nfs_in_flight(-1);
-            match outcome {
-                super::Outcome::Reply(reply) => sending.deliver(reply),
-                super::Outcome::Skip => sending.no_reply(),
-                super::Outcome::Close => {
-                    tracing::warn!(%peer, "undecodable RPC record; closing NFS connection");
-                    sending.deliver(Outgoing::Close);
-                }
-            }
+            run_request(&exporter, &sending, &record, grant, peer, false);
         });
         if !submitted {
             break;
         }
     }
     let _ = stream.shutdown(Shutdown::Read);
+}
+
+/// Runs one request and hands its reply to the sending side; `inline`: on the reader thread,
+/// which may also send a READ's data itself.
+fn run_request(
+    exporter: &Exporter,
+    sending: &Sending,
+    record: &[u8],
+    grant: super::Grant,
+    peer: SocketAddr,
+    inline: bool,
+) {
+    let outcome = exporter.handle(record, grant, peer.ip());
+    exporter.app.metrics.nfs_in_flight(-1);
+    match outcome {
+        super::Outcome::Reply(reply) if inline => sending.deliver_inline(exporter, reply),
+        super::Outcome::Reply(reply) => sending.deliver(reply),
+        super::Outcome::Skip => sending.no_reply(),
+        super::Outcome::Close => {
+            tracing::warn!(%peer, "undecodable RPC record; closing NFS connection");
+            sending.deliver(Outgoing::Close);
+        }
+    }
+}
+
+/// Whether a record is an NFS call that never waits for long (no `fsync`, no folder
+/// change, no listing): GETATTR, LOOKUP, ACCESS, READLINK, READ, an UNSTABLE WRITE,
+/// FSSTAT, FSINFO, PATHCONF, NULL. Anything else, and anything that does not parse, goes
+/// to the pool.
+fn is_quick(record: &[u8]) -> bool {
+    let Ok(call) = super::rpc::parse_call(record) else {
+        return false;
+    };
+    if call.program != super::mount::NFS_PROGRAM {
+        return false;
+    }
+    match call.procedure {
+        0 | 1 | 3 | 4 | 5 | 6 | 18 | 19 | 20 => true,
+        7 => {
+            // WRITE3args: file handle, offset, count, stable_how (0: UNSTABLE).
+            let mut args = call.args;
+            args.opaque(64).is_ok()
+                && args.u64().is_ok()
+                && args.u32().is_ok()
+                && args.u32().is_ok_and(|stable| stable == 0)
+        }
+        _ => false,
+    }
+}
+
+/// Whether request bytes are already waiting on the socket (records are read straight from
+/// the socket, unbuffered, so its receive queue is exactly what is left).
+fn more_requests_waiting(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        rustix::net::recv(stream, &mut byte[..], rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT),
+        Ok((n, _)) if n > 0
+    )
 }
 
 fn write_replies(exporter: &Exporter, sending: &Sending, replies: Receiver<Outgoing>) {
