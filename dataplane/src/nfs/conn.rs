@@ -5,7 +5,8 @@
 //! request is done, in any order (RPC matches replies to calls by xid): a COMMIT's `fsync`
 //! never holds back the READs behind it. A client that waits for each reply (nothing else
 //! in flight, no more bytes sent) has its quick calls (GETATTR, LOOKUP, READ, an UNSTABLE
-//! WRITE...) run by the reader itself, READ data included: no thread hand-off per call. A worker sends a small reply itself when no other
+//! WRITE, a READDIR page...) run by the reader itself, READ data included: no thread
+//! hand-off per call. A worker sends a small reply itself when no other
 //! reply is waiting and the socket takes it without blocking; otherwise (a full socket
 //! buffer, other replies queued, READ data to `sendfile`) the reply goes to the writer, so
 //! a client that stops reading stalls its own writer and, once its in-flight bound is
@@ -287,9 +288,9 @@ fn run_request(
 }
 
 /// Whether a record is an NFS call that never waits for long (no `fsync`, no folder
-/// change, no listing): GETATTR, LOOKUP, ACCESS, READLINK, READ, an UNSTABLE WRITE,
-/// FSSTAT, FSINFO, PATHCONF, NULL. Anything else, and anything that does not parse, goes
-/// to the pool.
+/// change, no walk of the share): GETATTR, LOOKUP, ACCESS, READLINK, READ, an UNSTABLE
+/// WRITE, a READDIR or READDIRPLUS page (at most 1 MiB of reply), FSSTAT, FSINFO, PATHCONF,
+/// NULL. Anything else, and anything that does not parse, goes to the pool.
 fn is_quick(record: &[u8]) -> bool {
     let Ok(call) = super::rpc::parse_call(record) else {
         return false;
@@ -298,7 +299,7 @@ fn is_quick(record: &[u8]) -> bool {
         return false;
     }
     match call.procedure {
-        0 | 1 | 3 | 4 | 5 | 6 | 18 | 19 | 20 => true,
+        0 | 1 | 3 | 4 | 5 | 6 | 16..=20 => true,
         7 => {
             // WRITE3args: file handle, offset, count, stable_how (0: UNSTABLE).
             let mut args = call.args;
