@@ -538,3 +538,23 @@ fn setattr_mode_never_follows_a_swapped_in_symlink() {
     );
     alive(addr);
 }
+
+#[test]
+fn idle_connections_are_probed_by_keepalive() {
+    let (_child, addr, _root) = start();
+    let mut s = connect(addr);
+    let reply = exchange(&mut s, &call(5, 2, NFS, 3, 0, Cred::None, &[]));
+    assert_eq!(reply[0], 5);
+    // The server's end of this connection carries a keepalive timer (`ss -o`), so a client
+    // that vanishes without a FIN is found and its threads freed.
+    let out = std::process::Command::new("ss")
+        .args(["-tno", "state", "established"])
+        .arg(format!("( sport = :{} )", addr.port()))
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("timer:(keepalive"),
+        "no keepalive timer on the server's socket:\n{text}"
+    );
+}

@@ -162,6 +162,9 @@ fn send_without_blocking(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> 
     Ok(sent)
 }
 
+/// Idle time before the first keepalive probe of an NFS connection.
+pub const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Longest wait for room in the socket to send a reply.
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -177,6 +180,14 @@ pub struct Limits {
 /// Serves one accepted connection until the peer closes it or breaks the protocol.
 pub fn serve(exporter: Arc<Exporter>, stream: TcpStream, peer: SocketAddr, limits: &Limits) {
     let _ = stream.set_nodelay(true);
+    // An idle kernel client keeps its connection for good, so reads wait without limit; a
+    // client that vanished (node gone, no FIN) is found by keepalive probes within about
+    // two minutes, and its threads and connection slot are freed.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(6);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     // A client that stops reading its replies would hold the writer thread for good: a send
     // that cannot move for this long ends the connection. Reads wait without limit: an
     // idle kernel client keeps its connection.

@@ -80,6 +80,12 @@ impl FdCache {
         }
         let file = Arc::new(file);
         self.store(key, Arc::clone(&file), writable);
+        // A REMOVE may have unlinked the file and evicted its inode between this open and
+        // the store: checked after storing, so either this sees no link left or the
+        // REMOVE's eviction comes after the store. A removed file's blocks are not kept.
+        if rustix::fs::fstat(&*file).is_ok_and(|st| st.st_nlink == 0) {
+            self.evict(key.0);
+        }
         Ok(file)
     }
 
