@@ -32,18 +32,36 @@ const COMMIT: u32 = 21;
 
 /// A dataplane over `root` whose AUTH_SYS root callers keep uid 0 (the share is root's).
 fn serve(root: &Path, wrapper: &[&str]) -> (DataplaneChild, SocketAddr) {
-    let (child, _) = spawn_dataplane(
-        wrapper,
-        root,
-        &[
-            "--nfs",
-            "127.0.0.1:0",
-            "--nfs-client",
-            "127.0.0.0/8,rw,no_root_squash",
-        ],
-    );
+    serve_with(root, wrapper, &[])
+}
+
+/// [`serve`] with more flags.
+fn serve_with(root: &Path, wrapper: &[&str], extra: &[&str]) -> (DataplaneChild, SocketAddr) {
+    let mut flags = vec![
+        "--nfs",
+        "127.0.0.1:0",
+        "--nfs-client",
+        "127.0.0.0/8,rw,no_root_squash",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    flags.extend_from_slice(extra);
+    let (child, _) = spawn_dataplane(wrapper, root, &flags);
     let addr = child.1["nfs"].as_str().unwrap().parse().unwrap();
     (child, addr)
+}
+
+/// The value of the metric line starting with `series` (0 when absent).
+fn metric(child: &DataplaneChild, series: &str) -> f64 {
+    let addr = child.1["metrics"].as_str().expect("metrics listener");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// diropargs3: a folder's handle and a name.
@@ -74,7 +92,7 @@ fn status(reply: &[u8]) -> u32 {
 fn a_retransmitted_remove_or_mkdir_after_a_reconnect_gets_its_first_reply() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("gone.txt"), b"x").unwrap();
-    let (_child, addr) = serve(root.path(), &[]);
+    let (child, addr) = serve(root.path(), &[]);
     let mut s = connect(addr);
     let dir = root_handle(&mut s);
     let remove = call(
@@ -122,14 +140,24 @@ fn a_retransmitted_remove_or_mkdir_after_a_reconnect_gets_its_first_reply() {
         &[dirop(&dir, b"made"), mode_only(0o755)].concat(),
     );
     assert_eq!(status(&reply), 17, "EXIST for a new MKDIR");
+    assert_eq!(
+        metric(
+            &child,
+            "zeronas_nfs_duplicate_requests_total{result=\"replayed\"}"
+        ),
+        2.0
+    );
+    assert_eq!(metric(&child, "zeronas_nfs_requests_in_flight"), 0.0);
 }
 
-#[test]
-fn a_read_is_answered_while_a_commit_of_another_file_runs() {
+/// Sends a COMMIT of 128 MiB of dirty data and, in the same write, a READ of a small file
+/// on one connection of a dataplane started with `extra`; the xids in the order their
+/// replies came (COMMIT 900, READ 901) and when.
+fn commit_then_read(extra: &[&str]) -> ([u32; 2], [std::time::Duration; 2]) {
     // On the build's disk, not a tmpfs: the COMMIT must have real writeback to wait for.
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::write(root.path().join("small.txt"), b"small file").unwrap();
-    let (_child, addr) = serve(root.path(), &[]);
+    let (_child, addr) = serve_with(root.path(), &[], extra);
     let mut s = connect(addr);
     let big = root.path().join("big.bin");
     std::fs::write(&big, b"").unwrap();
@@ -166,15 +194,42 @@ fn a_read_is_answered_while_a_commit_of_another_file_runs() {
     let first_at = started.elapsed();
     let second = reply_bytes(&mut s);
     let second_at = started.elapsed();
-    assert_eq!(
-        (word(&first, 0), word(&second, 0)),
-        (901, 900),
-        "the READ waited for the COMMIT sent before it (READ after {first_at:?}, COMMIT after {second_at:?})"
-    );
     assert_eq!((status(&first), status(&second)), (0, 0));
-    let text_len = word(&first, 31) as usize;
-    assert_eq!(&first[128..128 + text_len], b"small file");
-    eprintln!("READ answered after {first_at:?}, the COMMIT before it after {second_at:?}");
+    let read_reply = if word(&first, 0) == 901 {
+        &first
+    } else {
+        &second
+    };
+    let text_len = word(read_reply, 31) as usize;
+    assert_eq!(&read_reply[128..128 + text_len], b"small file");
+    ([word(&first, 0), word(&second, 0)], [first_at, second_at])
+}
+
+#[test]
+fn a_read_is_answered_while_a_commit_of_another_file_runs() {
+    let (order, at) = commit_then_read(&[]);
+    assert_eq!(
+        order,
+        [901, 900],
+        "the READ waited for the COMMIT sent before it (replies after {at:?})"
+    );
+    eprintln!(
+        "READ answered after {:?}, the COMMIT before it after {:?}",
+        at[0], at[1]
+    );
+}
+
+#[test]
+fn one_thread_or_one_request_per_connection_serialises_again() {
+    // The flags bound what runs at once: with one worker, or one request in flight per
+    // connection, the READ waits for the COMMIT again.
+    for flags in [
+        ["--nfs-threads", "1"],
+        ["--nfs-max-requests-per-connection", "1"],
+    ] {
+        let (order, at) = commit_then_read(&flags);
+        assert_eq!(order, [900, 901], "{flags:?}: replies after {at:?}");
+    }
 }
 
 /// Parses `strace -f -e trace=fsync,sendto` output into the sequence of those calls.

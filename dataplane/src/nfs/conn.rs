@@ -259,16 +259,21 @@ fn read_requests(
         exporter.app.metrics.nfs_in_flight(1);
         // A client that waits for each reply (nothing else in flight, nothing more sent)
         // gets a quick call answered by this thread: no hand-off to the pool and back.
-        if sending.in_flight.current() == 1 && is_quick(&record) && !more_requests_waiting(&stream)
+        if sending.in_flight.current() == 1
+            && is_quick(exporter, &record)
+            && !more_requests_waiting(&stream)
         {
             run_request(exporter, sending, &record, grant, peer, true);
             continue;
         }
-        let (exporter, sending) = (Arc::clone(exporter), Arc::clone(sending));
+        let (job_exporter, job_sending) = (Arc::clone(exporter), Arc::clone(sending));
         let submitted = pool.submit(move || {
-            run_request(&exporter, &sending, &record, grant, peer, false);
+            run_request(&job_exporter, &job_sending, &record, grant, peer, false);
         });
         if !submitted {
+            // Only if every worker is gone: this request gets no reply.
+            exporter.app.metrics.nfs_in_flight(-1);
+            sending.no_reply();
             break;
         }
     }
@@ -285,7 +290,12 @@ fn run_request(
     peer: SocketAddr,
     inline: bool,
 ) {
-    let outcome = exporter.handle(record, grant, peer.ip());
+    // `handle` answers a panicking procedure itself; this catches the rest (parsing, the
+    // duplicate cache), so the request's slot is always given back.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        exporter.handle(record, grant, peer.ip())
+    }))
+    .unwrap_or(super::Outcome::Skip);
     exporter.app.metrics.nfs_in_flight(-1);
     match outcome {
         super::Outcome::Reply(reply) if inline => sending.deliver_inline(exporter, reply),
@@ -301,24 +311,30 @@ fn run_request(
 /// Whether a record is an NFS call that never waits for long (no `fsync`, no folder
 /// change, no walk of the share): GETATTR, LOOKUP, ACCESS, READLINK, READ, an UNSTABLE
 /// WRITE, a READDIR or READDIRPLUS page (at most 1 MiB of reply), FSSTAT, FSINFO, PATHCONF,
-/// NULL. Anything else, and anything that does not parse, goes to the pool.
-fn is_quick(record: &[u8]) -> bool {
+/// NULL, on a handle the index resolves without a walk. Anything else, and anything that
+/// does not parse, goes to the pool.
+fn is_quick(exporter: &Exporter, record: &[u8]) -> bool {
     let Ok(call) = super::rpc::parse_call(record) else {
         return false;
     };
     if call.program != super::mount::NFS_PROGRAM {
         return false;
     }
+    if call.procedure == 0 {
+        return true;
+    }
+    // Every other quick call starts with a file handle.
+    let mut args = call.args;
+    let Ok(handle) = args.opaque(64) else {
+        return false;
+    };
+    if !exporter.resolves_without_walk(handle) {
+        return false;
+    }
     match call.procedure {
-        0 | 1 | 3 | 4 | 5 | 6 | 16..=20 => true,
-        7 => {
-            // WRITE3args: file handle, offset, count, stable_how (0: UNSTABLE).
-            let mut args = call.args;
-            args.opaque(64).is_ok()
-                && args.u64().is_ok()
-                && args.u32().is_ok()
-                && args.u32().is_ok_and(|stable| stable == 0)
-        }
+        1 | 3 | 4 | 5 | 6 | 16..=20 => true,
+        // WRITE3args: file handle, offset, count, stable_how (0: UNSTABLE).
+        7 => args.u64().is_ok() && args.u32().is_ok() && args.u32().is_ok_and(|stable| stable == 0),
         _ => false,
     }
 }

@@ -76,8 +76,10 @@ pub struct Exporter {
     anon: (u32, u32),
     identity: IdentityMode,
     server_creds: Creds,
-    /// Changes on every start, so clients resend writes they had not committed.
-    verifier: [u8; 8],
+    /// Changes on every start, so clients resend writes they had not committed, and after a
+    /// failed write-back (as knfsd's `nfsd_reset_write_verifier`): an error reaches only
+    /// the first `fsync` of a file, so a later COMMIT could otherwise say OK for lost data.
+    verifier: std::sync::atomic::AtomicU64,
     fds: fdcache::FdCache,
     replies: drc::ReplyCache,
     dirs: DirLocks,
@@ -172,6 +174,27 @@ impl Exporter {
                 tracing::error!(xid, "an NFS request panicked; answered SYSTEM_ERR");
                 finish(rpc::accepted(xid, AcceptStat::SystemErr, 0))
             })
+    }
+
+    /// Whether a handle is answered without waiting for a walk of the share (see
+    /// [`vfs::Vfs::resolves_without_walk`]).
+    pub fn resolves_without_walk(&self, handle: &[u8]) -> bool {
+        self.vfs.resolves_without_walk(handle)
+    }
+
+    /// The current write verifier.
+    fn write_verifier(&self) -> [u8; 8] {
+        self.verifier
+            .load(std::sync::atomic::Ordering::Acquire)
+            .to_be_bytes()
+    }
+
+    /// A write-back failed: every write not yet committed must be sent again.
+    fn writeback_failed(&self, error: &std::io::Error) {
+        let old = self
+            .verifier
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        tracing::error!(error = %error, verifier = old + 1, "write-back failed; the write verifier changed so clients resend");
     }
 
     /// Runs one decoded call.
@@ -309,7 +332,7 @@ impl NfsServer {
             anon: options.anon,
             identity: options.identity,
             server_creds: export::server_creds(),
-            verifier: nanos.to_be_bytes(),
+            verifier: std::sync::atomic::AtomicU64::new(nanos),
             fds: fdcache::FdCache::new(fdcache::DEFAULT_CAPACITY, options.read_only),
             replies: drc::ReplyCache::new(drc::DEFAULT_CAPACITY, drc::KEEP_FOR),
             dirs: DirLocks::default(),

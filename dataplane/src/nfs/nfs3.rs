@@ -742,11 +742,11 @@ impl Exporter {
         let committed = match stable {
             0 => 0,
             1 => {
-                file.sync_data()?;
+                file.sync_data().inspect_err(|e| self.writeback_failed(e))?;
                 1
             }
             _ => {
-                file.sync_all()?;
+                file.sync_all().inspect_err(|e| self.writeback_failed(e))?;
                 2
             }
         };
@@ -762,7 +762,7 @@ impl Exporter {
         self.wcc(&mut e, None, after.as_ref());
         e.u32(data.len() as u32)
             .u32(committed)
-            .opaque_fixed(&self.verifier);
+            .opaque_fixed(&self.write_verifier());
         Ok(Done::Body(e))
     }
 
@@ -1235,10 +1235,10 @@ impl Exporter {
         let _count = d.u32()?;
         Self::regular(&node)?;
         let file = self.fds.get(&self.vfs, &node, false)?;
-        file.sync_all()?;
+        file.sync_all().inspect_err(|e| self.writeback_failed(e))?;
         let mut e = Encoder::with_capacity(120);
         self.wcc(&mut e, None, self.stat(&node.rel).as_ref());
-        e.opaque_fixed(&self.verifier);
+        e.opaque_fixed(&self.write_verifier());
         Ok(Done::Body(e))
     }
 }

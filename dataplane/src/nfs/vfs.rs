@@ -436,6 +436,22 @@ impl Vfs {
         absent.insert(key, walked);
     }
 
+    /// Whether [`Vfs::resolve`] answers `bytes` without waiting for a walk: a handle that is
+    /// not this server's, of another share, the root, indexed, or known absent. (An indexed
+    /// file renamed behind the server's back still needs one: rare, and bounded by the walk.)
+    pub fn resolves_without_walk(&self, bytes: &[u8]) -> bool {
+        let Some(fh) = FileHandle::decode(bytes) else {
+            return true;
+        };
+        fh.share_id != self.share_id
+            || fh.ino == self.root_ino
+            || self
+                .index
+                .read()
+                .is_ok_and(|index| index.paths.contains_key(&fh.ino))
+            || self.known_absent((fh.ino, fh.generation))
+    }
+
     /// Resolves a wire handle.
     pub fn resolve(&self, bytes: &[u8]) -> Result<Node, VfsError> {
         let fh = FileHandle::decode(bytes).ok_or(VfsError::BadHandle)?;
@@ -840,6 +856,42 @@ mod tests {
             Err(VfsError::Stale)
         ));
         assert_eq!(vfs.walks(), walks);
+    }
+
+    #[test]
+    fn at_most_a_few_requests_wait_for_a_walk_the_rest_are_told_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let vfs = std::sync::Arc::new(Vfs::open(dir.path(), "s").unwrap());
+        let unknown = |ino: u64| {
+            FileHandle {
+                share_id: vfs.share_id,
+                ino,
+                generation: 1,
+            }
+            .encode()
+        };
+        assert!(!vfs.resolves_without_walk(&unknown(1_000_000)));
+        // A walk in progress (its lock held here): misses queue behind it.
+        let walk = vfs.walking.lock().unwrap();
+        let waiting: Vec<_> = (0..WALK_WAITERS as u64)
+            .map(|i| {
+                let (vfs, handle) = (std::sync::Arc::clone(&vfs), unknown(1_000_000 + i));
+                std::thread::spawn(move || vfs.resolve(&handle).map(|_| ()))
+            })
+            .collect();
+        while vfs.waiters.load(Ordering::Acquire) < WALK_WAITERS {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(matches!(
+            vfs.resolve(&unknown(2_000_000)),
+            Err(VfsError::Busy)
+        ));
+        drop(walk);
+        for t in waiting {
+            assert!(matches!(t.join().unwrap(), Err(VfsError::Stale)));
+        }
+        // Known absent now: answered without a walk.
+        assert!(vfs.resolves_without_walk(&unknown(1_000_000)));
     }
 
     #[test]
