@@ -869,8 +869,7 @@ impl Fuzzer {
                 }
             }
             3 | 12 | 13 => {
-                self.handle(&mut a, Some(Kind::Dir));
-                self.name(&mut a);
+                self.diropargs(&mut a);
             }
             4 => {
                 self.handle(&mut a, None);
@@ -889,36 +888,29 @@ impl Fuzzer {
             }
             7 => expect = self.write_args(&mut a),
             8 => {
-                self.handle(&mut a, Some(Kind::Dir));
-                self.name(&mut a);
+                self.diropargs(&mut a);
                 self.createhow(&mut a);
             }
             9 => {
-                self.handle(&mut a, Some(Kind::Dir));
-                self.name(&mut a);
+                self.diropargs(&mut a);
                 self.sattr(&mut a);
             }
             10 => {
-                self.handle(&mut a, Some(Kind::Dir));
-                self.name(&mut a);
+                self.diropargs(&mut a);
                 self.sattr(&mut a);
                 self.symlink_target(&mut a);
             }
             11 => {
-                self.handle(&mut a, Some(Kind::Dir));
-                self.name(&mut a);
+                self.diropargs(&mut a);
                 self.mknod_data(&mut a);
             }
             14 => {
-                self.handle(&mut a, Some(Kind::Dir));
-                self.name(&mut a);
-                self.handle(&mut a, Some(Kind::Dir));
-                self.name(&mut a);
+                self.diropargs(&mut a);
+                self.diropargs(&mut a);
             }
             15 => {
                 self.handle(&mut a, Some(Kind::File));
-                self.handle(&mut a, Some(Kind::Dir));
-                self.name(&mut a);
+                self.diropargs(&mut a);
             }
             16 | 17 => {
                 self.handle(&mut a, Some(Kind::Dir));
@@ -1056,6 +1048,12 @@ impl Fuzzer {
                 other
             }
         }
+    }
+
+    /// `diropargs3`: a folder's handle and a name in it.
+    fn diropargs(&mut self, a: &mut Args) {
+        self.handle(a, Some(Kind::Dir));
+        self.name(a);
     }
 
     /// A `filename3`: a scratch name, a known one, or a hostile one.
