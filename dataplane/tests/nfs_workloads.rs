@@ -435,6 +435,46 @@ fn access_follows_the_mode_bits_even_for_the_owner() {
     );
 }
 
+#[test]
+fn failures_carry_the_attributes_of_what_their_arguments_name() {
+    let root = tempfile::tempdir().unwrap();
+    let (_child, addr) = serve(root.path(), &[]);
+    let mut s = connect(addr);
+    let dir = root_handle(&mut s);
+    let ino = std::fs::metadata(root.path()).unwrap().ino();
+    let fileid =
+        |reply: &[u8], at: usize| u64::from(word(reply, at)) << 32 | u64::from(word(reply, at + 1));
+    // LOOKUP of a missing name: NOENT with the folder's post_op_attr (fileid at word 8 + 13).
+    let reply = nfs(&mut s, 1, 3, &dirop(&dir, b"missing"));
+    assert_eq!(
+        (status(&reply), word(&reply, 7)),
+        (2, 1),
+        "no folder attributes"
+    );
+    assert_eq!(fileid(&reply, 8 + 13), ino);
+    // REMOVE of a missing name: NOENT with wcc_data (no pre, post attributes of the folder).
+    let reply = nfs(&mut s, 2, REMOVE, &dirop(&dir, b"missing"));
+    assert_eq!(
+        (status(&reply), word(&reply, 7), word(&reply, 8)),
+        (2, 0, 1)
+    );
+    assert_eq!(fileid(&reply, 9 + 13), ino);
+    // MKDIR of an existing name: EXIST with the folder's attributes after.
+    std::fs::create_dir(root.path().join("here")).unwrap();
+    let reply = nfs(
+        &mut s,
+        3,
+        MKDIR,
+        &[dirop(&dir, b"here"), mode_only(0o755)].concat(),
+    );
+    assert_eq!((status(&reply), word(&reply, 8)), (17, 1));
+    // A stale handle gets no attributes.
+    let mut stale = dir.clone();
+    stale[12] ^= 0xff;
+    let reply = nfs(&mut s, 4, 3, &dirop(&stale, b"x"));
+    assert_eq!((status(&reply), word(&reply, 7)), (70, 0));
+}
+
 /// One READDIR page: the entries' (name, cookie) and eof.
 fn readdir_page(
     s: &mut TcpStream,

@@ -200,6 +200,8 @@ impl Exporter {
     /// Runs one decoded call.
     fn run(&self, mut call: rpc::Call<'_>, grant: Grant) -> Outcome {
         let xid = call.xid;
+        // The arguments from their start, for the attributes a failure carries.
+        let arguments = call.args.clone();
         let accepted = |stat| finish(rpc::accepted(xid, stat, 0));
         let (low, high) = match call.program {
             NFS_PROGRAM | MOUNT_PROGRAM => (3, 3),
@@ -251,8 +253,16 @@ impl Exporter {
             Err(Fail::Status(code)) => {
                 let mut e = rpc::accepted(xid, AcceptStat::Success, 64);
                 e.u32(code);
-                for _ in 0..failure_words(call.procedure) {
-                    e.u32(0);
+                let body = (call.program == NFS_PROGRAM)
+                    .then(|| self.failure_body(call.procedure, code, arguments))
+                    .flatten();
+                match body {
+                    Some(body) => e.bytes_mut().extend_from_slice(&body.into_bytes()),
+                    None => {
+                        for _ in 0..failure_words(call.procedure) {
+                            e.u32(0);
+                        }
+                    }
                 }
                 (status_label(code), finish(e))
             }

@@ -1,8 +1,8 @@
 //! NFS version 3 (RFC 1813): the 22 procedures over [`Vfs`]. Each procedure decodes its
 //! arguments, checks the export's access and the caller's permissions, does the work
 //! (mutations under the caller's file-system identity, see `export::assume`), and encodes
-//! its results. Failures carry no attributes (`attributes_follow = FALSE`), which RFC 1813
-//! allows for every procedure.
+//! its results. Failures carry the attributes of the objects the arguments name, as they are
+//! after the failure ([`Exporter::failure_body`]).
 //!
 //! Changes to a folder's entries (CREATE, MKDIR, SYMLINK, REMOVE, RMDIR, RENAME, LINK) run
 //! under the folder's lock ([`super::dirlock`]) with the folder's attributes taken just
@@ -454,6 +454,51 @@ impl Exporter {
 
     fn stat(&self, rel: &Path) -> Option<Attr> {
         self.vfs.stat(rel).ok()
+    }
+
+    /// What a failed procedure carries after its status: the attributes, as they are now,
+    /// of the objects its arguments name (`post_op_attr`, or `wcc_data` with no
+    /// pre-operation part), as RFC 1813 allows and knfsd sends, so a client revalidates its
+    /// caches from a failed LOOKUP or CREATE too. `None`: no attributes (a stale or unknown
+    /// handle, or a handle that would need a walk of the share to place).
+    pub fn failure_body(&self, proc_: u32, code: u32, mut args: Decoder) -> Option<Encoder> {
+        if matches!(code, status::STALE | status::BADHANDLE | status::JUKEBOX) {
+            return None;
+        }
+        let attr_of = |d: &mut Decoder| {
+            let handle = d.opaque(MAX_HANDLE).ok()?;
+            // A failure's attributes are never worth a walk of the share.
+            if !self.vfs.resolves_without_walk(handle) {
+                return None;
+            }
+            self.vfs.resolve(handle).ok().map(|node| node.attr)
+        };
+        let mut e = Encoder::with_capacity(240);
+        match proc_ {
+            3..=6 | 16..=20 => {
+                let attr = attr_of(&mut args);
+                self.post_op_attr(&mut e, attr.as_ref());
+            }
+            2 | 7..=13 | 21 => {
+                let attr = attr_of(&mut args);
+                self.wcc(&mut e, None, attr.as_ref());
+            }
+            14 => {
+                let from = attr_of(&mut args);
+                let _from_name = args.opaque(MAX_PATH);
+                let to = attr_of(&mut args);
+                self.wcc(&mut e, None, from.as_ref());
+                self.wcc(&mut e, None, to.as_ref());
+            }
+            15 => {
+                let file = attr_of(&mut args);
+                let dir = attr_of(&mut args);
+                self.post_op_attr(&mut e, file.as_ref());
+                self.wcc(&mut e, None, dir.as_ref());
+            }
+            _ => return None,
+        }
+        Some(e)
     }
 
     /// Runs procedure `proc_`.
