@@ -80,9 +80,7 @@ impl Sending {
     /// never waits for the socket: only the writer makes blocking sends.
     fn deliver(&self, reply: Outgoing) {
         let reply = match (reply, self.socket.try_lock()) {
-            (Outgoing::Bytes(bytes), Ok(mut socket))
-                if socket.partial.is_none() && self.queued.load(Ordering::Acquire) == 0 =>
-            {
+            (Outgoing::Bytes(bytes), Ok(mut socket)) if self.nothing_pending(&socket) => {
                 match send_without_blocking(&socket.stream, &bytes) {
                     Ok(sent) if sent == bytes.len() => {
                         drop(socket);
@@ -122,9 +120,7 @@ impl Sending {
     /// nothing else is queued.
     fn deliver_inline(&self, exporter: &Exporter, reply: Outgoing) {
         let reply = match (reply, self.socket.try_lock()) {
-            (reply @ Outgoing::Read { .. }, Ok(mut socket))
-                if socket.partial.is_none() && self.queued.load(Ordering::Acquire) == 0 =>
-            {
+            (reply @ Outgoing::Read { .. }, Ok(mut socket)) if self.nothing_pending(&socket) => {
                 if let Err(e) = write_reply(exporter, &mut socket, reply) {
                     tracing::debug!(error = %e, "NFS reply not sent; closing the connection");
                     let _ = socket.stream.shutdown(Shutdown::Both);
@@ -136,6 +132,11 @@ impl Sending {
             (reply, _) => reply,
         };
         self.deliver(reply);
+    }
+
+    /// Whether no reply is queued or half sent: one may go out now, whole.
+    fn nothing_pending(&self, socket: &Socket) -> bool {
+        socket.partial.is_none() && self.queued.load(Ordering::Acquire) == 0
     }
 
     /// A request that makes no reply gives its place back.
@@ -259,16 +260,22 @@ fn read_requests(
         exporter.app.metrics.nfs_in_flight(1);
         // A client that waits for each reply (nothing else in flight, nothing more sent)
         // gets a quick call answered by this thread: no hand-off to the pool and back.
+        // The record is parsed once for the check and the run.
         if sending.in_flight.current() == 1
-            && is_quick(exporter, &record)
+            && let Ok(call) = super::rpc::parse_call(&record)
+            && is_quick(exporter, &call)
             && !more_requests_waiting(&stream)
         {
-            run_request(exporter, sending, &record, grant, peer, true);
+            run_request(exporter, sending, peer, true, || {
+                exporter.handle_call(call, grant, peer.ip())
+            });
             continue;
         }
         let (job_exporter, job_sending) = (Arc::clone(exporter), Arc::clone(sending));
         let submitted = pool.submit(move || {
-            run_request(&job_exporter, &job_sending, &record, grant, peer, false);
+            run_request(&job_exporter, &job_sending, peer, false, || {
+                job_exporter.handle(&record, grant, peer.ip())
+            });
         });
         if !submitted {
             // Only if every worker is gone: this request gets no reply.
@@ -280,22 +287,19 @@ fn read_requests(
     let _ = stream.shutdown(Shutdown::Read);
 }
 
-/// Runs one request and hands its reply to the sending side; `inline`: on the reader thread,
-/// which may also send a READ's data itself.
+/// Runs one request (`handle`) and hands its reply to the sending side; `inline`: on the
+/// reader thread, which may also send a READ's data itself.
 fn run_request(
     exporter: &Exporter,
     sending: &Sending,
-    record: &[u8],
-    grant: super::Grant,
     peer: SocketAddr,
     inline: bool,
+    handle: impl FnOnce() -> super::Outcome,
 ) {
     // `handle` answers a panicking procedure itself; this catches the rest (parsing, the
     // duplicate cache), so the request's slot is always given back.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        exporter.handle(record, grant, peer.ip())
-    }))
-    .unwrap_or(super::Outcome::Skip);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle))
+        .unwrap_or(super::Outcome::Skip);
     exporter.app.metrics.nfs_in_flight(-1);
     match outcome {
         super::Outcome::Reply(reply) if inline => sending.deliver_inline(exporter, reply),
@@ -308,15 +312,11 @@ fn run_request(
     }
 }
 
-/// Whether a record is an NFS call that never waits for long (no `fsync`, no folder
-/// change, no walk of the share): GETATTR, LOOKUP, ACCESS, READLINK, READ, an UNSTABLE
-/// WRITE, a READDIR or READDIRPLUS page (at most 1 MiB of reply), FSSTAT, FSINFO, PATHCONF,
-/// NULL, on a handle the index resolves without a walk. Anything else, and anything that
-/// does not parse, goes to the pool.
-fn is_quick(exporter: &Exporter, record: &[u8]) -> bool {
-    let Ok(call) = super::rpc::parse_call(record) else {
-        return false;
-    };
+/// Whether a call never waits for long (no `fsync`, no folder change, no walk of the
+/// share): GETATTR, LOOKUP, ACCESS, READLINK, READ, an UNSTABLE WRITE, a READDIR or
+/// READDIRPLUS page (at most 1 MiB of reply), FSSTAT, FSINFO, PATHCONF, NULL, on a handle
+/// the index resolves without a walk. Anything else goes to the pool.
+fn is_quick(exporter: &Exporter, call: &super::rpc::Call<'_>) -> bool {
     if call.program != super::mount::NFS_PROGRAM {
         return false;
     }
@@ -324,7 +324,7 @@ fn is_quick(exporter: &Exporter, record: &[u8]) -> bool {
         return true;
     }
     // Every other quick call starts with a file handle.
-    let mut args = call.args;
+    let mut args = call.args.clone();
     let Ok(handle) = args.opaque(64) else {
         return false;
     };

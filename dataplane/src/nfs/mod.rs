@@ -113,10 +113,14 @@ impl Exporter {
     /// Answers one request record from a client at `client` the rules granted `grant`;
     /// a retransmitted non-idempotent call gets its first reply again (see [`drc`]).
     pub fn handle(&self, record: &[u8], grant: Grant, client: IpAddr) -> Outcome {
-        let call = match rpc::parse_call(record) {
-            Ok(call) => call,
-            Err(e) => return self.refuse(e),
-        };
+        match rpc::parse_call(record) {
+            Ok(call) => self.handle_call(call, grant, client),
+            Err(e) => self.refuse(e),
+        }
+    }
+
+    /// [`Exporter::handle`] for a record already parsed.
+    pub fn handle_call(&self, call: rpc::Call<'_>, grant: Grant, client: IpAddr) -> Outcome {
         let key = match (&call.credential, call.program) {
             (Credential::Sys(auth), NFS_PROGRAM)
                 if call.version == 3 && drc::is_cached(call.procedure) =>

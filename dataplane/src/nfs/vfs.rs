@@ -179,8 +179,8 @@ pub struct Vfs {
     pub share_id: u32,
     root_ino: u64,
     index: RwLock<Index>,
-    /// Held for a whole walk; holds when the last finished walk started.
-    walking: Mutex<Option<Instant>>,
+    /// Held for a whole walk, so walks never overlap.
+    walking: Mutex<()>,
     /// When the last finished walk started (read without waiting for a walk).
     last_walk: Mutex<Option<Instant>>,
     /// Requests waiting for a walk now.
@@ -317,7 +317,7 @@ impl Vfs {
             share_id: fnv1a(&id_source) as u32,
             root_ino: attr.fileid,
             index: RwLock::new(Index::default()),
-            walking: Mutex::new(None),
+            walking: Mutex::new(()),
             last_walk: Mutex::new(None),
             waiters: AtomicUsize::new(0),
             absent: Mutex::new(HashMap::new()),
@@ -349,7 +349,8 @@ impl Vfs {
     /// Makes sure a walk of the share that started at or after `asked` has finished: waits
     /// for the one running, then walks unless another waiter already did.
     fn walk_after(&self, asked: Instant) {
-        let mut last = self.walking.lock().unwrap_or_else(|e| e.into_inner());
+        let _walk = self.walking.lock().unwrap_or_else(|e| e.into_inner());
+        let last = *self.last_walk.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|started| started >= asked) {
             return;
         }
@@ -377,7 +378,6 @@ impl Vfs {
             walk_ms = started.elapsed().as_millis() as u64,
             "share walked for the handle index"
         );
-        *last = Some(started);
         *self.last_walk.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
     }
 
@@ -502,21 +502,11 @@ impl Vfs {
 
     /// Records where a file is (after LOOKUP, CREATE, RENAME...).
     pub fn remember(&self, rel: &Path, attr: &Attr) {
-        if attr.fileid == self.root_ino {
-            return;
-        }
-        if let Ok(mut index) = self.index.write() {
-            index.sequence += 1;
-            let sequence = index.sequence;
-            index.paths.insert(attr.fileid, (rel.to_owned(), sequence));
-        }
-        if let Ok(mut absent) = self.absent.lock() {
-            absent.remove(&(attr.fileid, attr.generation));
-        }
+        self.remember_all(&[(rel, *attr)]);
     }
 
     /// [`Vfs::remember`] for many files at once (a READDIRPLUS page), under one lock.
-    pub fn remember_all(&self, files: &[(PathBuf, Attr)]) {
+    pub fn remember_all<P: AsRef<Path>>(&self, files: &[(P, Attr)]) {
         if files.is_empty() {
             return;
         }
@@ -525,7 +515,9 @@ impl Vfs {
             let sequence = index.sequence;
             for (rel, attr) in files {
                 if attr.fileid != self.root_ino {
-                    index.paths.insert(attr.fileid, (rel.clone(), sequence));
+                    index
+                        .paths
+                        .insert(attr.fileid, (rel.as_ref().to_owned(), sequence));
                 }
             }
         }
