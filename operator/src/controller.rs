@@ -565,15 +565,20 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         true,
     )
     .await?;
-    let (existing_consumer, consumer_owner) = ownership_of(
-        &caches.claims,
-        &claims,
-        &names.consumer_claim,
-        &name,
-        &uid,
-        false,
-    )
-    .await?;
+    // A share published by someone else (the CSI driver) has no consumer claim to check.
+    let (existing_consumer, consumer_owner) = if nv.spec.consumer_claim {
+        ownership_of(
+            &caches.claims,
+            &claims,
+            &names.consumer_claim,
+            &name,
+            &uid,
+            false,
+        )
+        .await?
+    } else {
+        (None, Ownership::Absent)
+    };
     let (existing_service, service_owner) = ownership_of(
         &caches.services,
         &services,
@@ -743,7 +748,7 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         .spec
         .and_then(|s| s.cluster_ip)
         .filter(|ip| !ip.is_empty() && ip != "None");
-    if let Some(ip) = &cluster_ip {
+    if let Some(ip) = cluster_ip.as_ref().filter(|_| nv.spec.consumer_claim) {
         // Cluster-scoped and named after the uid: no tenant can name another's PV.
         let volumes: Api<PersistentVolume> = Api::all(client.clone());
         let live_share = cache::cluster(&caches.shares, &names.volume)

@@ -49,6 +49,10 @@ use serde::{Deserialize, Serialize};
     .message("storageClassName cannot change after creation (the backing claim's class is immutable)")
     .reason(kube::core::Reason::FieldValueForbidden)
     .field_path(".storageClassName"))]
+#[x_kube(validation = Rule::new("(!has(self.consumerClaim) || self.consumerClaim) == (!has(oldSelf.consumerClaim) || oldSelf.consumerClaim)")
+    .message("consumerClaim cannot change after creation (the share's PV and claim would be left behind or appear under a running workload)")
+    .reason(kube::core::Reason::FieldValueForbidden)
+    .field_path(".consumerClaim"))]
 #[x_kube(validation = Rule::new("(has(self.readOnly) && self.readOnly) == (has(oldSelf.readOnly) && oldSelf.readOnly)")
     .message("readOnly cannot change after creation (the share's PV and claim access modes are immutable)")
     .reason(kube::core::Reason::FieldValueForbidden)
@@ -77,6 +81,13 @@ pub struct NasVolumeSpec {
     /// Serve the share read-only to every client.
     #[serde(default)]
     pub read_only: bool,
+
+    /// Publish the share as the PV/PVC pair `<name>` that pods in this namespace mount
+    /// (default). `false` when something else publishes it: the CSI driver sets it on the
+    /// NasVolumes it provisions, whose PersistentVolumes the external-provisioner makes and
+    /// binds to the user's own claim. Cannot change after creation.
+    #[serde(default = "default_true")]
+    pub consumer_claim: bool,
 
     /// Who may mount over NFS, and how; the first rule matching a client wins, and a client
     /// matching none is refused. Default (empty): every client that can reach the Service
@@ -171,6 +182,10 @@ pub struct HttpAccess {
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub allowed_namespaces: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_protocols() -> Vec<Protocol> {

@@ -82,7 +82,9 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
 
     let storage_bound = observed.data_claim_phase.as_deref() == Some("Bound");
     let available = observed.available_replicas >= 1 && !observed.rolling_out;
-    let share_bound = observed.consumer_claim_phase.as_deref() == Some("Bound");
+    let published_elsewhere = !nv.spec.consumer_claim;
+    let share_bound =
+        published_elsewhere || observed.consumer_claim_phase.as_deref() == Some("Bound");
     let ready = storage_bound
         && available
         && share_bound
@@ -162,7 +164,17 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
             &now,
         )
     };
-    let share = if share_bound {
+    let share = if published_elsewhere {
+        condition(
+            "ShareBound",
+            true,
+            "PublishedElsewhere",
+            "consumerClaim is false: the share's own PersistentVolume (CSI) publishes it".into(),
+            generation,
+            previous,
+            &now,
+        )
+    } else if share_bound {
         condition(
             "ShareBound",
             true,
@@ -275,7 +287,7 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
         observed_generation: generation,
         conditions,
         http_token_secret,
-        claim_name: Some(name),
+        claim_name: nv.spec.consumer_claim.then_some(name),
         endpoints,
         data_path: Some(DataPathStatus {
             transport: "tcp".into(),
@@ -318,7 +330,7 @@ pub fn failed(nv: &NasVolume, reason: &str, message: String, now: Time) -> NasVo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::test_support::basic;
+    use crate::reconcile::test_support::{basic, volume};
 
     fn now(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
@@ -421,6 +433,23 @@ mod tests {
             now(1),
         );
         assert_eq!(deleting.phase, Some(Phase::Deleting));
+    }
+
+    #[test]
+    fn a_share_published_by_csi_is_ready_without_a_consumer_claim() {
+        let nv = volume("capacity: 1Gi\nconsumerClaim: false\n");
+        let observed = Observed {
+            consumer_claim_phase: None,
+            ..ready_observed()
+        };
+        let s = compute(&nv, &observed, now(100));
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert_eq!(cond(&s, "ShareBound").reason, "PublishedElsewhere");
+        assert_eq!(s.claim_name, None, "no claim of the operator's to mount");
+        // The default still waits for its own claim.
+        let s = compute(&basic(), &observed, now(100));
+        assert_ne!(s.phase, Some(Phase::Ready));
+        assert_eq!(s.claim_name.as_deref(), Some("media"));
     }
 
     #[test]
