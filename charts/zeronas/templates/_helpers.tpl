@@ -35,3 +35,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- $ref -}}
 {{- end -}}
+
+{{/* Labels of a CSI component (`controller` or `node`): the chart's, under its own name. */}}
+{{- define "zeronas.csiLabels" -}}
+app.kubernetes.io/name: zeronas-csi-{{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{- define "zeronas.csiSelector" -}}
+app.kubernetes.io/name: zeronas-csi-{{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
