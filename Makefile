@@ -88,16 +88,20 @@ chart: $(HELM)
 	grep -q -- '--max-concurrent-reconciles=16' target/chart-controller.yaml
 
 ## e2e: a real control plane (built once from Go modules), the chart, the operator and a dataplane
-## run by the test node agent; scenarios in e2e/tests/cluster.rs, logs in target/e2e/
+## run by the test node agent, the CSI driver with external-provisioner, external-resizer and
+## csi-sanity (also built from their Go modules); scenarios in e2e/tests/cluster.rs, logs in
+## target/e2e/
 # Built as `make unit` builds (the whole workspace: one feature set, so nothing is compiled
 # twice); the binaries the pods run come from that build.
 E2E_TEST := $(CARGO) test --workspace --locked --features zeronas-e2e/e2e
 
 e2e: deps $(HELM)
 	e2e/scripts/build-controlplane.sh > /dev/null
+	e2e/scripts/build-csi-tools.sh > /dev/null
 	$(CARGO) test --workspace --locked --no-run
 	$(E2E_TEST) --test cluster --no-run
-	@set -o pipefail; HELM=$(HELM) e2e/scripts/netns.sh $(E2E_TEST) --offline --test cluster -- --nocapture 2>&1 | tee target/e2e.log
+	@set -o pipefail; HELM=$(HELM) ZERONAS_CSI_TOOLS=$$(e2e/scripts/build-csi-tools.sh 2>/dev/null) \
+		e2e/scripts/netns.sh $(E2E_TEST) --offline --test cluster -- --nocapture 2>&1 | tee target/e2e.log
 
 ## images: OCI images of the operator and the dataplane in target/images/<name> (umoci, from
 ## the release binaries and the libraries they link; pulls nothing from a registry)

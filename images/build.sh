@@ -18,15 +18,16 @@ SOURCE=${IMAGE_SOURCE:-https://github.com/zeronas/zeronas}
 ROOTLESS=$( [ "$(id -u)" = 0 ] || echo --rootless )
 
 started=$(date +%s)
-$CARGO build --release --locked -p zeronas-dataplane -p zeronas-operator
+$CARGO build --release --locked -p zeronas-dataplane -p zeronas-operator -p zeronas-csi
 echo "images: release build $(( $(date +%s) - started )) s"
 
 mkdir -p "$OUT"
 summary="["
-for name in operator dataplane; do
+for name in operator dataplane csi; do
   case $name in
     operator) description="zeronas operator: reconciles NasVolumes into dataplane pods, Services and PV/PVC pairs" ;;
     dataplane) description="zeronas dataplane: serves one volume over NFSv3 and an HTTP file API with zero-copy paths" ;;
+    csi) description="zeronas CSI driver: PersistentVolumeClaims become NasVolumes, mounted over NFSv3 on the nodes" ;;
   esac
   rootfs=$OUT/rootfs-$name layout=$OUT/$name
   images/rootfs.sh "target/release/zeronas-$name" "$rootfs"

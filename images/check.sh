@@ -3,7 +3,7 @@
 # config (user, entrypoint, labels, platform, one layer, no shell), then its root file
 # system unpacked from the layer: the dataplane serves a folder over HTTP and NFS as the
 # image's user (65532, squash identity) and starts as root with posix identity; the
-# operator renders a NasVolume. Needs root (chroot).
+# operator renders a NasVolume; the CSI driver serves its socket. Needs root (chroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/images
@@ -19,7 +19,7 @@ passed=0 failed=0
 ok() { echo "ok   $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 
-for name in operator dataplane; do
+for name in operator dataplane csi; do
   layout=$OUT/$name
   # Config checks and the layer to unpack, read straight from the OCI layout.
   if layer=$(python3 - "$layout" "$name" <<'PY'
@@ -111,6 +111,19 @@ if [ -d "$root/usr" ]; then
     grep -q "kind: Deployment" "$work/render.yaml" &&
     ok "operator: render runs from the image as uid 65532" ||
     fail "operator: render from the image: $(cat "$work/render.err")"
+fi
+# The CSI node plugin from its image: it serves its socket, and a stale socket file left by a
+# killed predecessor does not stop it (the controller needs a cluster; e2e runs it).
+root=$work/csi
+if [ -d "$root/usr" ]; then
+  mkdir -p "$root/csi" && chown 65532:65532 "$root/csi" && : > "$root/csi/csi.sock"
+  chroot --userspec=65532:65532 "$root" /usr/local/bin/zeronas-csi --mode node --node-id n1 \
+    --endpoint unix:///csi/csi.sock > "$work/csi.out" 2> "$work/csi.err" &
+  pids+=($!)
+  for _ in $(seq 50); do [ -S "$root/csi/csi.sock" ] && break; sleep 0.1; done
+  [ -S "$root/csi/csi.sock" ] &&
+    ok "csi: the node plugin serves its socket from the image as uid 65532" ||
+    fail "csi: node plugin from the image: $(cat "$work/csi.err")"
 fi
 echo "images: $passed passed, $failed failed"
 [ "$failed" = 0 ]

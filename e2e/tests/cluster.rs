@@ -29,6 +29,9 @@ use zeronas_operator::names::OwnedNames;
 #[path = "cluster_steps/ha.rs"]
 mod ha;
 use ha::{delete_leader_pod, helm_upgrade_two_replicas, kill_leader, stall_leader};
+#[path = "cluster_steps/csi.rs"]
+mod csi;
+use csi::{csi_claim, csi_expand, csi_reclaim, csi_sanity, csi_statefulset};
 #[path = "cluster_steps/lifecycle.rs"]
 mod lifecycle;
 #[path = "cluster_steps/steady.rs"]
@@ -51,6 +54,12 @@ type Step = Result<(), String>;
 struct Suite {
     repo: PathBuf,
     run_dir: PathBuf,
+    /// The workspace's binaries (zeronas-csi for the node plugin csi-sanity talks to).
+    bin_dir: PathBuf,
+    /// csi-sanity, csi-provisioner and csi-resizer (e2e/scripts/build-csi-tools.sh).
+    csi_tools: PathBuf,
+    /// The node agent's emptyDir folders (short paths: unix sockets live there).
+    empty_dirs: tempfile::TempDir,
     helm: PathBuf,
     plane: ControlPlane,
     client: Client,
@@ -112,6 +121,9 @@ impl Suite {
         let bin = std::env::var_os("ZERONAS_E2E_BIN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| target.join("debug"));
+        let csi_tools = std::env::var_os("ZERONAS_CSI_TOOLS")
+            .map(PathBuf::from)
+            .expect("ZERONAS_CSI_TOOLS must name the CSI tools' folder (make e2e sets it)");
         let helm = std::env::var_os("HELM")
             .map(PathBuf::from)
             .expect("HELM must name the helm binary (make e2e sets it)");
@@ -133,6 +145,10 @@ impl Suite {
             LocalPathProvisioner::start(client.clone(), STORAGE_CLASS, run_dir.join("volumes"))
                 .await
                 .expect("provisioner starts");
+        let empty_dirs = tempfile::Builder::new()
+            .prefix("zeronas-e2e-")
+            .tempdir_in("/tmp")
+            .expect("a folder for emptyDir volumes");
         let node = NodeAgent::start(
             client.clone(),
             NodeConfig {
@@ -146,9 +162,26 @@ impl Suite {
                         "ghcr.io/zeronas/dataplane".to_owned(),
                         bin.join("zeronas-dataplane"),
                     ),
+                    ("ghcr.io/zeronas/csi".to_owned(), bin.join("zeronas-csi")),
+                    (
+                        "registry.k8s.io/sig-storage/csi-provisioner".to_owned(),
+                        csi_tools.join("csi-provisioner"),
+                    ),
+                    (
+                        "registry.k8s.io/sig-storage/csi-resizer".to_owned(),
+                        csi_tools.join("csi-resizer"),
+                    ),
                 ]),
+                kubeconfig_flag_images: [
+                    "registry.k8s.io/sig-storage/csi-provisioner",
+                    "registry.k8s.io/sig-storage/csi-resizer",
+                ]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
                 pod_network: std::net::Ipv4Addr::new(10, 244, 0, 0),
                 work_dir: run_dir.clone(),
+                empty_dir_root: empty_dirs.path().to_owned(),
                 api_server: API_SERVER.into(),
                 ca_file: plane.ca_file(),
                 restart_backoff: Duration::from_secs(10),
@@ -159,6 +192,9 @@ impl Suite {
         Suite {
             repo,
             run_dir,
+            bin_dir: bin,
+            csi_tools,
+            empty_dirs,
             helm,
             plane,
             client,
@@ -449,6 +485,12 @@ async fn helm_install(s: &mut Suite) -> Step {
         "image.tag=e2e",
         "--set",
         "dataplaneImage.tag=e2e",
+        // The node plugin mounts NFS, which this kernel cannot (no NFS client); csi-sanity
+        // runs one as a process for the node tests that do not mount.
+        "--set",
+        "csi.image.tag=e2e",
+        "--set",
+        "csi.node.enabled=false",
         "--wait",
         "--timeout",
         "180s",
@@ -475,7 +517,7 @@ async fn helm_install(s: &mut Suite) -> Step {
     let objects = s
         .kubectl(&[
             "get",
-            "clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,deployments",
+            "clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,deployments,csidrivers,storageclasses",
             "-A",
             "-l",
             &selector,
@@ -490,6 +532,8 @@ async fn helm_install(s: &mut Suite) -> Step {
         "rolebinding.",
         "serviceaccount/",
         "deployment.",
+        "csidriver.",
+        "storageclass.",
     ] {
         if !objects.lines().any(|l| l.starts_with(kind)) {
             return Err(format!(
@@ -501,8 +545,9 @@ async fn helm_install(s: &mut Suite) -> Step {
     // chart's RBAC lets it, and the reconcile scenarios below prove the rest.
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), OPERATOR_NAMESPACE);
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), OPERATOR_NAMESPACE);
+    let operator_selector = format!("{selector},app.kubernetes.io/name=zeronas-operator");
     let operator_pods = pods
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&operator_selector))
         .await
         .map_err(|e| e.to_string())?;
     let operator_pod = operator_pods
@@ -1198,7 +1243,7 @@ async fn helm_uninstall(s: &mut Suite) -> Step {
     let selector = format!("app.kubernetes.io/instance={RELEASE}");
     let left = eventually("helm uninstall to leave no operator objects", Duration::from_secs(120), || async {
         let out = s
-            .kubectl(&["get", "clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,deployments,replicasets,pods,services", "-A", "-l", &selector, "-o", "name"])
+            .kubectl(&["get", "clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,deployments,replicasets,pods,services,csidrivers,storageclasses", "-A", "-l", &selector, "-o", "name"])
             .await
             .ok()?;
         out.trim().is_empty().then_some(())
@@ -1306,6 +1351,31 @@ async fn zeronas_on_a_real_control_plane() {
         suite,
         "foreground delete (as Argo CD sends) under Retain: the backing claim and data kept",
         foreground_delete_retains
+    );
+    scenario!(
+        suite,
+        "csi-sanity against the chart's CSI controller (identity, controller; node without mounts)",
+        csi_sanity
+    );
+    scenario!(
+        suite,
+        "PVC of class zeronas: Bound to a Ready NasVolume, HTTP and NFS through the pod IP",
+        csi_claim
+    );
+    scenario!(
+        suite,
+        "growing the PVC grows the share (external-resizer, no node step)",
+        csi_expand
+    );
+    scenario!(
+        suite,
+        "StatefulSet volumeClaimTemplates of class zeronas: one share per replica",
+        csi_statefulset
+    );
+    scenario!(
+        suite,
+        "reclaim policy Delete removes the NasVolume; Retain keeps it",
+        csi_reclaim
     );
     scenario!(
         suite,

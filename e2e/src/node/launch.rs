@@ -25,14 +25,19 @@ pub fn binary_for<'a>(images: &'a BTreeMap<String, PathBuf>, image: &str) -> Opt
 /// Rewrites one container argument for a process on the host: a listen address on all
 /// interfaces (`0.0.0.0:PORT`) becomes the pod IP, so pods never collide on a port and
 /// listen only on their own loopback address; a path under a volume's `mountPath` becomes
-/// the folder that volume maps to. Mounts are (mountPath, host folder), longest path first.
+/// the folder that volume maps to (also behind a `unix://` scheme, as CSI endpoints are
+/// written). Mounts are (mountPath, host folder), longest path first.
 pub fn rewrite_arg(arg: &str, ip: Ipv4Addr, mounts: &[(String, PathBuf)]) -> String {
     let arg = arg.replace("0.0.0.0:", &format!("{ip}:"));
     // A path can be the whole argument or the value of `--flag=PATH`.
-    let (prefix, value) = match arg.split_once('=') {
+    let (mut prefix, mut value) = match arg.split_once('=') {
         Some((flag, value)) if flag.starts_with('-') => (format!("{flag}="), value.to_owned()),
         _ => (String::new(), arg.clone()),
     };
+    if let Some(path) = value.strip_prefix("unix://") {
+        prefix.push_str("unix://");
+        value = path.to_owned();
+    }
     for (mount_path, host) in mounts {
         let mount_path = mount_path.trim_end_matches('/');
         if value == mount_path {
@@ -132,6 +137,10 @@ mod tests {
         assert_eq!(r("/data/x/y"), "/tmp/pv-1/x/y");
         assert_eq!(r("--root=/data"), "--root=/tmp/pv-1");
         assert_eq!(r("/database"), "/database");
+        assert_eq!(
+            r("--endpoint=unix:///data/csi.sock"),
+            "--endpoint=unix:///tmp/pv-1/csi.sock"
+        );
         assert_eq!(r("media"), "media");
     }
 

@@ -15,7 +15,7 @@ pub mod launch;
 mod pod;
 pub mod probe;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,10 +42,18 @@ pub struct NodeConfig {
     pub name: String,
     /// Image repository (without tag) → local binary.
     pub images: BTreeMap<String, PathBuf>,
+    /// Image repositories whose programs (client-go's) read the in-cluster token from a
+    /// fixed path and take no `KUBECONFIG`: they get `--kubeconfig=<the pod's kubeconfig>`
+    /// appended, the stand-in for the token a kubelet mounts.
+    pub kubeconfig_flag_images: BTreeSet<String>,
     /// The /24 pod network (`a.b.c.0`); it must be local (see `scripts/netns.sh`).
     pub pod_network: std::net::Ipv4Addr,
     /// Pod folders (volumes, logs, kubeconfigs) go under `work_dir/pods`.
     pub work_dir: PathBuf,
+    /// emptyDir volumes go to `empty_dir_root/<pod uid>/<volume>`: a short path, because a
+    /// unix socket's path (a CSI driver's, in an emptyDir shared with its sidecars) must fit
+    /// in 108 bytes, which `work_dir` in a deep checkout does not leave.
+    pub empty_dir_root: PathBuf,
     /// The apiserver URL written into pods' kubeconfigs.
     pub api_server: String,
     /// The cluster CA written into pods' kubeconfigs.
@@ -53,6 +61,11 @@ pub struct NodeConfig {
     /// First restart back-off of a crashed container (the kubelet uses 10 s), doubling up
     /// to 5 minutes.
     pub restart_backoff: Duration,
+}
+
+/// Where the node agent keeps emptyDir `volume` of the pod with `uid`.
+pub fn empty_dir(root: &Path, uid: &str, volume: &str) -> PathBuf {
+    root.join(&uid[..uid.len().min(8)]).join(volume)
 }
 
 struct Agent {

@@ -449,7 +449,11 @@ impl Shared {
                     }
                 }
             } else if volume.empty_dir.is_some() {
-                (self.dir.join("volumes").join(&volume.name), true)
+                let uid = self.pod.metadata.uid.as_deref().unwrap_or_default();
+                (
+                    super::empty_dir(&self.config.empty_dir_root, uid, &volume.name),
+                    true,
+                )
             } else if let Some(host) = &volume.host_path {
                 (PathBuf::from(&host.path), false)
             } else if let Some(source) = &volume.secret {
@@ -643,12 +647,23 @@ impl Shared {
             }
         }
         mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-        let args = container
+        let mut args: Vec<String> = container
             .args
             .iter()
             .flatten()
             .map(|a| rewrite_arg(a, self.ip, &mounts))
             .collect();
+        let kubeconfig = extra_env
+            .iter()
+            .find(|(k, _)| k == "KUBECONFIG")
+            .map(|(_, v)| v.clone());
+        if let Some(path) = kubeconfig.filter(|_| {
+            self.config
+                .kubeconfig_flag_images
+                .contains(super::launch::image_repository(&image))
+        }) {
+            args.push(format!("--kubeconfig={path}"));
+        }
         let mut env = container_env(&self.pod, container, self.ip)?;
         env.extend(extra_env);
         let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {

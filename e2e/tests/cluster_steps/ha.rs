@@ -36,6 +36,10 @@ async fn upgrade(s: &Suite, extra: &[&str]) -> Step {
         "image.tag=e2e",
         "--set",
         "dataplaneImage.tag=e2e",
+        "--set",
+        "csi.image.tag=e2e",
+        "--set",
+        "csi.node.enabled=false",
         "--wait",
         "--timeout",
         "120s",
@@ -56,7 +60,8 @@ fn is_ready(pod: &Pod) -> bool {
 /// The operator pods, in name order.
 pub(super) async fn operator_pods(s: &Suite) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), OPERATOR_NAMESPACE);
-    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    let selector =
+        format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=zeronas-operator");
     let mut list = pods
         .list(&ListParams::default().labels(&selector))
         .await
