@@ -19,14 +19,33 @@ fn proto_path() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("ZERONAS_CSI_PROTO") {
         return Ok(PathBuf::from(path));
     }
-    let go = std::env::var("GO").unwrap_or_else(|_| "go".into());
-    let out = Command::new(&go)
-        .args(["mod", "download", "-json", SPEC])
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .current_dir(std::env::var("OUT_DIR").map_err(|e| e.to_string())?)
-        .output()
-        .map_err(|e| format!("running `{go} mod download {SPEC}` (install Go, or set ZERONAS_CSI_PROTO to a csi.proto): {e}"))?;
+    println!("cargo:rerun-if-env-changed=GO");
+    // As the Makefile finds it: $GO, else `go` on the PATH, else Go's default install path.
+    let candidates: Vec<String> = std::env::var("GO")
+        .into_iter()
+        .chain(["go".to_owned(), "/usr/local/go/bin/go".to_owned()])
+        .collect();
+    let out_dir = std::env::var("OUT_DIR").map_err(|e| e.to_string())?;
+    let mut last_error = String::new();
+    let mut output = None;
+    for go in &candidates {
+        match Command::new(go)
+            .args(["mod", "download", "-json", SPEC])
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .current_dir(&out_dir)
+            .output()
+        {
+            Ok(out) => {
+                output = Some((go.clone(), out));
+                break;
+            }
+            Err(e) => last_error = format!("{go}: {e}"),
+        }
+    }
+    let (go, out) = output.ok_or_else(|| {
+        format!("running `go mod download {SPEC}` (install Go, or set ZERONAS_CSI_PROTO to a csi.proto): {last_error}")
+    })?;
     if !out.status.success() {
         return Err(format!(
             "`{go} mod download {SPEC}` failed: {}",

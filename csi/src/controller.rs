@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use tonic::{Request, Response, Status};
@@ -16,8 +18,10 @@ use crate::csi::validate_volume_capabilities_response::Confirmed;
 use crate::csi::*;
 use crate::volume::{self, Existing, Readiness, RequestError, VolumeId, context};
 
-/// How often CreateVolume looks at a NasVolume it waits for.
-const POLL: Duration = Duration::from_millis(250);
+/// How often CreateVolume looks at a NasVolume it waits for: soon at first (a share is
+/// often Ready within a second), then every 2 s, so many waiting calls stay light.
+const POLL_FIRST: Duration = Duration::from_millis(250);
+const POLL_MAX: Duration = Duration::from_secs(2);
 /// Kept back from the caller's deadline, so the answer arrives before it gives up.
 const MARGIN: Duration = Duration::from_millis(500);
 
@@ -38,8 +42,16 @@ fn invalid(e: RequestError) -> Status {
     }
 }
 
+/// An apiserver error as the gRPC code the sidecars act on: a refused object or a missing
+/// permission is final (retrying cannot help), anything else is worth another try.
 fn api_error(what: &str, e: kube::Error) -> Status {
-    Status::unavailable(format!("{what}: {e}"))
+    let message = format!("{what}: {e}");
+    match &e {
+        kube::Error::Api(s) if s.code == 400 || s.code == 422 => Status::invalid_argument(message),
+        kube::Error::Api(s) if s.code == 401 || s.code == 403 => Status::permission_denied(message),
+        kube::Error::Api(s) if s.code == 404 => Status::not_found(message),
+        _ => Status::unavailable(message),
+    }
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
@@ -86,6 +98,45 @@ impl ControllerService {
         Ok((id, nv))
     }
 
+    /// FAILED_PRECONDITION unless the backing claim's StorageClass allows expansion.
+    async fn backing_class_expands(&self, id: &VolumeId, nv: &NasVolume) -> Result<(), Status> {
+        let uid = nv.metadata.uid.as_deref().unwrap_or_default();
+        let claim_name = zeronas_operator::names::OwnedNames::for_volume(&id.name, uid).data_claim;
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &id.namespace);
+        let claim = claims
+            .get_opt(&claim_name)
+            .await
+            .map_err(|e| api_error(&format!("reading claim {claim_name}"), e))?
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "the backing claim {}/{claim_name} does not exist yet",
+                    id.namespace
+                ))
+            })?;
+        let class_name = claim
+            .spec
+            .and_then(|s| s.storage_class_name)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "the backing claim {}/{claim_name} has no storage class to grow with",
+                    id.namespace
+                ))
+            })?;
+        let classes: Api<StorageClass> = Api::all(self.client.clone());
+        let class = classes
+            .get_opt(&class_name)
+            .await
+            .map_err(|e| api_error(&format!("reading StorageClass {class_name}"), e))?;
+        if class.and_then(|c| c.allow_volume_expansion) != Some(true) {
+            return Err(Status::failed_precondition(format!(
+                "the backing StorageClass {class_name} does not allow volume expansion"
+            )));
+        }
+        Ok(())
+    }
+
     /// Waits until the NasVolume is Ready (or gone, when it was being deleted), or the time
     /// is up; `Ok(None)` means it vanished.
     async fn wait(
@@ -93,6 +144,7 @@ impl ControllerService {
         id: &VolumeId,
         until: Instant,
     ) -> Result<Option<(NasVolume, Option<String>)>, Status> {
+        let mut poll = POLL_FIRST;
         loop {
             let Some(nv) = self.get(id).await? else {
                 return Ok(None);
@@ -102,12 +154,14 @@ impl ControllerService {
                 Readiness::Waiting(message) => message,
                 Readiness::Deleting => "a volume of this name is still being deleted".into(),
             };
-            if Instant::now() + POLL > until {
+            let now = Instant::now();
+            if now >= until {
                 return Err(Status::deadline_exceeded(format!(
                     "NasVolume {id} is not Ready yet ({last}); the call may be repeated"
                 )));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll.min(until - now)).await;
+            poll = (poll * 2).min(POLL_MAX);
         }
     }
 }
@@ -121,6 +175,13 @@ fn volume_of(id: &VolumeId, nv: &NasVolume, nfs_server: Option<String>) -> Volum
     ]);
     if let Some(server) = nfs_server {
         volume_context.insert(context::SERVER.to_owned(), server);
+    }
+    if let Some(uid) = nv.metadata.uid.as_deref() {
+        let service = zeronas_operator::names::OwnedNames::for_volume(&id.name, uid).service;
+        volume_context.insert(
+            context::SERVICE.to_owned(),
+            format!("{service}.{}.svc", id.namespace),
+        );
     }
     Volume {
         capacity_bytes: i64::try_from(volume::capacity_of(nv)).unwrap_or(i64::MAX),
@@ -178,7 +239,8 @@ impl Controller for ControllerService {
                         Ok(_) => {
                             tracing::info!(volume = %id, name = %req.name, capacity, "created NasVolume");
                         }
-                        Err(e) if is_conflict(&e) => {}
+                        // Made meanwhile by a concurrent call: read it and compare.
+                        Err(e) if is_conflict(&e) => continue,
                         Err(e) => return Err(api_error(&format!("creating NasVolume {id}"), e)),
                     }
                 }
@@ -376,7 +438,14 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         // What the backing class reports: CSIStorageCapacity objects of its driver for that
         // class (the largest segment, since a share may land on any node). Unknown: 0.
-        let class = req.parameters.get("storageClassName").cloned();
+        // Without the class named, the answer would be some other class's: say unknown.
+        let Some(class) = req.parameters.get("storageClassName").cloned() else {
+            return Ok(Response::new(GetCapacityResponse {
+                available_capacity: 0,
+                maximum_volume_size: None,
+                minimum_volume_size: None,
+            }));
+        };
         let capacities: Api<k8s_openapi::api::storage::v1::CSIStorageCapacity> =
             Api::all(self.client.clone());
         let list = capacities
@@ -386,11 +455,7 @@ impl Controller for ControllerService {
         let largest = list
             .items
             .iter()
-            .filter(|c| {
-                class
-                    .as_deref()
-                    .is_none_or(|class| c.storage_class_name == class)
-            })
+            .filter(|c| c.storage_class_name == class)
             .filter_map(|c| {
                 c.maximum_volume_size
                     .as_ref()
@@ -465,6 +530,10 @@ impl Controller for ControllerService {
         let current = volume::capacity_of(&nv);
         // Shares never shrink (the NasVolume refuses it): a smaller request is already met.
         let capacity = if wanted > current {
+            // The NasVolume's capacity cannot go back down, so a backing class that cannot
+            // grow is refused before anything changes (the operator would serve the old
+            // size, Degraded, while the claim said the new one).
+            self.backing_class_expands(&id, &nv).await?;
             let patch = serde_json::json!({ "spec": { "capacity": volume::quantity(wanted) } });
             self.api(&id.namespace)
                 .patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -132,10 +132,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .clone()
                 .filter(|n| !n.is_empty())
                 .ok_or("node mode needs --node-id (or NODE_NAME)")?;
-            let node = NodeService {
-                node_id,
-                mountinfo: PathBuf::from("/proc/self/mountinfo"),
-            };
+            let node = NodeService::new(node_id);
             Server::builder()
                 .add_service(IdentityServer::new(IdentityService {
                     client: None,

@@ -21,9 +21,28 @@ pub struct NfsMount {
     pub source: String,
     /// MS_RDONLY.
     pub read_only: bool,
+    /// The other `MS_*` flags: `nosuid` and `nodev` always, and what the options ask
+    /// (`noatime`, `noexec`, …), which mount(8) would turn into flags too.
+    pub flags: libc::c_ulong,
     /// The NFS text options (the kernel parses them; no mount.nfs helper is needed).
     pub data: String,
 }
+
+/// Generic mount options that are flags of mount(2), not NFS options (the kernel's NFS
+/// parser refuses them in the data string).
+const FLAG_OPTIONS: [(&str, libc::c_ulong); 9] = [
+    ("noatime", libc::MS_NOATIME),
+    ("nodiratime", libc::MS_NODIRATIME),
+    ("relatime", libc::MS_RELATIME),
+    ("strictatime", libc::MS_STRICTATIME),
+    ("noexec", libc::MS_NOEXEC),
+    ("nosuid", libc::MS_NOSUID),
+    ("nodev", libc::MS_NODEV),
+    ("sync", libc::MS_SYNCHRONOUS),
+    ("dirsync", libc::MS_DIRSYNC),
+];
+/// fstab words with no meaning for mount(2).
+const IGNORED_OPTIONS: [&str; 6] = ["defaults", "_netdev", "auto", "noauto", "user", "nouser"];
 
 /// Why mount options are refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,18 +52,39 @@ pub enum OptionError {
     Refused(String, &'static str),
 }
 
-/// Builds the mount of `server`'s export `share`. `flags` are the volume capability's
-/// `mount_flags` (the PV's `mountOptions`); `ro`/`rw` become the read-only flag.
+/// Builds the mount of `server`'s export `share`. `server` must be an IP address (the
+/// kernel mounts without resolving names). `flags` are the volume capability's
+/// `mount_flags` (the PV's `mountOptions`); `ro`/`rw` and the generic options (`noatime`,
+/// `noexec`, …) become mount(2) flags, the rest NFS options.
 pub fn nfs_mount(
     server: &str,
     share: &str,
     read_only: bool,
     flags: &[String],
 ) -> Result<NfsMount, OptionError> {
+    let address: std::net::IpAddr = server
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| OptionError::Refused(server.to_owned(), "the server must be an IP address"))?;
+    if !share.starts_with('/') || share.bytes().any(|b| b.is_ascii_control() || b == b',') {
+        return Err(OptionError::Refused(
+            share.to_owned(),
+            "the export must be an absolute path",
+        ));
+    }
     let mut read_only = read_only;
+    let mut mount_flags = libc::MS_NOSUID | libc::MS_NODEV;
     let mut options: Vec<String> = DEFAULT_OPTIONS.iter().map(|s| (*s).to_owned()).collect();
     for option in flags.iter().flat_map(|f| f.split(',')).map(str::trim) {
         let key = option.split('=').next().unwrap_or_default();
+        if let Some((_, flag)) = FLAG_OPTIONS.iter().find(|(name, _)| *name == option) {
+            mount_flags |= flag;
+            continue;
+        }
+        if IGNORED_OPTIONS.contains(&option) {
+            continue;
+        }
         match key {
             "" => {}
             "ro" => read_only = true,
@@ -66,17 +106,16 @@ pub fn nfs_mount(
         }
     }
     // The kernel needs the address itself when no mount.nfs helper resolved it.
-    let bare = server.trim_start_matches('[').trim_end_matches(']');
-    options.push(format!("addr={bare}"));
-    options.push(format!("mountaddr={bare}"));
-    let host = if bare.contains(':') {
-        format!("[{bare}]")
-    } else {
-        bare.to_owned()
+    options.push(format!("addr={address}"));
+    options.push(format!("mountaddr={address}"));
+    let host = match address {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
     };
     Ok(NfsMount {
         source: format!("{host}:{share}"),
         read_only,
+        flags: mount_flags,
         data: options.join(","),
     })
 }
@@ -184,6 +223,26 @@ mod tests {
         assert!(m.data.ends_with("addr=fd00::7,mountaddr=fd00::7"));
         assert!(nfs_mount("10.0.0.7", "/", false, &["addr=1.2.3.4".into()]).is_err());
         assert!(nfs_mount("10.0.0.7", "/", false, &["a b".into()]).is_err());
+        // The server is an address, never more options smuggled in.
+        assert!(nfs_mount("10.0.0.7,addr=1.2.3.4", "/", false, &[]).is_err());
+        assert!(nfs_mount("share.ns.svc", "/", false, &[]).is_err());
+        assert!(nfs_mount("10.0.0.7", "/,vers=4", false, &[]).is_err());
+    }
+
+    #[test]
+    fn generic_options_become_flags_and_fstab_words_are_dropped() {
+        let flags = [
+            "noatime,noexec".to_owned(),
+            "defaults,_netdev,timeo=50".to_owned(),
+        ];
+        let m = nfs_mount("10.0.0.7", "/", false, &flags).unwrap();
+        assert_eq!(
+            m.flags,
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME | libc::MS_NOEXEC
+        );
+        assert!(!m.data.contains("noatime") && !m.data.contains("defaults"));
+        assert!(!m.data.contains("_netdev"));
+        assert!(m.data.contains(",timeo=50,"), "{}", m.data);
     }
 
     const MOUNTINFO: &str = "\

@@ -3,9 +3,11 @@
 //! volume stats come from statfs, with a hung or stale server reported as abnormal rather
 //! than hanging the caller.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
@@ -21,6 +23,43 @@ use crate::volume::{self, context};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long mount(2) may take (the kernel's own MOUNT call retries for minutes).
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long resolving the share's Service name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Paths with work under way. A mount, unmount or statfs that outlives its call (a dead
+/// server) keeps its claim in its thread until the kernel returns, so calls on that path do
+/// not pile up stuck threads.
+#[derive(Default, Clone)]
+pub struct Claims(Arc<Mutex<HashSet<PathBuf>>>);
+
+impl Claims {
+    /// Claims `path`; `None` while an earlier claim on it is held.
+    fn claim(&self, path: &Path) -> Option<Arc<Claim>> {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(path.to_owned()).then(|| {
+            Arc::new(Claim {
+                claims: self.clone(),
+                path: path.to_owned(),
+            })
+        })
+    }
+}
+
+/// One claim, released when its last holder drops it.
+pub struct Claim {
+    claims: Claims,
+    path: PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.claims
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.path);
+    }
+}
 
 /// The Node service.
 pub struct NodeService {
@@ -28,6 +67,70 @@ pub struct NodeService {
     pub node_id: String,
     /// `/proc/self/mountinfo`, or another file in tests.
     pub mountinfo: PathBuf,
+    /// Targets with a publish or unpublish under way.
+    operations: Claims,
+    /// Paths with a statfs under way.
+    probes: Claims,
+}
+
+impl NodeService {
+    /// A node service for `node_id` reading the process's own mount table.
+    pub fn new(node_id: String) -> Self {
+        Self {
+            node_id,
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            operations: Claims::default(),
+            probes: Claims::default(),
+        }
+    }
+
+    async fn mounted(&self, target: &Path) -> Result<Option<mount::MountEntry>, Status> {
+        let text = tokio::fs::read_to_string(&self.mountinfo)
+            .await
+            .map_err(|e| Status::internal(format!("reading {}: {e}", self.mountinfo.display())))?;
+        let entries = mount::parse_mountinfo(&text);
+        Ok(mount::mounted_at(&entries, &target.to_string_lossy()).cloned())
+    }
+
+    /// statvfs of `path`, bounded in time; `Err` says why the file system did not answer.
+    /// While an earlier statfs of the path is still stuck, answers at once.
+    async fn probe(&self, path: &Path) -> Result<libc::statvfs, String> {
+        let Some(claim) = self.probes.claim(path) else {
+            return Err(
+                "a statfs from an earlier call has not returned (server unreachable or stale)"
+                    .into(),
+            );
+        };
+        let c = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        bounded(PROBE_TIMEOUT, claim, move || {
+            // SAFETY: statvfs writes into a zeroed struct it is given; the path is
+            // NUL-terminated.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+            if rc == 0 {
+                Ok(st)
+            } else {
+                Err(errno_text(
+                    std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+                ))
+            }
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(format!(
+                "no answer within {} s (server unreachable or stale)",
+                PROBE_TIMEOUT.as_secs()
+            ))
+        })
+    }
+}
+
+fn in_progress(path: &Path) -> Status {
+    // The CSI spec's answer to a call while another on the same volume is running.
+    Status::aborted(format!(
+        "an operation on {} is still in progress",
+        path.display()
+    ))
 }
 
 fn errno_text(errno: i32) -> String {
@@ -40,47 +143,17 @@ fn c_path(path: &Path) -> Result<CString, Status> {
 }
 
 /// Runs blocking file-system work on a thread, giving up after `timeout` (the thread may
-/// stay stuck in the kernel on a dead server; the caller is answered anyway).
+/// stay stuck in the kernel on a dead server, holding `claim`; the caller is answered).
 async fn bounded<T: Send + 'static>(
     timeout: Duration,
+    claim: Arc<Claim>,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
-    let task = tokio::task::spawn_blocking(work);
+    let task = tokio::task::spawn_blocking(move || {
+        let _claim = claim;
+        work()
+    });
     tokio::time::timeout(timeout, task).await.ok()?.ok()
-}
-
-/// statvfs of `path`, bounded in time: `Err` says why the file system did not answer.
-async fn probe(path: PathBuf) -> Result<libc::statvfs, String> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    bounded(PROBE_TIMEOUT, move || {
-        // SAFETY: statvfs writes into a zeroed struct it is given; the path is NUL-terminated.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-        if rc == 0 {
-            Ok(st)
-        } else {
-            Err(errno_text(
-                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            ))
-        }
-    })
-    .await
-    .unwrap_or_else(|| {
-        Err(format!(
-            "no answer within {} s (server unreachable or stale)",
-            PROBE_TIMEOUT.as_secs()
-        ))
-    })
-}
-
-impl NodeService {
-    async fn mounted(&self, target: &Path) -> Result<Option<mount::MountEntry>, Status> {
-        let text = tokio::fs::read_to_string(&self.mountinfo)
-            .await
-            .map_err(|e| Status::internal(format!("reading {}: {e}", self.mountinfo.display())))?;
-        let entries = mount::parse_mountinfo(&text);
-        Ok(mount::mounted_at(&entries, &target.to_string_lossy()).cloned())
-    }
 }
 
 fn required<'a>(value: &'a str, what: &str) -> Result<&'a str, Status> {
@@ -89,6 +162,28 @@ fn required<'a>(value: &'a str, what: &str) -> Result<&'a str, Status> {
     } else {
         Ok(value)
     }
+}
+
+/// The server to mount: the Service name in the volume context resolved now (so a Service
+/// made anew with another ClusterIP is followed), else the address recorded at creation.
+async fn server_address(context: &HashMap<String, String>) -> Option<String> {
+    if let Some(name) = context.get(context::SERVICE) {
+        let lookup = tokio::net::lookup_host((name.as_str(), 2049));
+        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(mut addresses)) => {
+                if let Some(address) = addresses.next() {
+                    return Some(address.ip().to_string());
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(service = %name, error = %e, "not resolved; using the recorded address");
+            }
+            Err(_) => {
+                tracing::warn!(service = %name, "resolving timed out; using the recorded address");
+            }
+        }
+    }
+    context.get(context::SERVER).cloned()
 }
 
 fn capability(rpc: Rpc) -> NodeServiceCapability {
@@ -129,9 +224,13 @@ impl Node for NodeService {
         let capability = req
             .volume_capability
             .ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
-        volume::check_capabilities(std::slice::from_ref(&capability))
+        let writes = volume::check_capabilities(std::slice::from_ref(&capability))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let server = req.volume_context.get(context::SERVER).ok_or_else(|| {
+        let claim = self
+            .operations
+            .claim(&target)
+            .ok_or_else(|| in_progress(&target))?;
+        let server = server_address(&req.volume_context).await.ok_or_else(|| {
             Status::failed_precondition(format!(
                 "volume {volume_id} has no NFS server in its context (is nfs among the class's protocols?)"
             ))
@@ -140,7 +239,9 @@ impl Node for NodeService {
             .volume_context
             .get(context::SHARE)
             .map_or("/", String::as_str);
+        // A reader-only access mode (ReadOnlyMany) mounts read-only too.
         let read_only = req.readonly
+            || !writes
             || req
                 .volume_context
                 .get(context::READ_ONLY)
@@ -150,7 +251,7 @@ impl Node for NodeService {
             Some(volume_capability::AccessType::Mount(m)) => m.mount_flags.clone(),
             _ => Vec::new(),
         };
-        let wanted: NfsMount = mount::nfs_mount(server, share, read_only, &flags)
+        let wanted: NfsMount = mount::nfs_mount(&server, share, read_only, &flags)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
 
         if let Some(existing) = self.mounted(&target).await? {
@@ -183,9 +284,8 @@ impl Node for NodeService {
         let data = CString::new(wanted.data.clone())
             .map_err(|_| Status::invalid_argument("mount options hold a NUL byte"))?;
         let c_target = c_path(&target)?;
-        let flags =
-            if wanted.read_only { libc::MS_RDONLY } else { 0 } | libc::MS_NOSUID | libc::MS_NODEV;
-        let outcome = bounded(MOUNT_TIMEOUT, move || {
+        let flags = if wanted.read_only { libc::MS_RDONLY } else { 0 } | wanted.flags;
+        let outcome = bounded(MOUNT_TIMEOUT, claim, move || {
             // SAFETY: every pointer is a NUL-terminated string that outlives the call.
             let rc = unsafe {
                 libc::mount(
@@ -230,17 +330,21 @@ impl Node for NodeService {
         let req = request.into_inner();
         let volume_id = required(&req.volume_id, "volume_id")?.to_owned();
         let target = PathBuf::from(required(&req.target_path, "target_path")?);
+        let claim = self
+            .operations
+            .claim(&target)
+            .ok_or_else(|| in_progress(&target))?;
         if self.mounted(&target).await?.is_some() {
             // A server that does not answer would hang a plain unmount: detach it lazily
             // and abort its pending calls instead.
-            let stale = probe(target.clone()).await.err();
+            let stale = self.probe(&target).await.err();
             let how = if stale.is_some() {
                 libc::MNT_DETACH | libc::MNT_FORCE
             } else {
                 0
             };
             let c_target = c_path(&target)?;
-            let outcome = bounded(MOUNT_TIMEOUT, move || {
+            let outcome = bounded(MOUNT_TIMEOUT, claim.clone(), move || {
                 // SAFETY: the path is NUL-terminated and outlives the call.
                 let rc = unsafe { libc::umount2(c_target.as_ptr(), how) };
                 if rc == 0 {
@@ -280,6 +384,7 @@ impl Node for NodeService {
                 )));
             }
         }
+        drop(claim);
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
 
@@ -302,7 +407,7 @@ impl Node for NodeService {
                 ))),
             };
         }
-        let response = match probe(path).await {
+        let response = match self.probe(&path).await {
             Ok(st) => {
                 let frsize = st.f_frsize as i64;
                 let total = st.f_blocks as i64 * frsize;
@@ -370,5 +475,31 @@ impl Node for NodeService {
             max_volumes_per_node: 0,
             accessible_topology: None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_is_claimed_once_until_every_holder_lets_go() {
+        let claims = Claims::default();
+        let path = Path::new("/var/lib/kubelet/pods/p/volumes/x/mount");
+        let first = claims.claim(path).expect("free");
+        assert!(claims.claim(path).is_none(), "a second operation waits");
+        assert!(
+            claims.claim(Path::new("/other")).is_some(),
+            "other paths are free"
+        );
+        // A stuck thread holds a clone: the path stays claimed after the call returned.
+        let held_by_thread = first.clone();
+        drop(first);
+        assert!(claims.claim(path).is_none());
+        drop(held_by_thread);
+        assert!(
+            claims.claim(path).is_some(),
+            "released with the last holder"
+        );
     }
 }

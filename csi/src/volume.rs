@@ -294,6 +294,12 @@ pub fn spec_for(
         }
     }
     spec.resources = resources;
+    if !spec.protocols.contains(&Protocol::Nfs) {
+        return Err(RequestError::Parameter {
+            key: "protocols".into(),
+            why: "must include nfs: the nodes mount the share over NFS".into(),
+        });
+    }
     if spec.read_only && writes {
         return Err(RequestError::Capability(
             "a writer access mode was asked of a readOnly class".into(),
@@ -427,8 +433,11 @@ pub fn capacity_of(nv: &NasVolume) -> u64 {
 
 /// `volume_context` keys NodePublishVolume reads.
 pub mod context {
-    /// The NFS server (the share's Service ClusterIP).
+    /// The NFS server (the share's Service ClusterIP when the volume was made).
     pub const SERVER: &str = "server";
+    /// The share's Service, `<name>.<namespace>.svc`: the node resolves it when it can,
+    /// so a Service made anew (another ClusterIP) is still found.
+    pub const SERVICE: &str = "service";
     /// The export path (`/`).
     pub const SHARE: &str = "share";
     /// The NasVolume, `<namespace>/<name>`.
@@ -568,6 +577,7 @@ mod tests {
         for (key, value) in [
             ("colour", "blue"),
             ("protocols", "nfs,smb"),
+            ("protocols", "http"),
             ("identity", "Root"),
             ("readOnly", "yes"),
             ("clients", "10.0.0.0/8"),
