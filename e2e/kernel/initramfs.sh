@@ -2,6 +2,8 @@
 # Builds the guest's initramfs: busybox-static with one link per applet, the kernel's NFS
 # client modules (from prepare.sh's folder), /init and the workload, users for the steps.
 # Usage: initramfs.sh KERNEL_DIR OUT.cpio.gz FILE...   (each FILE is copied to the guest's /)
+# EXTRA_ROOTS: folders (images/rootfs.sh output: a binary and the libraries it links) merged
+# into the guest's / first, their binaries stripped of debug sections.
 set -euo pipefail
 kernel=$1 out=$2
 shift 2
@@ -20,6 +22,10 @@ for applet in $("$busybox" --list); do
   # `busybox` itself is in the list: a link named busybox would replace the binary.
   [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
 done
+for extra in ${EXTRA_ROOTS:-}; do
+  cp -a "$extra/." "$root/"
+done
+if [ -d "$root/usr/local/bin" ]; then strip --strip-debug "$root"/usr/local/bin/*; fi
 cp "$kernel"/modules/*.ko "$kernel/modules.load" "$root/modules/"
 cp "$here/init.sh" "$root/init"
 for f in "$@"; do cp "$f" "$root/"; done

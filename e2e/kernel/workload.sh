@@ -136,4 +136,6 @@ for mode in $MODES; do
   step quota-enospc w_quota
   step umount umount "$m"
 done
+# The CSI node plugin against the posix share (e2e/kernel/csi.sh).
+[ -x /usr/local/bin/zeronas-csi ] && sh /csi.sh "$CSI_PORT" "$CAPACITY_KB_posix"
 echo "ZN-END $(cut -d' ' -f1 /proc/uptime)"

@@ -9,7 +9,10 @@
 //! the rendered PV's mount options through QEMU's user-mode network (the guest's 10.0.2.2 is
 //! this machine's loopback) and runs `e2e/kernel/workload.sh`. Every step prints one line;
 //! the test fails on any failed or missing step, checks what the guest wrote on disk here,
-//! and restarts a dataplane (SIGKILL) while the guest's 64 MiB write is arriving.
+//! and restarts a dataplane (SIGKILL) while the guest's 64 MiB write is arriving. Then the CSI
+//! node plugin runs in the guest (`e2e/kernel/csi.sh`): kubelet's publish, stats and
+//! unpublish calls, made with the `csi_node_call` example, mount the posix share with the
+//! kernel client; the dataplane is stopped (SIGSTOP) to show a stale server.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -35,6 +38,8 @@ const USER_STEPS: usize = 20;
 /// Steps the workload runs as root around them, per mode (mount, df, database, parallel,
 /// many files, restart, quota, umount).
 const ROOT_STEPS: usize = 8;
+/// Steps of the CSI node plugin in the guest (csi.sh).
+const CSI_STEPS: usize = 8;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,6 +69,7 @@ struct Share {
     run_as: RunAs,
     command: Vec<String>,
     mount_options: String,
+    nfs_port: u16,
     capacity: u64,
     log: PathBuf,
     child: Option<Child>,
@@ -156,6 +162,7 @@ fn render(mode: &'static str, work: &Path) -> Share {
         run_as,
         command,
         mount_options,
+        nfs_port,
         capacity,
         child: None,
     }
@@ -246,6 +253,18 @@ impl Share {
         );
     }
 
+    /// SIGSTOP (`stop`) or SIGCONT: a server that stops answering, and comes back.
+    fn pause(&self, stop: bool) {
+        let child = self.child.as_ref().expect("a running dataplane");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
+        let signal = if stop {
+            rustix::process::Signal::STOP
+        } else {
+            rustix::process::Signal::CONT
+        };
+        rustix::process::kill_process(pid, signal).expect("signal the dataplane");
+    }
+
     /// SIGKILL (a crash, as a node losing the pod would cause), then waits.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -329,17 +348,43 @@ fn kernel_client_workload_in_both_identity_modes() {
         ));
         println!("{}: mount options {}", share.mode, share.mount_options);
     }
+    let posix = shares
+        .iter()
+        .find(|s| s.mode == "posix")
+        .expect("a posix share");
+    config.push_str(&format!("CSI_PORT={}\n", posix.nfs_port));
     let config_file = work.join("config.sh");
     std::fs::write(&config_file, &config).expect("config.sh");
+
+    // The CSI node plugin and the client that plays kubelet, with the libraries they link.
+    let mut extra_roots = Vec::new();
+    for (name, path) in [
+        ("zeronas-csi", binary("csi")),
+        (
+            "csi_node_call",
+            repo().join("target/debug/examples/csi_node_call"),
+        ),
+    ] {
+        let root = work.join(format!("rootfs-{name}"));
+        let status = Command::new(repo().join("images/rootfs.sh"))
+            .arg(&path)
+            .arg(&root)
+            .status()
+            .expect("rootfs.sh runs");
+        assert!(status.success(), "rootfs.sh {} failed", path.display());
+        extra_roots.push(root.display().to_string());
+    }
 
     let initrd = work.join("initrd.gz");
     let kernel_dir = repo().join("e2e/kernel");
     let status = Command::new(kernel_dir.join("initramfs.sh"))
+        .env("EXTRA_ROOTS", extra_roots.join(" "))
         .arg(&kernel)
         .arg(&initrd)
         .arg(kernel_dir.join("workload.sh"))
         .arg(kernel_dir.join("steps.sh"))
         .arg(kernel_dir.join("lib.sh"))
+        .arg(kernel_dir.join("csi.sh"))
         .arg(&config_file)
         .status()
         .expect("initramfs.sh runs");
@@ -425,6 +470,13 @@ fn kernel_client_workload_in_both_identity_modes() {
                 written as f64 / 1048576.0
             ));
         }
+        if line == "ZN-CSI-STOP" || line == "ZN-CSI-CONT" {
+            let posix = shares
+                .iter()
+                .find(|s| s.mode == "posix")
+                .expect("a posix share");
+            posix.pause(line == "ZN-CSI-STOP");
+        }
         if line.starts_with("ZN-") {
             println!("{line}");
         }
@@ -450,7 +502,7 @@ fn kernel_client_workload_in_both_identity_modes() {
         work.join("console.log").display()
     );
     assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
-    let expected = 2 * (2 * USER_STEPS + ROOT_STEPS) + 1;
+    let expected = 2 * (2 * USER_STEPS + ROOT_STEPS) + 1 + CSI_STEPS;
     assert_eq!(
         steps.len(),
         expected,
@@ -497,6 +549,11 @@ fn kernel_client_workload_in_both_identity_modes() {
             assert_eq!(owner("root/b.txt"), Some(0));
             assert_eq!(owner("pgdata/PG_VERSION"), Some(999));
             assert_eq!(owner("alice/many/file-700"), Some(1000));
+            assert_eq!(
+                std::fs::read_to_string(share.dir.join("csi/hello.txt")).ok(),
+                Some("through csi\n".to_owned()),
+                "the file written through the CSI node plugin's mount"
+            );
         } else {
             let foreign: Vec<_> = files
                 .iter()
@@ -517,9 +574,9 @@ fn kernel_client_workload_in_both_identity_modes() {
         .cloned()
         .collect();
     println!(
-        "kernel client: {} steps passed ({} per mode); restarts {}; guest {guest_seconds:.1} s (uptime marks: {}); whole test {:.1} s",
+        "kernel client: {} steps passed ({} per mode, {CSI_STEPS} of the CSI node plugin); restarts {}; guest {guest_seconds:.1} s (uptime marks: {}); whole test {:.1} s",
         steps.len(),
-        steps.len() / 2,
+        (steps.len() - CSI_STEPS) / 2,
         restarts.join(", "),
         per_mode.join(", "),
         started.elapsed().as_secs_f64()
