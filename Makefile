@@ -86,6 +86,21 @@ chart: $(HELM)
 	grep -q -- '--api-qps=200' target/chart-controller.yaml
 	grep -q -- '--api-burst=400' target/chart-controller.yaml
 	grep -q -- '--max-concurrent-reconciles=16' target/chart-controller.yaml
+	$(HELM) template zeronas charts/zeronas > target/chart-csi.yaml
+	grep -q "kind: CSIDriver" target/chart-csi.yaml
+	grep -q "provisioner: csi.zeronas.io" target/chart-csi.yaml
+	grep -q "kind: DaemonSet" target/chart-csi.yaml
+	grep -A60 "kind: DaemonSet" target/chart-csi.yaml | grep -q "runAsUser: 0"
+	@if $(HELM) template zeronas charts/zeronas --set csi.enabled=false | grep -q "csi.zeronas.io"; then \
+		echo "csi.enabled=false still rendered CSI objects" >&2; exit 1; fi
+	$(HELM) template zeronas charts/zeronas --set csi.storageClass.default=true \
+		--set csi.storageClass.parameters.identity=Squash --set 'csi.storageClass.mountOptions={soft}' \
+		| grep -A24 "kind: StorageClass" > target/chart-class.yaml
+	grep -q 'storageclass.kubernetes.io/is-default-class: "true"' target/chart-class.yaml
+	grep -q 'identity: "Squash"' target/chart-class.yaml
+	grep -q -- '- soft' target/chart-class.yaml
+	@if $(HELM) template zeronas charts/zeronas --set csi.storageClass.parameters.colour=blue > /dev/null 2>&1; then \
+		echo "values.schema.json accepted an unknown StorageClass parameter" >&2; exit 1; fi
 
 ## e2e: a real control plane (built once from Go modules), the chart, the operator and a dataplane
 ## run by the test node agent, the CSI driver with external-provisioner, external-resizer and

@@ -112,18 +112,28 @@ if [ -d "$root/usr" ]; then
     ok "operator: render runs from the image as uid 65532" ||
     fail "operator: render from the image: $(cat "$work/render.err")"
 fi
-# The CSI node plugin from its image: it serves its socket, and a stale socket file left by a
-# killed predecessor does not stop it (the controller needs a cluster; e2e runs it).
+# The CSI driver from its image: the node plugin as the chart's DaemonSet runs it (uid 0, a
+# root-owned plugin folder) serves its socket, a stale socket file left by a killed
+# predecessor does not stop it; the controller as the image's user says what it lacks
+# without a cluster (e2e runs it against one).
 root=$work/csi
 if [ -d "$root/usr" ]; then
-  mkdir -p "$root/csi" && chown 65532:65532 "$root/csi" && : > "$root/csi/csi.sock"
-  chroot --userspec=65532:65532 "$root" /usr/local/bin/zeronas-csi --mode node --node-id n1 \
+  mkdir -p "$root/csi" && : > "$root/csi/csi.sock"
+  chroot --userspec=0:0 "$root" /usr/local/bin/zeronas-csi --mode node --node-id n1 \
     --endpoint unix:///csi/csi.sock > "$work/csi.out" 2> "$work/csi.err" &
   pids+=($!)
   for _ in $(seq 50); do [ -S "$root/csi/csi.sock" ] && break; sleep 0.1; done
   [ -S "$root/csi/csi.sock" ] &&
-    ok "csi: the node plugin serves its socket from the image as uid 65532" ||
+    ok "csi: the node plugin serves its socket from the image as uid 0, replacing a stale one" ||
     fail "csi: node plugin from the image: $(cat "$work/csi.err")"
+  if chroot --userspec=65532:65532 "$root" /usr/local/bin/zeronas-csi --mode controller \
+      --kubeconfig /nonexistent --endpoint unix:///tmp/c.sock 2> "$work/csi-c.err"; then
+    fail "csi: the controller started without a cluster"
+  else
+    grep -q "/nonexistent" "$work/csi-c.err" &&
+      ok "csi: the controller runs from the image as uid 65532 and names the missing kubeconfig" ||
+      fail "csi: controller from the image: $(cat "$work/csi-c.err")"
+  fi
 fi
 echo "images: $passed passed, $failed failed"
 [ "$failed" = 0 ]
