@@ -1,18 +1,13 @@
 //! Mount rules without I/O: the NFS options a publish mounts with, and what
 //! `/proc/self/mountinfo` says is mounted where.
 
-/// Options every share is mounted with, as the operator's own PersistentVolumes do: NFSv3
-/// over TCP, MOUNT on the NFS port (no rpcbind), no lock manager, hard (no silent data
-/// loss). The StorageClass `mountOptions` come after them, so they win.
-pub const DEFAULT_OPTIONS: [&str; 7] = [
-    "vers=3",
-    "proto=tcp",
-    "port=2049",
-    "mountport=2049",
-    "mountproto=tcp",
-    "nolock",
-    "hard",
-];
+/// Options every share is mounted with, the operator's own PersistentVolumes' (NFSv3 over
+/// TCP, MOUNT on the NFS port: no rpcbind, no lock manager) and `hard` (no silent data loss).
+/// The StorageClass `mountOptions` come after them, so they win.
+pub fn default_options() -> impl Iterator<Item = &'static str> {
+    use zeronas_operator::reconcile::share::{HARD, MOUNT_OPTIONS};
+    MOUNT_OPTIONS.into_iter().chain([HARD])
+}
 
 /// What mount(2) gets for one publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +70,7 @@ pub fn nfs_mount(
     }
     let mut read_only = read_only;
     let mut mount_flags = libc::MS_NOSUID | libc::MS_NODEV;
-    let mut options: Vec<String> = DEFAULT_OPTIONS.iter().map(|s| (*s).to_owned()).collect();
+    let mut options: Vec<String> = default_options().map(str::to_owned).collect();
     for option in flags.iter().flat_map(|f| f.split(',')).map(str::trim) {
         let key = option.split('=').next().unwrap_or_default();
         if let Some((_, flag)) = FLAG_OPTIONS.iter().find(|(name, _)| *name == option) {

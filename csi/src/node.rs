@@ -133,6 +133,15 @@ fn in_progress(path: &Path) -> Status {
     ))
 }
 
+/// A libc return code as `Err(errno)` when it failed.
+fn errno_of(rc: libc::c_int) -> Result<(), i32> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
 fn errno_text(errno: i32) -> String {
     std::io::Error::from_raw_os_error(errno).to_string()
 }
@@ -296,11 +305,7 @@ impl Node for NodeService {
                     data.as_ptr().cast(),
                 )
             };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-            }
+            errno_of(rc)
         })
         .await;
         match outcome {
@@ -346,12 +351,7 @@ impl Node for NodeService {
             let c_target = c_path(&target)?;
             let outcome = bounded(MOUNT_TIMEOUT, claim.clone(), move || {
                 // SAFETY: the path is NUL-terminated and outlives the call.
-                let rc = unsafe { libc::umount2(c_target.as_ptr(), how) };
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-                }
+                errno_of(unsafe { libc::umount2(c_target.as_ptr(), how) })
             })
             .await;
             match outcome {
