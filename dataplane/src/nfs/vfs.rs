@@ -21,7 +21,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -183,6 +183,13 @@ pub struct Vfs {
     walking: Mutex<()>,
     /// When the last finished walk started (read without waiting for a walk).
     last_walk: Mutex<Option<Instant>>,
+    /// Whether a folder changed while the last walk read it (a rename storm can hide a
+    /// live file from a readdir): a miss in such a walk proves nothing.
+    last_walk_unsettled: AtomicBool,
+    /// Handles missed by unsettled walks, and when that first happened: alive (JUKEBOX)
+    /// for [`ABSENT_FOR`], then STALE, so a file deleted in a busy share is not retried
+    /// for ever.
+    unsettled_misses: Mutex<HashMap<(u64, u32), Instant>>,
     /// Requests waiting for a walk now.
     waiters: AtomicUsize,
     /// Handles the last walks did not find, and when that walk started.
@@ -319,6 +326,8 @@ impl Vfs {
             index: RwLock::new(Index::default()),
             walking: Mutex::new(()),
             last_walk: Mutex::new(None),
+            last_walk_unsettled: AtomicBool::new(false),
+            unsettled_misses: Mutex::new(HashMap::new()),
             waiters: AtomicUsize::new(0),
             absent: Mutex::new(HashMap::new()),
             walks: AtomicU64::new(0),
@@ -357,7 +366,8 @@ impl Vfs {
         let started = Instant::now();
         let sequence = self.index.read().map(|i| i.sequence).unwrap_or(0);
         self.walks.fetch_add(1, Ordering::Relaxed);
-        let found = self.walk();
+        let (found, unsettled) = self.walk();
+        self.last_walk_unsettled.store(unsettled, Ordering::Release);
         if let Ok(mut index) = self.index.write() {
             // Entries changed while the walk ran are newer than what it saw; entries older
             // than the walk that it did not find are gone.
@@ -381,9 +391,16 @@ impl Vfs {
         *self.last_walk.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
     }
 
-    /// Every file and folder of the share by inode (one path each).
-    fn walk(&self) -> HashMap<u64, PathBuf> {
+    /// Every file and folder of the share by inode (one path each), and whether a folder
+    /// changed while it was read (its change time moved).
+    fn walk(&self) -> (HashMap<u64, PathBuf>, bool) {
         let mut found = HashMap::new();
+        let mut unsettled = false;
+        let changed_at = |fd: &OwnedFd| {
+            rustix::fs::fstat(fd)
+                .map(|st| (st.st_ctime, st.st_ctime_nsec))
+                .ok()
+        };
         let mut pending = vec![PathBuf::new()];
         while let Some(dir) = pending.pop() {
             // Each folder is opened beneath the root without following any symlink, so a
@@ -391,6 +408,7 @@ impl Vfs {
             let Ok(fd) = self.list_fd(&dir) else {
                 continue;
             };
+            let before = changed_at(&fd);
             let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
                 continue;
             };
@@ -411,8 +429,9 @@ impl Vfs {
                 }
                 found.entry(attr.fileid).or_insert(rel);
             }
+            unsettled |= before.is_none() || changed_at(&fd) != before;
         }
-        found
+        (found, unsettled)
     }
 
     /// Whether a walk that started less than [`ABSENT_FOR`] ago did not find `key`.
@@ -473,12 +492,27 @@ impl Vfs {
                 .read()
                 .ok()
                 .and_then(|i| i.paths.get(&fh.ino).map(|(rel, _)| rel.clone()));
-            if let Some(rel) = known
-                && let Ok(attr) = self.stat(&rel)
+            let found = known
+                .as_ref()
+                .and_then(|rel| self.stat(rel).ok().map(|attr| (rel.clone(), attr)));
+            if let Some((rel, attr)) = &found
                 && attr.fileid == fh.ino
-                && attr.generation == fh.generation
             {
-                return Ok(Node { rel, attr });
+                if attr.generation == fh.generation {
+                    return Ok(Node {
+                        rel: rel.clone(),
+                        attr: *attr,
+                    });
+                }
+                if attempt == 1 {
+                    // The inode number was reused by another file: the handle's is gone.
+                    break;
+                }
+            }
+            if attempt == 1 && known.is_some() {
+                // The walk found the file, and it moved again before it could be looked
+                // at (a rename storm): alive, so never STALE; the client tries again.
+                return Err(VfsError::Busy);
             }
             if attempt == 0 {
                 if self.known_absent(key) {
@@ -495,6 +529,22 @@ impl Vfs {
                 self.walk_after(asked);
                 self.waiters.fetch_sub(1, Ordering::AcqRel);
             }
+        }
+        if self.last_walk_unsettled.load(Ordering::Acquire) {
+            // Folders changed under the walk: the file may have been between two names.
+            // Alive for a while (the client tries again), unless walks keep missing it.
+            let mut misses = self
+                .unsettled_misses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if misses.len() >= ABSENT_MAX {
+                misses.clear();
+            }
+            let first = *misses.entry(key).or_insert_with(Instant::now);
+            if first.elapsed() < ABSENT_FOR {
+                return Err(VfsError::Busy);
+            }
+            misses.remove(&key);
         }
         self.note_absent(key);
         Err(VfsError::Stale)
@@ -848,6 +898,69 @@ mod tests {
             Err(VfsError::Stale)
         ));
         assert_eq!(vfs.walks(), walks);
+    }
+
+    #[test]
+    fn a_rename_storm_never_makes_a_live_file_stale_and_a_deleted_one_ends_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let vfs = Vfs::open(dir.path(), "s").unwrap();
+        std::fs::write(dir.path().join("a"), b"x").unwrap();
+        let attr = vfs.stat(Path::new("a")).unwrap();
+        let handle = vfs.handle(&attr).encode();
+        // The file moves between two names, and another file churns in the same folder,
+        // as fast as possible: walks race the renames.
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let storm = {
+            let (stop, root) = (std::sync::Arc::clone(&stop), dir.path().to_owned());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::rename(root.join("a"), root.join("b"));
+                    let _ = std::fs::write(root.join("churn"), b"y");
+                    let _ = std::fs::rename(root.join("b"), root.join("a"));
+                    let _ = std::fs::remove_file(root.join("churn"));
+                }
+            })
+        };
+        let started = Instant::now();
+        let (mut found, mut busy) = (0, 0);
+        while started.elapsed() < Duration::from_millis(700) {
+            match vfs.resolve(&handle) {
+                Ok(_) => found += 1,
+                Err(VfsError::Busy) => busy += 1,
+                Err(other) => {
+                    panic!("a live file was answered {other:?} ({found} found, {busy} busy)")
+                }
+            }
+        }
+        assert!(found > 0);
+        // Deleted while the folder keeps changing: STALE once walks have missed it for
+        // ABSENT_FOR, not JUKEBOX for ever.
+        stop.store(true, Ordering::Relaxed);
+        storm.join().unwrap();
+        let _ = std::fs::remove_file(dir.path().join("a"));
+        let _ = std::fs::remove_file(dir.path().join("b"));
+        vfs.forget(attr.fileid);
+        let churn = {
+            let root = dir.path().to_owned();
+            std::thread::spawn(move || {
+                let until = Instant::now() + ABSENT_FOR + Duration::from_secs(2);
+                while Instant::now() < until {
+                    let _ = std::fs::write(root.join("churn"), b"y");
+                    let _ = std::fs::remove_file(root.join("churn"));
+                }
+            })
+        };
+        let deadline = Instant::now() + ABSENT_FOR + Duration::from_secs(2);
+        let outcome = loop {
+            match vfs.resolve(&handle) {
+                Err(VfsError::Busy) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.map(|n| n.rel),
+            }
+        };
+        churn.join().unwrap();
+        assert!(matches!(outcome, Err(VfsError::Stale)), "{outcome:?}");
     }
 
     #[test]
