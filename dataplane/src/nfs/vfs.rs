@@ -516,7 +516,7 @@ impl Vfs {
             }
             if attempt == 0 {
                 if self.known_absent(key) {
-                    break;
+                    return Err(VfsError::Stale);
                 }
                 if self.waiters.fetch_add(1, Ordering::AcqRel) >= WALK_WAITERS {
                     self.waiters.fetch_sub(1, Ordering::AcqRel);
