@@ -392,7 +392,9 @@ impl Vfs {
     }
 
     /// Every file and folder of the share by inode (one path each), and whether a folder
-    /// changed while it was read (its change time moved).
+    /// changed while it was read: its change time moved, or an entry vanished between
+    /// readdir and statx (timestamps are coarse: two changes in one clock tick leave the
+    /// same ctime, so the vanished entry is the surer sign).
     fn walk(&self) -> (HashMap<u64, PathBuf>, bool) {
         let mut found = HashMap::new();
         let mut unsettled = false;
@@ -420,8 +422,13 @@ impl Vfs {
                 {
                     continue;
                 }
-                let Ok(attr) = statx_at(&fd, name) else {
-                    continue;
+                let attr = match statx_at(&fd, name) {
+                    Ok(attr) => attr,
+                    Err(e) => {
+                        // Listed, then gone: something moved it during the walk.
+                        unsettled |= e.kind() == io::ErrorKind::NotFound;
+                        continue;
+                    }
                 };
                 let rel = dir.join(name);
                 if attr.ftype == ftype::DIR {
