@@ -74,6 +74,9 @@ struct Shared {
     config: Arc<NodeConfig>,
     start_time: Time,
     containers: Mutex<Vec<ContainerRecord>>,
+    /// Held from reading the records to the status patch, so patches land in the order of
+    /// the changes (two containers starting at once once left a pod at 2/3 for good).
+    publishing: Mutex<()>,
 }
 
 fn now() -> Time {
@@ -124,6 +127,7 @@ pub(crate) fn start(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: Ipv4A
         config,
         start_time: now(),
         containers: Mutex::new(containers),
+        publishing: Mutex::new(()),
     });
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run_pod(shared, stop_rx));
@@ -407,6 +411,7 @@ impl Shared {
 
     /// Patches the Pod status from the container records.
     async fn publish(&self) {
+        let _in_order = self.publishing.lock().await;
         let status = {
             let containers = self.containers.lock().await;
             pod_status(&containers, self.ip, &self.start_time)
