@@ -87,12 +87,7 @@ impl ControllerService {
         let not_found = || Status::not_found(format!("volume {volume_id:?} does not exist"));
         let id = VolumeId::parse(volume_id).ok_or_else(not_found)?;
         let nv = self.get(&id).await?.ok_or_else(not_found)?;
-        let labelled = nv
-            .metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(volume::LABEL_PROVISIONED));
-        if !labelled || nv.metadata.deletion_timestamp.is_some() {
+        if !volume::provisioned(&nv) || nv.metadata.deletion_timestamp.is_some() {
             return Err(not_found());
         }
         Ok((id, nv))
@@ -280,12 +275,7 @@ impl Controller for ControllerService {
         let Some(nv) = self.get(&id).await? else {
             return Ok(Response::new(DeleteVolumeResponse {}));
         };
-        let ours = nv
-            .metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(volume::LABEL_PROVISIONED));
-        if !ours {
+        if !volume::provisioned(&nv) {
             // Someone made a NasVolume of this name after ours was deleted: not ours to take.
             tracing::warn!(volume = %id, "not deleting a NasVolume the driver did not make");
             return Ok(Response::new(DeleteVolumeResponse {}));

@@ -356,6 +356,14 @@ pub fn nasvolume(
     nv
 }
 
+/// Whether the driver made `nv` (it carries [`LABEL_PROVISIONED`]).
+pub fn provisioned(nv: &NasVolume) -> bool {
+    nv.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(LABEL_PROVISIONED))
+}
+
 /// What a found NasVolume says about a CreateVolume of the same name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Existing {
