@@ -24,7 +24,7 @@ use std::path::Path;
 use clap::ValueEnum;
 use rustix::thread::CapabilitySet;
 
-use crate::http::plan::TEMP_PREFIX;
+use crate::share::TEMP_PREFIX;
 
 /// The identity mode asked for on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use zeronas_dataplane::config::Config;
@@ -78,6 +79,7 @@ fn start_nfs(
     if config.nfs == "off" {
         return Ok(None);
     }
+    let app = server.app();
     let rules = config
         .nfs_clients
         .iter()
@@ -97,7 +99,13 @@ fn start_nfs(
         threads: config.nfs_threads,
         max_requests_per_connection: config.nfs_max_requests_per_connection,
     };
-    let nfs = NfsServer::start(&config.nfs, &config.root, options, server.app())
-        .map_err(|e| format!("cannot serve NFS on {}: {e}", config.nfs))?;
+    let nfs = NfsServer::start(
+        &config.nfs,
+        &config.root,
+        options,
+        Arc::clone(&app.metrics),
+        Arc::clone(&app.usage),
+    )
+    .map_err(|e| format!("cannot serve NFS on {}: {e}", config.nfs))?;
     Ok(Some(nfs.local_addr().to_string()))
 }

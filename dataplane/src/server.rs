@@ -23,9 +23,10 @@ use tokio::sync::watch;
 
 use crate::budget::BufferBudget;
 use crate::config::{Config, ZeroCopy};
+use crate::http::app::{App, HttpLimits, Listener, MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::http::auth::{TokenFileError, Tokens};
-use crate::http::fastpath::{self, FrontEnd, SMALL_BODY_MAX};
-use crate::http::service::{self, App, HttpLimits, Listener};
+use crate::http::frontend::{self, FrontEnd, SMALL_BODY_MAX};
+use crate::http::service;
 use crate::io::idle::IdleTimeout;
 use crate::io::splice::PipePool;
 use crate::limits::ConnectionLimit;
@@ -34,10 +35,6 @@ use crate::runtime::{self, PinRecord, RuntimeReport, WORKER_PREFIX, WorkerPlan};
 use crate::share::Share;
 use crate::usage::Usage;
 
-/// Largest request head (request line + headers) accepted; larger ones get 431.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most headers in one request.
-pub const MAX_HEADERS: usize = 128;
 /// Connections the metrics/probe listener serves at once.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// Listen backlog of each listener.
@@ -173,7 +170,7 @@ impl Server {
         let app = App {
             share,
             usage,
-            metrics,
+            metrics: Arc::new(metrics),
             ready: AtomicBool::new(true),
             budget: BufferBudget::new(runtime.buffer_budget),
             pipes: PipePool::new(64),
@@ -466,7 +463,7 @@ async fn accept_loop(
         };
         match &front_end {
             Some(fe) => {
-                tokio::spawn(fastpath::serve_connection(
+                tokio::spawn(frontend::serve_connection(
                     Arc::clone(fe),
                     stream,
                     peer,

@@ -42,7 +42,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zeronas_dataplane::http::plan::TEMP_PREFIX;
+use zeronas_dataplane::share::TEMP_PREFIX;
 
 const NFS: u32 = 100_003;
 const MOUNT: u32 = 100_005;

@@ -19,13 +19,13 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::app::App;
 use super::error::ApiError;
-use super::plan::{self, FileFacts, Preconditions, ReadRequest, ResponsePlan, SharePath};
-use super::service::App;
+use super::plan::{self, FileFacts, Preconditions, ReadRequest, ResponsePlan};
 use crate::io::{self, FallbackReason, Transfer, TransferPath};
 use crate::metrics::TRANSFER_PATHS;
 use crate::runtime::format_cpus;
-use crate::share::{Share, ShareError};
+use crate::share::{Share, ShareError, SharePath};
 use crate::usage::{QuotaExceeded, Usage};
 
 /// Default and maximum page sizes of the list route.
@@ -127,10 +127,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
         return Ok(None);
     };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    plan::parse_content_length(value.as_bytes())
         .map(Some)
         .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
 }

@@ -5,7 +5,7 @@
 
 use http::StatusCode;
 
-use crate::share::ShareError;
+use crate::share::{PathError, ShareError};
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +83,12 @@ impl ApiError {
     /// The JSON body of this error.
     pub fn to_json(&self) -> String {
         serde_json::json!({ "code": self.code, "message": self.message }).to_string()
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(err: PathError) -> Self {
+        ApiError::invalid_path(err.to_string())
     }
 }
 

@@ -2,10 +2,11 @@
 //! zero-copy HTTP/1.1 front end that executes them with sendfile and splice.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod body;
 pub mod error;
-pub mod fastpath;
+pub mod frontend;
 pub mod plan;
 pub mod service;
 

@@ -3,77 +3,21 @@
 use std::convert::Infallible;
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use super::api::{self, ListQuery, Reply, SocketUpload};
-use super::auth::{Access, Tokens};
+use super::app::{App, Listener};
+use super::auth::Access;
 use super::body::{Body, FileBody};
 use super::error::ApiError;
 use super::plan::{PlanBody, ResponsePlan, Route};
-use crate::budget::BufferBudget;
-use crate::io::splice::PipePool;
-use crate::limits::ConnectionLimit;
-use crate::metrics::Metrics;
-use crate::runtime::RuntimeReport;
-use crate::share::Share;
-use crate::usage::Usage;
 
 /// The request-id header, echoed when valid and generated otherwise.
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// Everything a request handler needs, shared by all connections.
-#[derive(Debug)]
-pub struct App {
-    /// The exported folder.
-    pub share: Arc<Share>,
-    /// Space accounting and quota.
-    pub usage: Arc<Usage>,
-    /// Metrics registry.
-    pub metrics: Metrics,
-    /// False once shutdown starts: `/readyz` then answers 503.
-    pub ready: AtomicBool,
-    /// The memory budget of I/O buffers.
-    pub budget: BufferBudget,
-    /// cgroup limits and the worker plan found at start-up.
-    pub runtime: RuntimeReport,
-    /// Pipes for spliced uploads.
-    pub pipes: Arc<PipePool>,
-    /// Smallest body hyper sends from a memory mapping (read-only shares only).
-    pub mmap_min: u64,
-    /// Each worker's CPU, once the workers have pinned themselves.
-    pub pinned: std::sync::OnceLock<Vec<crate::runtime::Pinned>>,
-    /// Bearer tokens of the file API.
-    pub tokens: Tokens,
-    /// Timeouts and the connection cap of the HTTP listeners.
-    pub limits: HttpLimits,
-}
-
-/// Timeouts and the connection cap of the HTTP listeners.
-#[derive(Debug)]
-pub struct HttpLimits {
-    /// Time for a whole request head, from the end of the previous response.
-    pub head_timeout: Duration,
-    /// Longest wait for a byte of an upload or for room to send a response.
-    pub idle_timeout: Duration,
-    /// HTTP connections served at once, all workers together.
-    pub connections: Arc<ConnectionLimit>,
-}
-
-/// Which listener a request arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// The file API; `metrics` says whether `/metrics` is served here too.
-    Api {
-        /// Serve `/metrics` on this listener.
-        metrics: bool,
-    },
-    /// The separate metrics/probe listener.
-    Admin,
-}
 
 /// Handles one request. Never fails: errors become JSON error responses. The zero-copy
 /// front end passes a PUT's body as `socket_upload` (and an empty `req` body); hyper passes
@@ -306,6 +250,27 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
         "method_not_allowed",
         format!("allowed methods: {allow}"),
     )
+}
+
+/// The response for a request refused before routing (malformed, too large, too slow): the
+/// same JSON error body and headers as every other error, with its request id.
+pub fn error_response(err: &ApiError, request_id: &str) -> Response<Body> {
+    let plan = ResponsePlan::error(err);
+    let mut headers = plan.headers;
+    if let Some(len) = plan.body.content_length() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    let body = match plan.body {
+        PlanBody::Bytes(bytes) => Body::full(bytes),
+        PlanBody::Empty | PlanBody::File { .. } => Body::Empty,
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = plan.status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// Turns a plan into a hyper response.

@@ -257,7 +257,7 @@ fn read_requests(
                 break;
             }
         }
-        exporter.app.metrics.nfs_in_flight(1);
+        exporter.metrics.nfs_in_flight(1);
         // A client that waits for each reply (nothing else in flight, nothing more sent)
         // gets a quick call answered by this thread: no hand-off to the pool and back.
         // The record is parsed once for the check and the run.
@@ -279,7 +279,7 @@ fn read_requests(
         });
         if !submitted {
             // Only if every worker is gone: this request gets no reply.
-            exporter.app.metrics.nfs_in_flight(-1);
+            exporter.metrics.nfs_in_flight(-1);
             sending.no_reply();
             break;
         }
@@ -300,7 +300,7 @@ fn run_request(
     // duplicate cache), so the request's slot is always given back.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle))
         .unwrap_or(super::Outcome::Skip);
-    exporter.app.metrics.nfs_in_flight(-1);
+    exporter.metrics.nfs_in_flight(-1);
     match outcome {
         super::Outcome::Reply(reply) if inline => sending.deliver_inline(exporter, reply),
         super::Outcome::Reply(reply) => sending.deliver(reply),
@@ -423,7 +423,7 @@ fn send_read(
         let mut at = position;
         match rustix::fs::sendfile(&*stream, file, Some(&mut at), want) {
             Ok(0) => {
-                exporter.app.metrics.record_transfer("nfs", &transfer);
+                exporter.metrics.record_transfer("nfs", &transfer);
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "file shrank during a READ reply",
@@ -447,12 +447,12 @@ fn send_read(
                 position = end;
             }
             Err(e) => {
-                exporter.app.metrics.record_transfer("nfs", &transfer);
+                exporter.metrics.record_transfer("nfs", &transfer);
                 return Err(e.into());
             }
         }
     }
-    exporter.app.metrics.record_transfer("nfs", &transfer);
+    exporter.metrics.record_transfer("nfs", &transfer);
     stream.write_all(&[0u8; 3][..pad])
 }
 

@@ -38,9 +38,10 @@ use mount::{MOUNT_PROCEDURES, MOUNT_PROGRAM, NFS_PROGRAM, PORTMAP_PROCEDURES, PO
 use nfs3::{Caller, Done, Fail, PROCEDURES, failure_words, status, status_label};
 use rpc::{AcceptStat, AuthStat, CallError, Credential};
 
-use crate::http::service::App;
 use crate::identity::IdentityMode;
 use crate::limits::ConnectionLimit;
+use crate::metrics::Metrics;
+use crate::usage::Usage;
 
 /// What the export needs from the command line.
 #[derive(Debug, Clone)]
@@ -68,7 +69,8 @@ pub struct ExportOptions {
 /// Everything the NFS threads share.
 pub struct Exporter {
     vfs: vfs::Vfs,
-    app: Arc<App>,
+    metrics: Arc<Metrics>,
+    usage: Arc<Usage>,
     read_only: bool,
     rules: Vec<ClientRule>,
     rule_texts: Vec<String>,
@@ -141,11 +143,11 @@ impl Exporter {
         match self.replies.begin(&key) {
             drc::Seen::New => {}
             drc::Seen::InProgress => {
-                self.app.metrics.nfs_duplicate("dropped_in_progress");
+                self.metrics.nfs_duplicate("dropped_in_progress");
                 return Outcome::Skip;
             }
             drc::Seen::Replay(reply) => {
-                self.app.metrics.nfs_duplicate("replayed");
+                self.metrics.nfs_duplicate("replayed");
                 return Outcome::Reply(conn::Outgoing::Bytes(reply.to_vec()));
             }
         }
@@ -301,8 +303,7 @@ impl Exporter {
                 )
             }
         };
-        self.app
-            .metrics
+        self.metrics
             .observe_nfs(name, label, started.elapsed().as_secs_f64());
         outcome
     }
@@ -320,7 +321,8 @@ impl NfsServer {
         addr: &str,
         root: &Path,
         options: ExportOptions,
-        app: Arc<App>,
+        metrics: Arc<Metrics>,
+        usage: Arc<Usage>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let local = listener.local_addr()?;
@@ -338,7 +340,8 @@ impl NfsServer {
             .unwrap_or_default();
         let exporter = Arc::new(Exporter {
             vfs,
-            app,
+            metrics,
+            usage,
             read_only: options.read_only,
             rules: options.rules,
             rule_texts: options.rule_texts,
@@ -370,7 +373,7 @@ impl NfsServer {
                         Err(_) => continue,
                     };
                     let Some(slot) = limit.try_acquire() else {
-                        exporter.app.metrics.refuse_connection("nfs");
+                        exporter.metrics.refuse_connection("nfs");
                         tracing::warn!(%peer, max_connections = limit.max(), "NFS connection cap reached: connection closed");
                         continue;
                     };

@@ -556,7 +556,7 @@ impl Exporter {
                     status::INVAL
                 }));
             }
-            let mut reservation = self.app.usage.reservation();
+            let mut reservation = self.usage.reservation();
             reservation
                 .grow(size.saturating_sub(attr.size))
                 .map_err(|_| Fail::Status(status::NOSPC))?;
@@ -579,7 +579,7 @@ impl Exporter {
                 rustix::fs::ftruncate(&fd, size)?;
                 Ok(fd)
             })?);
-            self.app.usage.record_write(Some(attr.size), size);
+            self.usage.record_write(Some(attr.size), size);
         }
         as_caller(self, caller, || -> Result<(), Fail> {
             if let Some(mode) = set.mode {
@@ -743,7 +743,7 @@ impl Exporter {
             buffer[at + 8..at + 12].copy_from_slice(&(filled as u32).to_be_bytes());
             buffer.resize(at + 12 + filled.div_ceil(4) * 4, 0);
             if filled > 0 {
-                self.app.metrics.record_transfer(
+                self.metrics.record_transfer(
                     "nfs",
                     &crate::io::Transfer::single(
                         crate::io::TransferPath::Copy,
@@ -778,7 +778,7 @@ impl Exporter {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(Fail::Status(status::FBIG))?;
-        let mut reservation = self.app.usage.reservation();
+        let mut reservation = self.usage.reservation();
         reservation
             .grow(end.saturating_sub(node.attr.size))
             .map_err(|_| Fail::Status(status::NOSPC))?;
@@ -797,12 +797,12 @@ impl Exporter {
         };
         // Sizes seen before and after: other writers may have grown the file meanwhile.
         let after = fd_attr(&*file).ok();
-        self.app.usage.record_write(
+        self.usage.record_write(
             Some(node.attr.size),
             after.map_or(end.max(node.attr.size), |a| a.size),
         );
         drop(reservation);
-        self.app.metrics.add_received(data.len() as u64);
+        self.metrics.add_received(data.len() as u64);
         let mut e = Encoder::with_capacity(120);
         self.wcc(&mut e, None, after.as_ref());
         e.u32(data.len() as u32)
@@ -933,7 +933,7 @@ impl Exporter {
             Err(e) => return Err(e.into()),
         };
         if created {
-            self.app.usage.record_write(None, 0);
+            self.usage.record_write(None, 0);
         }
         let mut rest = SetAttr { mode: None, ..set };
         if let (Some((a, m)), true) = (verifier, created) {
@@ -1046,7 +1046,7 @@ impl Exporter {
             self.fds.evict(attr.fileid);
             self.vfs.forget(attr.fileid);
             if attr.ftype == ftype::REG {
-                self.app.usage.record_remove(1, attr.size);
+                self.usage.record_remove(1, attr.size);
             }
         } else {
             self.vfs.forget_name(attr.fileid, rel);
@@ -1224,11 +1224,11 @@ impl Exporter {
     fn fsstat(&self, d: &mut Decoder) -> Result<Done, Fail> {
         let node = self.node(d)?;
         let (total, free, files, ffree) = self.vfs.space()?;
-        let (total, free) = match self.app.usage.capacity() {
+        let (total, free) = match self.usage.capacity() {
             Some(capacity) => (
                 capacity,
                 capacity
-                    .saturating_sub(self.app.usage.used() + self.app.usage.reserved())
+                    .saturating_sub(self.usage.used() + self.usage.reserved())
                     .min(free),
             ),
             None => (total, free),

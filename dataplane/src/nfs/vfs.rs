@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Statx, StatxFlags};
 
 use super::handle::{FileHandle, fnv1a};
-use crate::http::plan::TEMP_PREFIX;
+use crate::share::TEMP_PREFIX;
 
 /// How long a handle a walk did not find is answered STALE without another walk.
 pub const ABSENT_FOR: Duration = Duration::from_secs(2);

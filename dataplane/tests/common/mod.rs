@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use zeronas_dataplane::config::Config;
-use zeronas_dataplane::http::service::App;
+use zeronas_dataplane::http::app::App;
 use zeronas_dataplane::runtime::RuntimeReport;
 use zeronas_dataplane::server::Server;
 

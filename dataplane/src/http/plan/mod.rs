@@ -6,18 +6,19 @@
 //! zero-copy front end execute the same plans.
 
 pub mod conditional;
-pub mod path;
 pub mod range;
+pub mod route;
 
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 
-pub use conditional::{Outcome, Preconditions, Validators};
-pub use path::{Route, SharePath, TEMP_PREFIX};
+pub use conditional::{Outcome, Preconditions};
 pub use range::{ByteRange, RangeDecision};
+pub use route::Route;
 
 use super::error::ApiError;
+use crate::share::{SharePath, Validators};
 
 /// What a response body consists of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +236,17 @@ pub fn check_write_preconditions(
     }
 }
 
+/// A `Content-Length` value: ASCII digits only, optional spaces around (RFC 9110 §8.6);
+/// `None` for anything else (a sign, an empty value, a list, an overflow). Both executors use
+/// this one parser, so they accept and refuse the same requests.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// The `Content-Type` for a file name, guessed from its extension.
 pub fn content_type_for(path: &SharePath) -> HeaderValue {
     let guess = path
@@ -408,6 +420,22 @@ mod tests {
         };
         assert!(check_write_preconditions(&replace, Some(&v)).is_ok());
         assert!(check_write_preconditions(&replace, None).is_err());
+    }
+
+    #[test]
+    fn content_lengths() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b" 42 "), Some(42));
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-1",
+            b"1,1",
+            b"0x10",
+            b"99999999999999999999999",
+        ] {
+            assert_eq!(parse_content_length(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -39,14 +39,16 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::api::SocketUpload;
+use super::app::{App, Listener, MAX_HEAD_BYTES, MAX_HEADERS};
 use super::body::Body;
-use super::service::{self, App, Listener};
+use super::error::ApiError;
+use super::plan::parse_content_length;
+use super::service;
 use crate::io::idle::IdleTimeout;
 use crate::io::sendfile::{self, SendError};
 use crate::io::small::{self, BufferPool};
 use crate::io::{FallbackReason, Transfer, TransferPath};
 use crate::limits::ConnectionSlot;
-use crate::server::{MAX_HEAD_BYTES, MAX_HEADERS};
 
 /// File bodies up to this size go as `pread` + one `writev`; larger ones with sendfile.
 /// Chosen with `make bench` (see the README): below it the extra syscalls of sendfile
@@ -132,12 +134,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         let value = HeaderValue::from_bytes(h.value)
             .map_err(|_| HeadError::Malformed("bad header value"))?;
         if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(HeadError::Malformed("bad Content-Length"))?;
+            let n =
+                parse_content_length(h.value).ok_or(HeadError::Malformed("bad Content-Length"))?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(HeadError::Malformed("conflicting Content-Length headers"));
             }
@@ -353,36 +351,19 @@ impl Connection {
     /// Answers a request the front end could not parse (or that came too slowly), then
     /// closes. Counted like any request (route `invalid`), with a request id to quote.
     async fn reject(&mut self, status: StatusCode, why: &str) -> io::Result<Next> {
-        let code = if status == StatusCode::REQUEST_TIMEOUT {
-            "request_timeout"
-        } else {
-            "bad_request"
+        let code = match status {
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header_too_large",
+            _ => "bad_request",
         };
-        let body = serde_json::json!({ "code": code, "message": why }).to_string();
         let request_id = service::request_id(&HeaderMap::new());
-        let mut head = Vec::with_capacity(256);
-        let _ = write!(
-            head,
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
-            body.len(),
-            service::REQUEST_ID,
-            request_id,
-            http_date()
-        );
+        let response = service::error_response(&ApiError::new(status, code, why), &request_id);
         self.fe
             .app
             .metrics
             .observe_refused_request(status.as_u16(), 0.0);
         tracing::info!(request_id = %request_id, status = status.as_u16(), reason = why, "request refused by the front end");
-        small::writev_all(
-            &self.stream,
-            &head,
-            body.as_bytes(),
-            self.fe.app.limits.idle_timeout,
-        )
-        .await?;
+        self.write_response(response, false).await?;
         self.linger_close().await;
         Ok(Next::Close)
     }

@@ -18,7 +18,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
-use crate::http::plan::{SharePath, TEMP_PREFIX, Validators};
+mod path;
+mod validators;
+
+pub use path::{PathError, SharePath, TEMP_PREFIX};
+pub use validators::Validators;
 
 /// Why a share operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,134 @@
+//! Share-relative paths, as every protocol names files: validated lexically (no `..`, no
+//! NUL, no hidden temp files) before the share opens them with `openat2(RESOLVE_BENEATH)`,
+//! so a symlink that points outside the root is refused by the kernel as a second line.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+/// Why a path was refused before any I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// A `.` or `..` segment.
+    #[error("path segments '.' and '..' are not allowed")]
+    DotSegment,
+    /// A NUL byte.
+    #[error("path contains a NUL byte")]
+    Nul,
+    /// A `/` inside one segment (percent-encoded in a URL).
+    #[error("path segment contains an encoded '/'")]
+    EncodedSlash,
+    /// A name of the upload temp files.
+    #[error("names starting with .zeronas-tmp- are reserved")]
+    Reserved,
+}
+
+/// Prefix of the temporary files that uploads write before the atomic rename.
+/// Such names are invisible in listings and cannot be addressed through the API.
+pub const TEMP_PREFIX: &str = ".zeronas-tmp-";
+
+/// A validated path inside a share: zero or more non-empty components, none of them
+/// `.` or `..`, none containing `/` or NUL. The empty path is the share root.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharePath {
+    /// Components joined with `/`, without a leading or trailing slash.
+    joined: Vec<u8>,
+}
+
+impl SharePath {
+    /// The share root.
+    pub fn root() -> Self {
+        Self::default()
+    }
+
+    /// Parses a percent-encoded path (as found in a URL) into a share path.
+    /// Empty segments (`a//b`, a leading `/`) are skipped, so absolute paths stay inside.
+    pub fn from_encoded(encoded: &str) -> Result<Self, PathError> {
+        let mut joined = Vec::with_capacity(encoded.len());
+        for raw in encoded.split('/') {
+            if raw.is_empty() {
+                continue;
+            }
+            let segment: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+            Self::check_segment(&segment)?;
+            if !joined.is_empty() {
+                joined.push(b'/');
+            }
+            joined.extend_from_slice(&segment);
+        }
+        Ok(Self { joined })
+    }
+
+    fn check_segment(segment: &[u8]) -> Result<(), PathError> {
+        if segment == b"." || segment == b".." {
+            return Err(PathError::DotSegment);
+        }
+        if segment.contains(&0) {
+            return Err(PathError::Nul);
+        }
+        if segment.contains(&b'/') {
+            return Err(PathError::EncodedSlash);
+        }
+        if segment.starts_with(TEMP_PREFIX.as_bytes()) {
+            return Err(PathError::Reserved);
+        }
+        Ok(())
+    }
+
+    /// True for the share root.
+    pub fn is_root(&self) -> bool {
+        self.joined.is_empty()
+    }
+
+    /// The path as given to `openat2` relative to the root directory (`.` for the root).
+    pub fn as_os_str(&self) -> &OsStr {
+        if self.joined.is_empty() {
+            OsStr::new(".")
+        } else {
+            OsStr::from_bytes(&self.joined)
+        }
+    }
+
+    /// The raw bytes, `/`-separated (empty for the root).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.joined
+    }
+
+    /// Splits into the parent path and the last component; `None` for the root.
+    pub fn split_last(&self) -> Option<(SharePath, &OsStr)> {
+        if self.joined.is_empty() {
+            return None;
+        }
+        match self.joined.iter().rposition(|&b| b == b'/') {
+            Some(i) => Some((
+                SharePath {
+                    joined: self.joined[..i].to_vec(),
+                },
+                OsStr::from_bytes(&self.joined[i + 1..]),
+            )),
+            None => Some((SharePath::root(), OsStr::from_bytes(&self.joined))),
+        }
+    }
+
+    /// This path with one more (already valid) component appended.
+    pub fn join(&self, component: &OsStr) -> SharePath {
+        let mut joined = self.joined.clone();
+        if !joined.is_empty() {
+            joined.push(b'/');
+        }
+        joined.extend_from_slice(component.as_bytes());
+        SharePath { joined }
+    }
+
+    /// Iterates over the components.
+    pub fn components(&self) -> impl Iterator<Item = &OsStr> {
+        self.joined
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(OsStr::from_bytes)
+    }
+
+    /// The path for logs and messages (lossy for non-UTF-8 names).
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.joined).into_owned()
+    }
+}
