@@ -47,10 +47,15 @@ fmt:
 lint: deps
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-## unit: every cargo test, then one summary line ("tests: N passed, N failed")
+## unit: every cargo test, then the HTTP suites again on the io_uring engine, then one
+## summary line ("tests: N passed, N failed")
+HTTP_SUITES := --test http_api --test http_access --test zero_copy --test readme --test process
 unit: deps
 	@mkdir -p target; set -o pipefail; \
 	$(CARGO) test --workspace --locked 2>&1 | tee target/unit-tests.log; status=$$?; \
+	echo "== the HTTP suites on --io-engine io_uring"; \
+	ZERONAS_IO_ENGINE=io_uring $(CARGO) test --locked -p zeronas-dataplane $(HTTP_SUITES) 2>&1 \
+		| tee -a target/unit-tests.log || status=1; \
 	awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
 	     END { printf "tests: %d passed, %d failed\n", p, f }' target/unit-tests.log; \
 	exit $$status

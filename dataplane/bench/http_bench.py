@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HTTP benchmark: zeronas-dataplane against nginx (sendfile on and off), side by side.
 
-Downloads: every server serves the same folder and is driven by the same wrk command; runs
+Downloads: zeronas with each --io-engine (epoll, io_uring) and nginx serve the same folder and is driven by the same wrk command; runs
 are interleaved (zeronas, nginx-on, nginx-off, zeronas, ...) so drift hits all alike. For each
 file size it reports medians of requests/s, MB/s of bodies (requests x file size, headers not
 counted), p50/p99 latency and server CPU seconds per GB of bodies (from /proc/PID/stat before
@@ -295,8 +295,9 @@ def main():
     make_data()
     threads = min(2, args.workers)
     zeronas = Zeronas(args.workers)
+    uring = Zeronas(args.workers, "zeronas-io_uring", ["--io-engine", "io_uring"])
     nginx_on, nginx_off = Nginx(args.workers, True, 18481), Nginx(args.workers, False, 18482)
-    servers = [zeronas, nginx_on, nginx_off]
+    servers = [zeronas, uring, nginx_on, nginx_off]
     if args.extra:
         servers += [Zeronas(args.workers, "zeronas-hyper-pread", ["--zero-copy", "copy"]),
                     Zeronas(args.workers, "zeronas-hyper-mmap", ["--zero-copy", "copy", "--read-only", "--mmap-min", "0"])]
@@ -310,13 +311,16 @@ def main():
         for server in servers + ([copy] if copy else []):
             server.stop()
 
-    columns = ["zeronas", "nginx-sendfile-on", "nginx-sendfile-off"] + [s.name for s in servers[3:]]
+    columns = ["zeronas", "zeronas-io_uring", "nginx-sendfile-on", "nginx-sendfile-off"] + [s.name for s in servers[4:]]
+    nginx = ["nginx-sendfile-on", "nginx-sendfile-off"]
     lines, summary = table(got, downloads, columns,
-                           [("zeronas / best nginx", "zeronas", ["nginx-sendfile-on", "nginx-sendfile-off"])])
+                           [("epoll / best nginx", "zeronas", nginx),
+                            ("io_uring / best nginx", "zeronas-io_uring", nginx),
+                            ("io_uring / epoll", "zeronas-io_uring", ["zeronas"])])
     report = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "workers": args.workers,
               "runs": args.runs, "duration_s": args.duration, "wrk_threads": threads,
               "command": "make bench", "downloads": summary, "raw": got}
-    print("Downloads (GET)")
+    print("Downloads (GET; zeronas = --io-engine epoll, the default)")
     print("\n".join(lines))
     if uploads:
         up_lines, up_summary = table(put, uploads, ["zeronas", "zeronas-copy", "nginx-sendfile-on"],

@@ -123,6 +123,14 @@ pub struct Config {
     #[arg(long, env = "ZERONAS_ZERO_COPY", value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,
 
+    /// How the front end's workers read request heads and write responses: `epoll`
+    /// (readiness, one `recv`/`writev` system call each) or `io_uring` (operations queued on
+    /// a ring per worker and submitted together). Large file bodies go by sendfile and
+    /// uploads by splice with either. Without io_uring support a worker falls back to epoll
+    /// and counts `io_uring_unavailable`.
+    #[arg(long, env = "ZERONAS_IO_ENGINE", value_enum, default_value_t = IoEngine::Epoll)]
+    pub io_engine: IoEngine,
+
     /// On read-only shares, file bodies of at least this size that go through hyper (HTTP/2,
     /// handed-off connections, `--zero-copy copy`) are memory-mapped instead of read with
     /// `pread`; `0` maps every body, a huge value never maps.
@@ -163,6 +171,26 @@ pub enum ZeroCopy {
     Sendfile,
     /// hyper only.
     Copy,
+}
+
+/// How the front end waits for sockets (`--io-engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoEngine {
+    /// Readiness through tokio's epoll reactor.
+    Epoll,
+    /// Completion through an io_uring ring per worker.
+    #[value(name = "io_uring")]
+    IoUring,
+}
+
+impl IoEngine {
+    /// The name used in flags, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoEngine::Epoll => "epoll",
+            IoEngine::IoUring => "io_uring",
+        }
+    }
 }
 
 /// How log lines are written (to stderr).

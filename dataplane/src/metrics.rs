@@ -148,6 +148,9 @@ pub struct Metrics {
     transfer_by_path: [[Counter; 4]; PROTOCOLS.len()],
     fallback_by_reason: [[Counter; FallbackReason::ALL.len()]; PROTOCOLS.len()],
     duration_by_route: [Histogram; ROUTES.len()],
+    /// The counters of 200 answers to GET and HEAD of files, the hot case: found in the
+    /// family once, then incremented without its lock or label hashing.
+    files_read_ok: [std::sync::OnceLock<Counter>; 2],
     requests_total: AtomicU64,
     bytes_received: AtomicU64,
 }
@@ -351,6 +354,7 @@ impl Metrics {
             share_used,
             share_files,
             connections_refused,
+            files_read_ok: Default::default(),
             requests_total: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
         }
@@ -401,13 +405,25 @@ impl Metrics {
         seconds: f64,
     ) {
         let method = method_label(method);
-        self.http_requests
-            .get_or_create(&HttpRequestLabels {
-                route,
-                method,
-                code,
-            })
-            .inc();
+        let labels = HttpRequestLabels {
+            route,
+            method,
+            code,
+        };
+        let hot = match (route, method, code) {
+            ("files", "GET", 200) => Some(&self.files_read_ok[0]),
+            ("files", "HEAD", 200) => Some(&self.files_read_ok[1]),
+            _ => None,
+        };
+        match hot {
+            Some(cell) => {
+                cell.get_or_init(|| self.http_requests.get_or_create(&labels).clone())
+                    .inc();
+            }
+            None => {
+                self.http_requests.get_or_create(&labels).inc();
+            }
+        }
         let index = ROUTES
             .iter()
             .position(|r| *r == route)
@@ -455,6 +471,23 @@ impl Metrics {
             self.fallback_duration
                 .get_or_create(&ProtocolLabels { protocol })
                 .observe(transfer.fallback_time.as_secs_f64());
+        }
+    }
+
+    /// Counts one single-leg transfer (no [`Transfer`] to build).
+    pub fn record_leg(
+        &self,
+        protocol: &'static str,
+        path: crate::io::TransferPath,
+        bytes: u64,
+        fallback: Option<FallbackReason>,
+    ) {
+        let p = protocol_index(protocol);
+        if bytes > 0 {
+            self.transfer_by_path[p][path.index()].inc_by(bytes);
+        }
+        if let Some(reason) = fallback {
+            self.fallback_by_reason[p][reason.index()].inc();
         }
     }
 

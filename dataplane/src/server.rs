@@ -22,13 +22,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::budget::BufferBudget;
-use crate::config::{Config, ZeroCopy};
+use crate::config::{Config, IoEngine, ZeroCopy};
 use crate::http::app::{App, HttpLimits, Listener, MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::http::auth::{TokenFileError, Tokens};
 use crate::http::frontend::{self, FrontEnd, SMALL_BODY_MAX};
 use crate::http::service;
+use crate::io::FallbackReason;
 use crate::io::idle::IdleTimeout;
 use crate::io::splice::PipePool;
+use crate::io::uring::Ring;
 use crate::limits::ConnectionLimit;
 use crate::metrics::Metrics;
 use crate::runtime::{self, PinRecord, RuntimeReport, WORKER_PREFIX, WorkerPlan};
@@ -69,6 +71,7 @@ struct Settings {
     drain_timeout: Duration,
     rescan_interval: Duration,
     zero_copy: ZeroCopy,
+    io_engine: IoEngine,
 }
 
 /// A bound, not yet running dataplane.
@@ -188,6 +191,7 @@ impl Server {
             drain_timeout: config.drain_timeout,
             rescan_interval: config.rescan_interval,
             zero_copy: config.zero_copy,
+            io_engine: config.io_engine,
         };
         Ok(Self {
             app: Arc::new(app),
@@ -428,6 +432,7 @@ async fn accept_loop(
                 Arc::clone(&builder),
                 stopping.clone(),
                 small,
+                start_ring(&app, settings.io_engine),
             ))
         }
     };
@@ -504,6 +509,26 @@ async fn accept_loop(
     tokio::select! {
         () = graceful.shutdown() => tracing::debug!("listener drained"),
         () = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    }
+}
+
+/// The worker's io_uring ring when `--io-engine io_uring` asks for one; `None` (epoll)
+/// otherwise or when it cannot be set up, which is logged and counted.
+fn start_ring(app: &App, engine: IoEngine) -> Option<Arc<Ring>> {
+    if engine != IoEngine::IoUring {
+        return None;
+    }
+    match Ring::start() {
+        Ok(ring) => {
+            tracing::debug!("worker serves HTTP through io_uring");
+            Some(ring)
+        }
+        Err(e) => {
+            app.metrics
+                .record_fallback("http", FallbackReason::IoUringUnavailable);
+            tracing::warn!(error = %e, "io_uring unavailable: this worker uses epoll");
+            None
+        }
     }
 }
 

@@ -324,6 +324,39 @@ async fn sendfile_unsupported_falls_back_and_is_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_io_uring_each_worker_falls_back_to_epoll_and_counts_it() {
+    let root = tempfile::tempdir().unwrap();
+    let small = pattern(3000, 21);
+    let big = pattern(1 << 20, 22);
+    std::fs::write(root.path().join("small.bin"), &small).unwrap();
+    std::fs::write(root.path().join("big.bin"), &big).unwrap();
+    let wrapper = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/deny_io_uring.py"
+    );
+    let (child, addr) = spawn_dataplane(
+        &["/usr/bin/python3", wrapper],
+        root.path(),
+        &["--io-engine", "io_uring", "--workers", "2"],
+    );
+    for _ in 0..4 {
+        assert!(send(addr, "GET", &url("small.bin"), &[], b"").await.body == small);
+        assert!(send(addr, "GET", &url("big.bin"), &[], b"").await.body == big);
+    }
+    // Each worker counts once, when it starts (the second may start a moment later).
+    let mut m = metrics_text(addr).await;
+    for _ in 0..20 {
+        if metric(&m, &fallback("io_uring_unavailable")) >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        m = metrics_text(addr).await;
+    }
+    assert_eq!(metric(&m, &fallback("io_uring_unavailable")), 2.0, "{m}");
+    common::stop_child(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_mode_serves_everything_through_hyper() {
     let server = TestServer::start(&["--zero-copy", "copy"]).await;
     let big = pattern(1 << 20, 16);

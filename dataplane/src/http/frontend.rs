@@ -19,12 +19,12 @@
 use std::io;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -40,15 +40,19 @@ use tokio::sync::watch;
 
 use super::api::SocketUpload;
 use super::app::{App, Listener, MAX_HEAD_BYTES, MAX_HEADERS};
+use super::auth::Access;
 use super::body::Body;
 use super::error::ApiError;
-use super::plan::parse_content_length;
+use super::plan::route::share_file_path;
+use super::plan::{self, FileFacts, PlanBody, ReadRequest, parse_content_length};
 use super::service;
 use crate::io::idle::IdleTimeout;
 use crate::io::sendfile::{self, SendError};
 use crate::io::small::{self, BufferPool};
+use crate::io::uring::{Ring, WriteBody, WriteBufs};
 use crate::io::{FallbackReason, Transfer, TransferPath};
 use crate::limits::ConnectionSlot;
+use crate::share::SharePath;
 
 /// File bodies up to this size go as `pread` + one `writev`; larger ones with sendfile.
 /// Chosen with `make bench` (see the README): below it the extra syscalls of sendfile
@@ -65,17 +69,21 @@ pub struct FrontEnd {
     buffers: Arc<BufferPool>,
     small_body_max: u64,
     shutdown: watch::Receiver<bool>,
+    /// The worker's io_uring ring (`--io-engine io_uring`); `None`: epoll.
+    ring: Option<Arc<Ring>>,
 }
 
 impl FrontEnd {
-    /// A front end for `app`'s API listener; `hyper` serves handed-off connections and
-    /// `shutdown` turns true when the server starts draining.
+    /// A front end for `app`'s API listener; `hyper` serves handed-off connections,
+    /// `shutdown` turns true when the server starts draining, and `ring`, when given, reads
+    /// heads and writes responses instead of epoll.
     pub fn new(
         app: Arc<App>,
         listener: Listener,
         hyper: Arc<auto::Builder<TokioExecutor>>,
         shutdown: watch::Receiver<bool>,
         small_body_max: u64,
+        ring: Option<Arc<Ring>>,
     ) -> Arc<Self> {
         let buffers = BufferPool::new(small_body_max.max(1) as usize, 256);
         Arc::new(Self {
@@ -85,6 +93,7 @@ impl FrontEnd {
             buffers,
             small_body_max,
             shutdown,
+            ring,
         })
     }
 }
@@ -197,6 +206,8 @@ pub async fn serve_connection(
         fe,
         stream,
         buf: BytesMut::with_capacity(8 * 1024),
+        head: Vec::with_capacity(512),
+        chunk: Vec::new(),
         socket_dup: None,
     };
     match conn.run().await {
@@ -236,7 +247,12 @@ enum Next {
 struct Connection {
     fe: Arc<FrontEnd>,
     stream: TcpStream,
+    /// Bytes read and not yet consumed.
     buf: BytesMut,
+    /// The response head being written, reused from one response to the next.
+    head: Vec<u8>,
+    /// io_uring only: what the ring receives into before the bytes join `buf`.
+    chunk: Vec<u8>,
     socket_dup: Option<Arc<OwnedFd>>,
 }
 
@@ -247,7 +263,7 @@ impl Connection {
             self.fe.app.limits.head_timeout,
             self.fe.app.limits.idle_timeout,
         );
-        loop {
+        'requests: loop {
             // The whole head must arrive by this deadline, however the bytes trickle in.
             let head_deadline = tokio::time::Instant::now() + head_timeout;
             let head = loop {
@@ -258,6 +274,16 @@ impl Connection {
                     && !HTTP2_PREFACE
                         .starts_with(&self.buf[..self.buf.len().min(HTTP2_PREFACE.len())])
                 {
+                    if let Some(read) = plain_read(&self.buf, self.fe.app.share.name()) {
+                        match self.serve_plain_read(read).await? {
+                            Some(true) => continue 'requests,
+                            Some(false) => {
+                                self.linger_close().await;
+                                return Ok(Next::Close);
+                            }
+                            None => {}
+                        }
+                    }
                     match parse_head(&self.buf) {
                         Ok(Some(head)) => break head,
                         Ok(None) => {}
@@ -284,7 +310,7 @@ impl Connection {
                 }
                 let idle = self.buf.is_empty();
                 let read = tokio::select! {
-                    read = tokio::time::timeout_at(head_deadline, self.stream.read_buf(&mut self.buf)) => read,
+                    read = tokio::time::timeout_at(head_deadline, self.read_more()) => read,
                     _ = shutdown.wait_for(|stop| *stop), if idle => return Ok(Next::Close),
                 };
                 match read {
@@ -368,6 +394,48 @@ impl Connection {
         Ok(Next::Close)
     }
 
+    /// Reads what the client sent next into `buf`: 0 at end of stream.
+    async fn read_more(&mut self) -> io::Result<usize> {
+        let Some(ring) = self.fe.ring.as_ref().map(Arc::clone) else {
+            return self.stream.read_buf(&mut self.buf).await;
+        };
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.reserve(8 * 1024);
+        let (mut chunk, read) = ring.recv(self.stream.as_raw_fd(), chunk).await;
+        self.buf.extend_from_slice(&chunk);
+        chunk.clear();
+        self.chunk = chunk;
+        read
+    }
+
+    /// Writes a head and a body held in memory; hands the body back (a pooled buffer goes
+    /// back to its pool).
+    async fn send(
+        &mut self,
+        head: Vec<u8>,
+        body: WriteBody,
+    ) -> (Vec<u8>, WriteBody, io::Result<()>) {
+        let idle = self.fe.app.limits.idle_timeout;
+        match self.fe.ring.as_ref().map(Arc::clone) {
+            Some(ring) => {
+                let (bufs, sent) = ring
+                    .write_all(self.stream.as_raw_fd(), WriteBufs::new(head, body), idle)
+                    .await;
+                (bufs.head, bufs.body, sent)
+            }
+            None => {
+                let sent = match &body {
+                    WriteBody::None => sendfile::write_all(&self.stream, &head, idle).await,
+                    WriteBody::Bytes(b) => small::writev_all(&self.stream, &head, b, idle).await,
+                    WriteBody::Pooled(v, len) => {
+                        small::writev_all(&self.stream, &head, &v[..*len], idle).await
+                    }
+                };
+                (head, body, sent)
+            }
+        }
+    }
+
     /// Closes our side, then reads and drops what the client is still sending for a short
     /// while, so it gets the error response instead of a reset.
     async fn linger_close(&mut self) {
@@ -391,7 +459,8 @@ impl Connection {
         keep_alive: bool,
     ) -> io::Result<()> {
         let (parts, body) = response.into_parts();
-        let mut head = Vec::with_capacity(512);
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
         let _ = write!(
             head,
             "HTTP/1.1 {} {}\r\n",
@@ -399,85 +468,162 @@ impl Connection {
             parts.status.canonical_reason().unwrap_or("")
         );
         for (name, value) in parts.headers.iter() {
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
+            push_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
-        let _ = write!(head, "date: {}\r\n", http_date());
-        head.extend_from_slice(if keep_alive {
-            b"connection: keep-alive\r\n\r\n"
-        } else {
-            b"connection: close\r\n\r\n"
-        });
-
-        let idle = self.fe.app.limits.idle_timeout;
+        finish_head(&mut head, keep_alive);
         match body {
-            Body::Empty | Body::Full(None) => sendfile::write_all(&self.stream, &head, idle).await,
-            Body::Full(Some(bytes)) => small::writev_all(&self.stream, &head, &bytes, idle).await,
+            Body::Empty | Body::Full(None) => self.send_memory(head, WriteBody::None).await,
+            Body::Full(Some(bytes)) => self.send_memory(head, WriteBody::Bytes(bytes)).await,
             Body::File(file_body) => {
                 let (file, offset, len) = file_body.into_region();
-                let metrics = &self.fe.app.metrics;
-                if len <= self.fe.small_body_max {
-                    let mut buf = self.fe.buffers.take();
-                    let read = read_small(&file, offset, &mut buf[..len as usize]).await;
-                    let result = match read {
-                        Ok(n) if n as u64 == len => {
-                            small::writev_all(&self.stream, &head, &buf[..n], idle).await
-                        }
-                        Ok(_) => Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "file truncated before send",
-                        )),
-                        Err(e) => Err(e),
-                    };
-                    self.fe.buffers.give(buf);
-                    result?;
-                    // A choice, not a fallback: counted by reason, not timed.
-                    let transfer =
-                        Transfer::single(TransferPath::Copy, len, Some(FallbackReason::SmallBody));
-                    metrics.record_transfer("http", &transfer);
-                    Ok(())
-                } else {
-                    sendfile::send_head_more(&self.stream, &head, idle).await?;
-                    match sendfile::send_region(
-                        &self.stream,
-                        &mut self.socket_dup,
-                        &file,
-                        offset,
-                        len,
-                        idle,
-                    )
-                    .await
-                    {
-                        Ok(transfer) => {
-                            metrics.record_transfer("http", &transfer);
-                            Ok(())
-                        }
-                        Err(SendError::Truncated { sent, expected }) => {
-                            metrics.record_transfer(
-                                "http",
-                                &Transfer::single(TransferPath::Sendfile, sent, None),
-                            );
-                            tracing::warn!(
-                                sent,
-                                expected,
-                                "file truncated during send; closing the connection"
-                            );
-                            Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "file truncated during send",
-                            ))
-                        }
-                        Err(SendError::Io { sent, source }) => {
-                            metrics.record_transfer(
-                                "http",
-                                &Transfer::single(TransferPath::Sendfile, sent, None),
-                            );
-                            Err(source)
-                        }
-                    }
+                self.send_region(head, &file, offset, len).await
+            }
+        }
+    }
+
+    /// Serves a plain GET or HEAD of a file without building a request: the response head
+    /// is the planner's answer for this file version, rendered once and cached
+    /// ([`PlanCache`]). `Ok(None)`: not served (no token, not in the lookup cache, not a
+    /// regular file...); the general path answers it, errors included.
+    async fn serve_plain_read(&mut self, read: PlainRead) -> io::Result<Option<bool>> {
+        let started = Instant::now();
+        let app = Arc::clone(&self.fe.app);
+        let authorization = read.authorization.clone().map(|r| &self.buf[r]);
+        if app.tokens.check(authorization, Access::Read).is_err() {
+            return Ok(None);
+        }
+        let Some(Ok((file, stat))) = app.share.open_file_cached(&read.path) else {
+            return Ok(None);
+        };
+        let len = stat.st_size as u64;
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
+        if !PlanCache::render(&read.path, &stat, &mut head) {
+            self.head = head;
+            return Ok(None);
+        }
+        let request_id = head.len() + REQUEST_ID_NAME.len() + 2;
+        match read.request_id.clone() {
+            Some(r) => push_header(&mut head, REQUEST_ID_NAME, &self.buf[r]),
+            None => push_new_request_id(&mut head),
+        }
+        let request_id = request_id..head.len() - 2;
+        let keep_alive = read.keep_alive && !*self.fe.shutdown.borrow();
+        finish_head(&mut head, keep_alive);
+        self.buf.advance(read.len);
+        let method = if read.head { Method::HEAD } else { Method::GET };
+        if tracing::enabled!(tracing::Level::INFO) {
+            tracing::info!(
+                request_id = %String::from_utf8_lossy(&head[request_id]),
+                method = %method,
+                path = %read.path.display(),
+                status = 200,
+                bytes = len,
+                duration_us = started.elapsed().as_micros() as u64,
+                "request"
+            );
+        }
+        app.metrics
+            .observe_request("files", &method, 200, started.elapsed().as_secs_f64());
+        let file = Arc::new(file);
+        if read.head {
+            self.send_memory(head, WriteBody::None).await?;
+        } else {
+            self.send_region(head, &file, 0, len).await?;
+        }
+        Ok(Some(keep_alive))
+    }
+
+    /// Sends a head and `len` bytes of `file` from `offset`: small regions read into a
+    /// pooled buffer and written with the head in one `writev`, larger ones by sendfile.
+    async fn send_region(
+        &mut self,
+        head: Vec<u8>,
+        file: &Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        if len > self.fe.small_body_max {
+            let result = self.send_file(&head, file, offset, len).await;
+            self.head = head;
+            return result;
+        }
+        let mut buf = self.fe.buffers.take();
+        match read_small(file, offset, &mut buf[..len as usize]).await {
+            Ok(n) if n as u64 == len => self.send_memory(head, WriteBody::Pooled(buf, n)).await,
+            other => {
+                self.fe.buffers.give(buf);
+                self.head = head;
+                match other {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file truncated before send",
+                    )),
                 }
+            }
+        }
+    }
+
+    /// Sends a head and a body held in memory, then keeps the head buffer for the next
+    /// response and gives a pooled body buffer back.
+    async fn send_memory(&mut self, head: Vec<u8>, body: WriteBody) -> io::Result<()> {
+        let (head, body, sent) = self.send(head, body).await;
+        self.head = head;
+        if let WriteBody::Pooled(buf, len) = body {
+            self.fe.buffers.give(buf);
+            if sent.is_ok() {
+                // A choice, not a fallback: counted by reason, not timed.
+                self.fe.app.metrics.record_leg(
+                    "http",
+                    TransferPath::Copy,
+                    len as u64,
+                    Some(FallbackReason::SmallBody),
+                );
+            }
+        }
+        sent
+    }
+
+    /// Sends `head` with `MSG_MORE`, then `len` bytes of `file` from `offset` by sendfile.
+    async fn send_file(
+        &mut self,
+        head: &[u8],
+        file: &Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let idle = self.fe.app.limits.idle_timeout;
+        let metrics = &self.fe.app.metrics;
+        sendfile::send_head_more(&self.stream, head, idle).await?;
+        match sendfile::send_region(&self.stream, &mut self.socket_dup, file, offset, len, idle)
+            .await
+        {
+            Ok(transfer) => {
+                metrics.record_transfer("http", &transfer);
+                Ok(())
+            }
+            Err(SendError::Truncated { sent, expected }) => {
+                metrics.record_transfer(
+                    "http",
+                    &Transfer::single(TransferPath::Sendfile, sent, None),
+                );
+                tracing::warn!(
+                    sent,
+                    expected,
+                    "file truncated during send; closing the connection"
+                );
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file truncated during send",
+                ))
+            }
+            Err(SendError::Io { sent, source }) => {
+                metrics.record_transfer(
+                    "http",
+                    &Transfer::single(TransferPath::Sendfile, sent, None),
+                );
+                Err(source)
             }
         }
     }
@@ -506,8 +652,40 @@ async fn read_small(file: &Arc<std::fs::File>, offset: u64, buf: &mut [u8]) -> i
     Ok(data.len())
 }
 
-/// The `Date` header value, formatted once per second per thread.
-fn http_date() -> String {
+/// Appends `name: value\r\n`.
+fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Appends a new random request id header (32 lowercase hex digits).
+fn push_new_request_id(head: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    head.extend_from_slice(REQUEST_ID_NAME);
+    head.extend_from_slice(b": ");
+    for word in [fastrand::u64(..), fastrand::u64(..)] {
+        for shift in (0..16).rev() {
+            head.push(HEX[((word >> (shift * 4)) & 0xf) as usize]);
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Appends `Date` and `Connection`, and ends the head.
+fn finish_head(head: &mut Vec<u8>, keep_alive: bool) {
+    head.extend_from_slice(b"date: ");
+    push_http_date(head);
+    head.extend_from_slice(if keep_alive {
+        b"\r\nconnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\nconnection: close\r\n\r\n"
+    });
+}
+
+/// Appends the `Date` header value, formatted once per second per thread.
+fn push_http_date(head: &mut Vec<u8>) {
     thread_local! {
         static CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
     }
@@ -521,8 +699,166 @@ fn http_date() -> String {
         if cache.0 != secs || cache.1.is_empty() {
             *cache = (secs, httpdate::fmt_http_date(now));
         }
-        cache.1.clone()
+        head.extend_from_slice(cache.1.as_bytes());
+    });
+}
+
+/// The request-id header's name, as written.
+const REQUEST_ID_NAME: &[u8] = service::REQUEST_ID.as_bytes();
+
+/// A GET or HEAD of a share file with nothing that could change the planner's answer
+/// (no Range, no conditional, no body): positions in the read buffer, nothing copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlainRead {
+    /// Length of the request head.
+    len: usize,
+    /// True for HEAD.
+    head: bool,
+    keep_alive: bool,
+    path: SharePath,
+    authorization: Option<std::ops::Range<usize>>,
+    /// The client's request id, when valid.
+    request_id: Option<std::ops::Range<usize>>,
+}
+
+/// Recognises a complete plain read of a file of `share` at the start of `buf`; `None`
+/// for anything else (incomplete, other methods or routes, headers the planner would
+/// look at, anything malformed): [`parse_head`] then decides.
+fn plain_read(buf: &[u8], share: &str) -> Option<PlainRead> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(len)) = parsed.parse(buf) else {
+        return None;
+    };
+    let head = match parsed.method? {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return None,
+    };
+    let path = SharePath::from_encoded(share_file_path(parsed.path?, share)?).ok()?;
+    let offset = |value: &[u8]| {
+        let start = value.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + value.len()
+    };
+    let (mut close, mut keep_alive_token) = (false, false);
+    let (mut authorization, mut request_id) = (None, None);
+    for h in parsed.headers.iter() {
+        // What `HeaderValue::from_bytes` refuses goes to the general path (a 400 there).
+        if h.value.iter().any(|&b| (b < 32 && b != b'\t') || b == 127) {
+            return None;
+        }
+        let name = h.name.as_bytes();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("content-length") {
+            if parse_content_length(h.value) != Some(0) {
+                return None;
+            }
+        } else if [
+            "transfer-encoding",
+            "expect",
+            "upgrade",
+            "range",
+            "if-match",
+            "if-none-match",
+            "if-modified-since",
+            "if-unmodified-since",
+            "if-range",
+        ]
+        .into_iter()
+        .any(is)
+        {
+            return None;
+        } else if is("connection") {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"upgrade") {
+                    return None;
+                }
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if is("authorization") {
+            authorization = Some(offset(h.value));
+        } else if is(service::REQUEST_ID) && service::valid_request_id(h.value) {
+            request_id = Some(offset(h.value));
+        }
+    }
+    let keep_alive = !close && (parsed.version == Some(1) || keep_alive_token);
+    Some(PlainRead {
+        len,
+        head,
+        keep_alive,
+        path,
+        authorization,
+        request_id,
     })
+}
+
+/// Most file versions a worker keeps rendered heads for; the whole cache is dropped when
+/// it is full (a version that changes gets a new key, so nothing stale is ever served).
+const PLAN_CACHE_ENTRIES: usize = 4096;
+
+/// The planner's answer to a plain GET of one file version (status line, ETag,
+/// Last-Modified, Content-Type, Content-Length...), rendered once per worker thread.
+struct PlanCache;
+
+/// What makes two answers the same: the file version and the name's content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileVersion {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    content_type: &'static str,
+}
+
+impl PlanCache {
+    /// Appends the head of the 200 answer for `path` opened with `stat`; false when the
+    /// planner's answer is not a plain 200 of the whole file.
+    fn render(path: &SharePath, stat: &rustix::fs::Stat, head: &mut Vec<u8>) -> bool {
+        thread_local! {
+            static PLANS: std::cell::RefCell<std::collections::HashMap<FileVersion, Box<[u8]>>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        let content_type = plan::content_type_name(path);
+        let key = FileVersion {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            size: stat.st_size,
+            mtime: (stat.st_mtime, stat.st_mtime_nsec as i64),
+            ctime: (stat.st_ctime, stat.st_ctime_nsec as i64),
+            content_type,
+        };
+        PLANS.with(|plans| {
+            let mut plans = plans.borrow_mut();
+            if let Some(rendered) = plans.get(&key) {
+                head.extend_from_slice(rendered);
+                return true;
+            }
+            let len = stat.st_size as u64;
+            let facts = FileFacts {
+                len,
+                validators: crate::share::validators(stat),
+                content_type: HeaderValue::from_static(content_type),
+            };
+            let answer = plan::plan_read(&ReadRequest::default(), &facts);
+            if answer.status != StatusCode::OK || answer.body != (PlanBody::File { offset: 0, len })
+            {
+                return false;
+            }
+            let mut rendered = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for (name, value) in answer.headers.iter() {
+                push_header(&mut rendered, name.as_str().as_bytes(), value.as_bytes());
+            }
+            push_header(&mut rendered, b"content-length", len.to_string().as_bytes());
+            head.extend_from_slice(&rendered);
+            if plans.len() >= PLAN_CACHE_ENTRIES {
+                plans.clear();
+            }
+            plans.insert(key, rendered.into_boxed_slice());
+            true
+        })
+    }
 }
 
 /// A connection with bytes already read put back in front, for the hyper handoff.
@@ -586,6 +922,87 @@ mod tests {
         parse_head(raw.as_bytes())
             .expect("parses")
             .expect("complete")
+    }
+
+    #[test]
+    fn plain_reads_are_recognised_and_everything_else_is_not() {
+        let buf = b"GET /v1/shares/s/files/a/b.txt?x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer k\r\nX-Request-ID: r-1\r\n\r\nGET /next";
+        let read = plain_read(buf, "s").expect("a plain read");
+        assert_eq!(&buf[..read.len], &buf[..buf.len() - 9]);
+        assert!(!read.head && read.keep_alive);
+        assert_eq!(read.path.as_bytes(), b"a/b.txt");
+        assert_eq!(&buf[read.authorization.clone().unwrap()], b"Bearer k");
+        assert_eq!(&buf[read.request_id.clone().unwrap()], b"r-1");
+        let head = plain_read(b"HEAD /v1/shares/s/files/f HTTP/1.0\r\n\r\n", "s").unwrap();
+        assert!(head.head && !head.keep_alive);
+        let with_zero_body = b"GET /v1/shares/s/files/f HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        assert!(plain_read(with_zero_body, "s").is_some());
+        for other in [
+            "GET /v1/shares/s/files/f HTTP/1.1\r\n",
+            "GET /v1/shares/other/files/f HTTP/1.1\r\n\r\n",
+            "GET /v1/shares/s/list HTTP/1.1\r\n\r\n",
+            "GET /v1/shares/s/files/ HTTP/1.1\r\n\r\n",
+            "GET /v1/shares/s/files/%2e%2e/x HTTP/1.1\r\n\r\n",
+            "PUT /v1/shares/s/files/f HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+            "DELETE /v1/shares/s/files/f HTTP/1.1\r\n\r\n",
+            "GET /v1/shares/s/files/f HTTP/1.1\r\nRange: bytes=0-1\r\n\r\n",
+            "GET /v1/shares/s/files/f HTTP/1.1\r\nif-none-match: *\r\n\r\n",
+            "GET /v1/shares/s/files/f HTTP/1.1\r\nIf-Modified-Since: x\r\n\r\n",
+            "GET /v1/shares/s/files/f HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
+            "GET /v1/shares/s/files/f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /v1/shares/s/files/f HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
+            "GET /v1/shares/s/files/f HTTP/1.1\r\nX-Bad: a\x01b\r\n\r\n",
+        ] {
+            assert_eq!(plain_read(other.as_bytes(), "s"), None, "{other:?}");
+        }
+        let bad_id = b"GET /v1/shares/s/files/f HTTP/1.1\r\nX-Request-ID: has space\r\n\r\n";
+        assert_eq!(plain_read(bad_id, "s").unwrap().request_id, None);
+    }
+
+    #[test]
+    fn the_cached_answer_is_the_planners_and_a_new_version_gets_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.json");
+        std::fs::write(&file, b"{}").unwrap();
+        let stat = rustix::fs::stat(&file).unwrap();
+        let path = SharePath::from_encoded("a.json").unwrap();
+        let (mut first, mut again) = (Vec::new(), Vec::new());
+        assert!(PlanCache::render(&path, &stat, &mut first));
+        assert!(PlanCache::render(&path, &stat, &mut again));
+        assert_eq!(first, again);
+        let text = String::from_utf8(first.clone()).unwrap();
+        let facts = FileFacts {
+            len: 2,
+            validators: crate::share::validators(&stat),
+            content_type: HeaderValue::from_static("application/json"),
+        };
+        let planned = plan::plan_read(&ReadRequest::default(), &facts);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        for (name, value) in planned.headers.iter() {
+            let line = format!("{}: {}\r\n", name, value.to_str().unwrap());
+            assert!(text.contains(&line), "{line:?} missing from {text}");
+        }
+        assert!(text.contains("content-length: 2\r\n"));
+        // The same inode under another name has another content type.
+        let mut other = Vec::new();
+        assert!(PlanCache::render(
+            &SharePath::from_encoded("a.txt").unwrap(),
+            &stat,
+            &mut other
+        ));
+        assert!(
+            String::from_utf8(other)
+                .unwrap()
+                .contains("content-type: text/plain")
+        );
+        // A rewrite is a new version: new length, new ETag.
+        std::fs::write(&file, b"{\"k\": 1}").unwrap();
+        let changed = rustix::fs::stat(&file).unwrap();
+        let mut after = Vec::new();
+        assert!(PlanCache::render(&path, &changed, &mut after));
+        let after = String::from_utf8(after).unwrap();
+        assert!(after.contains("content-length: 8\r\n"), "{after}");
+        assert_ne!(after, text);
     }
 
     #[test]
@@ -653,6 +1070,7 @@ mod tests {
         #[test]
         fn the_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_head(&bytes);
+            let _ = plain_read(&bytes, "s");
         }
 
         #[test]
@@ -661,6 +1079,19 @@ mod tests {
             if at < raw.len() { raw[at] = byte; }
             raw.truncate(cut.max(1).min(raw.len()));
             let _ = parse_head(&raw);
+            let _ = plain_read(&raw, "s");
+        }
+
+        #[test]
+        fn mutated_plain_reads_never_panic(cut in 0usize..90, byte in any::<u8>(), at in 0usize..90) {
+            let mut raw = b"GET /v1/shares/s/files/a%20b HTTP/1.1\r\nAuthorization: Bearer t\r\nX-Request-ID: q\r\n\r\n".to_vec();
+            if at < raw.len() { raw[at] = byte; }
+            raw.truncate(cut.max(1).min(raw.len()));
+            if let Some(read) = plain_read(&raw, "s") {
+                prop_assert!(read.len <= raw.len());
+                let _ = read.authorization.map(|r| &raw[r]);
+                let _ = read.request_id.map(|r| &raw[r]);
+            }
         }
     }
 }

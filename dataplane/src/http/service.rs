@@ -315,10 +315,15 @@ fn file_body(file: Arc<File>, offset: u64, len: u64, app: &App) -> FileBody {
 pub fn request_id(headers: &http::HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
+        .filter(|v| valid_request_id(v.as_bytes()))
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(new_request_id)
+}
+
+/// A client's request id is echoed when it is 1 to 200 visible ASCII characters.
+pub fn valid_request_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= 200 && value.iter().all(u8::is_ascii_graphic)
 }
 
 /// A new random request id: 32 lowercase hex digits.

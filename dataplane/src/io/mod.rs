@@ -14,6 +14,7 @@ pub mod idle;
 pub mod sendfile;
 pub mod small;
 pub mod splice;
+pub mod uring;
 
 use std::time::Duration;
 
@@ -69,11 +70,14 @@ pub enum FallbackReason {
     RequestBody,
     /// A feature the front end does not implement (Upgrade, odd targets or versions).
     Unsupported,
+    /// `--io-engine io_uring` was asked for and the ring could not be set up (old kernel,
+    /// seccomp, `kernel.io_uring_disabled`): the worker uses epoll. Counted once per worker.
+    IoUringUnavailable,
 }
 
 impl FallbackReason {
     /// Every reason, in documentation order.
-    pub const ALL: [FallbackReason; 9] = [
+    pub const ALL: [FallbackReason; 10] = [
         FallbackReason::SmallBody,
         FallbackReason::SendfileUnsupported,
         FallbackReason::ReadAhead,
@@ -83,6 +87,7 @@ impl FallbackReason {
         FallbackReason::ChunkedBody,
         FallbackReason::RequestBody,
         FallbackReason::Unsupported,
+        FallbackReason::IoUringUnavailable,
     ];
 
     /// Position in [`FallbackReason::ALL`].
@@ -102,6 +107,7 @@ impl FallbackReason {
             FallbackReason::ChunkedBody => "chunked_body",
             FallbackReason::RequestBody => "request_body",
             FallbackReason::Unsupported => "unsupported",
+            FallbackReason::IoUringUnavailable => "io_uring_unavailable",
         }
     }
 }

@@ -14,8 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use zeronas_dataplane::config::Config;
+use zeronas_dataplane::config::{Config, IoEngine};
 use zeronas_dataplane::http::app::App;
+use zeronas_dataplane::io::FallbackReason;
 use zeronas_dataplane::runtime::RuntimeReport;
 use zeronas_dataplane::server::Server;
 
@@ -60,14 +61,35 @@ impl TestServer {
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        TestServer {
+        let server = TestServer {
             addr,
             metrics_addr,
             root,
             app,
             stop: Some(stop),
             task: Some(task),
+        };
+        if config.io_engine == IoEngine::IoUring {
+            // `make unit` runs the HTTP suites again with ZERONAS_IO_ENGINE=io_uring: make
+            // sure they test the ring, not a silent fallback to epoll. A served request
+            // proves the workers (and their rings) have started.
+            if let Ok(mut s) = TcpStream::connect(server.addr).await {
+                let _ = s
+                    .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+                    .await;
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+            }
+            assert_eq!(
+                server
+                    .app
+                    .metrics
+                    .fallbacks("http", FallbackReason::IoUringUnavailable),
+                0,
+                "io_uring was asked for and is unavailable"
+            );
         }
+        server
     }
 
     /// Path of a file inside the share root.

@@ -9,6 +9,8 @@ pub mod conditional;
 pub mod range;
 pub mod route;
 
+use std::os::unix::ffi::OsStrExt;
+
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -249,10 +251,19 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
 
 /// The `Content-Type` for a file name, guessed from its extension.
 pub fn content_type_for(path: &SharePath) -> HeaderValue {
-    let guess = path
-        .split_last()
-        .and_then(|(_, name)| mime_guess::from_path(std::path::Path::new(name)).first_raw());
-    HeaderValue::from_static(guess.unwrap_or("application/octet-stream"))
+    HeaderValue::from_static(content_type_name(path))
+}
+
+/// [`content_type_for`] as a static string.
+pub fn content_type_name(path: &SharePath) -> &'static str {
+    let name = match path.as_bytes().iter().rposition(|&b| b == b'/') {
+        Some(i) => &path.as_bytes()[i + 1..],
+        None => path.as_bytes(),
+    };
+    let name = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
 }
 
 fn with_headers(mut plan: ResponsePlan, headers: HeaderMap) -> ResponsePlan {

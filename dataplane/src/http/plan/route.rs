@@ -24,6 +24,23 @@ pub enum Route {
     Unknown,
 }
 
+/// `/v1/shares/{share}/{tail}` → `(share, tail)`; `None` for other paths.
+fn split_share(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/v1/shares/")?;
+    let (share, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    (!share.is_empty()).then_some((share, tail))
+}
+
+/// The percent-encoded file path of a `/v1/shares/{share}/files/{path}` target (without
+/// its query), without allocating: what [`Route::parse`] would make a [`Route::File`] of,
+/// for a share named `share` and a path that is not the root. `None` for anything else.
+pub fn share_file_path<'a>(target: &'a str, share: &str) -> Option<&'a str> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (name, tail) = split_share(path)?;
+    let file = tail.strip_prefix("files/")?;
+    (name == share && file.bytes().any(|b| b != b'/')).then_some(file)
+}
+
 impl Route {
     /// Classifies a request path (without the query string).
     pub fn parse(path: &str) -> Result<Route, ApiError> {
@@ -33,13 +50,9 @@ impl Route {
             "/readyz" => return Ok(Route::Readyz),
             _ => {}
         }
-        let Some(rest) = path.strip_prefix("/v1/shares/") else {
+        let Some((share, tail)) = split_share(path) else {
             return Ok(Route::Unknown);
         };
-        let (share, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        if share.is_empty() {
-            return Ok(Route::Unknown);
-        }
         let share = share.to_owned();
         if tail == "list" {
             return Ok(Route::List { share });
@@ -100,6 +113,37 @@ mod tests {
         assert_eq!(Route::parse("/v1/shares/").unwrap(), Route::Unknown);
         assert_eq!(Route::parse("/").unwrap(), Route::Unknown);
         assert!(file("").unwrap().is_root());
+    }
+
+    #[test]
+    fn share_file_paths_match_what_parse_calls_a_file() {
+        assert_eq!(
+            share_file_path("/v1/shares/s/files/a/b?x=1", "s"),
+            Some("a/b")
+        );
+        assert_eq!(
+            share_file_path("/v1/shares/s/files/a%20b", "s"),
+            Some("a%20b")
+        );
+        for other in [
+            "/v1/shares/t/files/a",
+            "/v1/shares/s/files/",
+            "/v1/shares/s/files//",
+            "/v1/shares/s/files",
+            "/v1/shares/s/list",
+            "/healthz",
+        ] {
+            assert_eq!(share_file_path(other, "s"), None, "{other}");
+        }
+        let target = "/v1/shares/s/files/x/y.txt";
+        let Route::File { share, path } = Route::parse(target).unwrap() else {
+            panic!("not a file route");
+        };
+        assert_eq!(share, "s");
+        assert_eq!(
+            SharePath::from_encoded(share_file_path(target, "s").unwrap()).unwrap(),
+            path
+        );
     }
 
     #[test]
