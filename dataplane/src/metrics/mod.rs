@@ -10,10 +10,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use crate::usage::Usage;
+
+mod histogram;
+
+pub use histogram::AtomicHistogram;
 
 /// Labels of `zeronas_http_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -127,10 +131,10 @@ pub struct Metrics {
     http_requests: Family<HttpRequestLabels, Counter>,
     nfs_requests: Family<NfsRequestLabels, Counter>,
     connections_refused: Family<ProtocolLabels, Counter>,
-    nfs_duration: Family<NfsProcLabels, Histogram>,
+    nfs_duration: Family<NfsProcLabels, AtomicHistogram>,
     nfs_duplicates: Family<DuplicateLabels, Counter>,
     nfs_in_flight: Gauge,
-    fallback_duration: Family<ProtocolLabels, Histogram>,
+    fallback_duration: Family<ProtocolLabels, AtomicHistogram>,
     transport_info: Family<TransportLabels, Gauge>,
     share_capacity: Gauge,
     share_used: Gauge,
@@ -147,7 +151,7 @@ pub struct Metrics {
     /// Pre-created children, indexed, so the per-request path does no label hashing.
     transfer_by_path: [[Counter; 4]; PROTOCOLS.len()],
     fallback_by_reason: [[Counter; FallbackReason::ALL.len()]; PROTOCOLS.len()],
-    duration_by_route: [Histogram; ROUTES.len()],
+    duration_by_route: [AtomicHistogram; ROUTES.len()],
     /// The counters of 200 answers to GET and HEAD of files, the hot case: found in the
     /// family once, then incremented without its lock or label hashing.
     files_read_ok: [std::sync::OnceLock<Counter>; 2],
@@ -171,9 +175,9 @@ impl Metrics {
             "HTTP requests by route, method and status code",
             http_requests.clone(),
         );
-        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+        let http_duration = Family::<RouteLabels, AtomicHistogram>::new_with_constructor(|| {
             // 50 µs .. ~27 s
-            Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+            AtomicHistogram::new(exponential_buckets(0.00005, 2.0, 20))
         });
         registry.register(
             "zeronas_http_request_duration_seconds",
@@ -192,8 +196,8 @@ impl Metrics {
             "Connections closed on accept because the protocol's connection cap was reached",
             connections_refused.clone(),
         );
-        let nfs_duration = Family::<NfsProcLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.00001, 2.0, 22))
+        let nfs_duration = Family::<NfsProcLabels, AtomicHistogram>::new_with_constructor(|| {
+            AtomicHistogram::new(exponential_buckets(0.00001, 2.0, 22))
         });
         registry.register(
             "zeronas_nfs_request_duration_seconds",
@@ -224,9 +228,10 @@ impl Metrics {
             "Responses, uploads and connections that left the zero-copy path, by reason",
             fallbacks.clone(),
         );
-        let fallback_duration = Family::<ProtocolLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.00005, 2.0, 20))
-        });
+        let fallback_duration =
+            Family::<ProtocolLabels, AtomicHistogram>::new_with_constructor(|| {
+                AtomicHistogram::new(exponential_buckets(0.00005, 2.0, 20))
+            });
         registry.register(
             "zeronas_fallback_duration_seconds",
             "Time spent moving bytes along copy paths taken as a fallback",
