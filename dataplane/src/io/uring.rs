@@ -77,7 +77,13 @@ impl std::fmt::Debug for Ring {
 impl Ring {
     /// Sets up a ring and spawns its driver on the current tokio runtime.
     pub fn start() -> Result<Arc<Ring>, RingError> {
-        let ring = IoUring::new(RING_ENTRIES).map_err(RingError::Setup)?;
+        // Completions' task work runs when the worker next enters the kernel (it does so
+        // at least in epoll_wait) instead of interrupting it (5.19+; plain setup before).
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .build(RING_ENTRIES)
+            .or_else(|_| IoUring::new(RING_ENTRIES))
+            .map_err(RingError::Setup)?;
         let mut probe = Probe::new();
         ring.submitter()
             .register_probe(&mut probe)
