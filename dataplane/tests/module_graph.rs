@@ -162,26 +162,28 @@ fn graph(src: &Path) -> Graph {
     graph
 }
 
+/// Every unit `from` imports, directly or through others.
+fn reach(graph: &Graph, from: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from.to_owned()];
+    while let Some(n) = stack.pop() {
+        for next in graph.get(&n).into_iter().flatten() {
+            if seen.insert(next.clone()) {
+                stack.push(next.clone());
+            }
+        }
+    }
+    seen
+}
+
 /// Every cycle's members (strongly connected components of more than one unit).
 fn cycles(graph: &Graph) -> Vec<Vec<String>> {
     let nodes: BTreeSet<&String> = graph
         .keys()
         .chain(graph.values().flat_map(|s| s.iter()))
         .collect();
-    let reach = |from: &String| {
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![from.clone()];
-        while let Some(n) = stack.pop() {
-            for next in graph.get(&n).into_iter().flatten() {
-                if seen.insert(next.clone()) {
-                    stack.push(next.clone());
-                }
-            }
-        }
-        seen
-    };
     let reachable: BTreeMap<&String, BTreeSet<String>> =
-        nodes.iter().map(|n| (*n, reach(n))).collect();
+        nodes.iter().map(|n| (*n, reach(graph, n))).collect();
     let mut found: BTreeSet<Vec<String>> = BTreeSet::new();
     for n in &nodes {
         let component: Vec<String> = nodes
@@ -236,18 +238,6 @@ fn no_two_modules_import_each_other() {
 #[test]
 fn the_share_layer_nfs_and_io_import_no_http_module() {
     let graph = graph(&crate_src("dataplane"));
-    let reach = |from: &str| {
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![from.to_owned()];
-        while let Some(n) = stack.pop() {
-            for next in graph.get(&n).into_iter().flatten() {
-                if seen.insert(next.clone()) {
-                    stack.push(next.clone());
-                }
-            }
-        }
-        seen
-    };
     for lower in [
         "share",
         "nfs",
@@ -258,7 +248,7 @@ fn the_share_layer_nfs_and_io_import_no_http_module() {
         "io::splice",
         "io::small",
     ] {
-        let http: Vec<String> = reach(lower)
+        let http: Vec<String> = reach(&graph, lower)
             .into_iter()
             .filter(|m| m == "http" || m.starts_with("http::"))
             .collect();
