@@ -396,7 +396,7 @@ impl Connection {
 
     /// Reads what the client sent next into `buf`: 0 at end of stream.
     async fn read_more(&mut self) -> io::Result<usize> {
-        let Some(ring) = self.fe.ring.as_ref().map(Arc::clone) else {
+        let Some(ring) = self.fe.ring.as_ref().filter(|r| r.alive()).map(Arc::clone) else {
             return self.stream.read_buf(&mut self.buf).await;
         };
         let mut chunk = std::mem::take(&mut self.chunk);
@@ -416,7 +416,7 @@ impl Connection {
         body: WriteBody,
     ) -> (Vec<u8>, WriteBody, io::Result<()>) {
         let idle = self.fe.app.limits.idle_timeout;
-        match self.fe.ring.as_ref().map(Arc::clone) {
+        match self.fe.ring.as_ref().filter(|r| r.alive()).map(Arc::clone) {
             Some(ring) => {
                 let (bufs, sent) = ring
                     .write_all(self.stream.as_raw_fd(), WriteBufs::new(head, body), idle)
@@ -510,19 +510,19 @@ impl Connection {
         let request_id = request_id..head.len() - 2;
         let keep_alive = read.keep_alive && !*self.fe.shutdown.borrow();
         finish_head(&mut head, keep_alive);
-        self.buf.advance(read.len);
         let method = if read.head { Method::HEAD } else { Method::GET };
         if tracing::enabled!(tracing::Level::INFO) {
             tracing::info!(
                 request_id = %String::from_utf8_lossy(&head[request_id]),
                 method = %method,
-                path = %read.path.display(),
+                path = %String::from_utf8_lossy(&self.buf[read.raw_path.clone()]),
                 status = 200,
                 bytes = len,
                 duration_us = started.elapsed().as_micros() as u64,
                 "request"
             );
         }
+        self.buf.advance(read.len);
         app.metrics
             .observe_request("files", &method, 200, started.elapsed().as_secs_f64());
         let file = Arc::new(file);
@@ -716,6 +716,8 @@ struct PlainRead {
     head: bool,
     keep_alive: bool,
     path: SharePath,
+    /// The target's path as sent (for the access log, as the general path logs it).
+    raw_path: std::ops::Range<usize>,
     authorization: Option<std::ops::Range<usize>>,
     /// The client's request id, when valid.
     request_id: Option<std::ops::Range<usize>>,
@@ -735,13 +737,22 @@ fn plain_read(buf: &[u8], share: &str) -> Option<PlainRead> {
         "HEAD" => true,
         _ => return None,
     };
-    let path = SharePath::from_encoded(share_file_path(parsed.path?, share)?).ok()?;
     let offset = |value: &[u8]| {
         let start = value.as_ptr() as usize - buf.as_ptr() as usize;
         start..start + value.len()
     };
+    let target = parsed.path?;
+    // Only targets `http::Uri` takes as they are: anything else (a fragment, `<`, `"`, ...)
+    // is for the general path to accept or refuse.
+    if !target.bytes().all(plain_target_byte) {
+        return None;
+    }
+    let encoded = share_file_path(target, share)?;
+    let path = SharePath::from_encoded(encoded).ok()?;
+    let raw_path = offset(target.split_once('?').map_or(target, |(p, _)| p).as_bytes());
     let (mut close, mut keep_alive_token) = (false, false);
     let (mut authorization, mut request_id) = (None, None);
+    let (mut seen_authorization, mut seen_request_id) = (false, false);
     for h in parsed.headers.iter() {
         // What `HeaderValue::from_bytes` refuses goes to the general path (a 400 there).
         if h.value.iter().any(|&b| (b < 32 && b != b'\t') || b == 127) {
@@ -777,9 +788,12 @@ fn plain_read(buf: &[u8], share: &str) -> Option<PlainRead> {
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if is("authorization") {
-            authorization = Some(offset(h.value));
-        } else if is(service::REQUEST_ID) && service::valid_request_id(h.value) {
-            request_id = Some(offset(h.value));
+            // The general path reads the first of repeated headers.
+            if !std::mem::replace(&mut seen_authorization, true) {
+                authorization = Some(offset(h.value));
+            }
+        } else if is(service::REQUEST_ID) && !std::mem::replace(&mut seen_request_id, true) {
+            request_id = service::valid_request_id(h.value).then(|| offset(h.value));
         }
     }
     let keep_alive = !close && (parsed.version == Some(1) || keep_alive_token);
@@ -788,9 +802,16 @@ fn plain_read(buf: &[u8], share: &str) -> Option<PlainRead> {
         head,
         keep_alive,
         path,
+        raw_path,
         authorization,
         request_id,
     })
+}
+
+/// Bytes of a request target that `http::Uri` accepts as they are: unreserved,
+/// sub-delims, `:`, `@`, `/`, `?` and `%` (RFC 3986).
+fn plain_target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
 }
 
 /// Most file versions a worker keeps rendered heads for; the whole cache is dropped when
@@ -952,11 +973,17 @@ mod tests {
             "GET /v1/shares/s/files/f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET /v1/shares/s/files/f HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
             "GET /v1/shares/s/files/f HTTP/1.1\r\nX-Bad: a\x01b\r\n\r\n",
+            "GET /v1/shares/s/files/a#b HTTP/1.1\r\n\r\n",
+            "GET /v1/shares/s/files/a<b HTTP/1.1\r\n\r\n",
+            "GET /v1/shares/s/files/a?q=\"x\" HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(plain_read(other.as_bytes(), "s"), None, "{other:?}");
         }
-        let bad_id = b"GET /v1/shares/s/files/f HTTP/1.1\r\nX-Request-ID: has space\r\n\r\n";
+        let bad_id = b"GET /v1/shares/s/files/f HTTP/1.1\r\nX-Request-ID: has space\r\nX-Request-ID: ok\r\n\r\n";
         assert_eq!(plain_read(bad_id, "s").unwrap().request_id, None);
+        let twice = b"GET /v1/shares/s/files/f HTTP/1.1\r\nAuthorization: first\r\nAuthorization: second\r\n\r\n";
+        let read = plain_read(twice, "s").unwrap();
+        assert_eq!(&twice[read.authorization.unwrap()], b"first");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! An io_uring ring per worker, driven from the worker's tokio runtime.
 //!
-//! Operations (`recv`, `writev`) are queued on the ring and submitted together: a driver
+//! Operations (`recv`, `sendmsg`) are queued on the ring and submitted together: a driver
 //! task, woken by the first queued operation, submits everything queued since its last
 //! turn with one `io_uring_enter`, so connections served in the same scheduler tick share
-//! one system call instead of one `recv` and one `writev` each. Completions are announced
+//! one system call instead of one `recv` and one `writev` each. Sockets are used with
+//! network operations (`recv`, `sendmsg`), which wait for readiness inside the kernel. Completions are announced
 //! through an eventfd registered with the ring and watched by tokio, which keeps timers,
 //! hyper handoffs and uploads on the same thread as the ring.
 //!
@@ -16,6 +17,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -26,10 +28,13 @@ use tokio::io::unix::AsyncFd;
 
 /// Entries of each ring's submission queue.
 const RING_ENTRIES: u32 = 256;
+/// Entries of its completion queue: one pending `recv` per connection and their cancels,
+/// with room to spare (completions beyond it wait in the kernel, never dropped).
+const COMPLETION_ENTRIES: u32 = 16 * 1024;
 /// `user_data` of cancellation requests, whose completions carry nothing.
 const CANCEL: u64 = u64::MAX;
 
-/// Why a ring could not be set up.
+/// Why a ring could not be set up or is no longer usable.
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
     /// `io_uring_setup` failed (old kernel, seccomp, `kernel.io_uring_disabled`).
@@ -50,14 +55,16 @@ enum Slot {
     /// Completed with this result; the future has not looked yet.
     Done(i32),
     /// The future was dropped: the buffers wait here for the completion.
-    Abandoned(#[allow(dead_code)] Box<dyn Any + Send>),
+    Abandoned(Box<dyn Any + Send>),
 }
 
 struct Inner {
     ring: IoUring,
-    slots: Vec<Slot>,
+    /// Each slot with its generation: `user_data` carries both, so a completion or a
+    /// cancellation meant for an earlier occupant of a slot never touches the current one.
+    slots: Vec<(u32, Slot)>,
     free: Vec<usize>,
-    /// Entries queued since the last submit.
+    /// Entries queued and not yet taken by the kernel.
     queued: usize,
     driver: Option<Waker>,
 }
@@ -66,6 +73,8 @@ struct Inner {
 pub struct Ring {
     inner: Mutex<Inner>,
     event: AsyncFd<OwnedFd>,
+    /// False once the driver stopped: the front end then uses epoll.
+    alive: AtomicBool,
 }
 
 impl std::fmt::Debug for Ring {
@@ -74,15 +83,25 @@ impl std::fmt::Debug for Ring {
     }
 }
 
+fn user_data(key: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | key as u64
+}
+
 impl Ring {
     /// Sets up a ring and spawns its driver on the current tokio runtime.
     pub fn start() -> Result<Arc<Ring>, RingError> {
-        // Completions' task work runs when the worker next enters the kernel (it does so
-        // at least in epoll_wait) instead of interrupting it (5.19+; plain setup before).
+        // Completions' task work runs when the worker next enters the kernel (it does so at
+        // least in epoll_wait, which the task work wakes) instead of interrupting it (5.19+;
+        // plain setup before).
         let ring = IoUring::builder()
             .setup_coop_taskrun()
+            .setup_cqsize(COMPLETION_ENTRIES)
             .build(RING_ENTRIES)
-            .or_else(|_| IoUring::new(RING_ENTRIES))
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(COMPLETION_ENTRIES)
+                    .build(RING_ENTRIES)
+            })
             .map_err(RingError::Setup)?;
         let mut probe = Probe::new();
         ring.submitter()
@@ -90,7 +109,7 @@ impl Ring {
             .map_err(RingError::Setup)?;
         for (code, name) in [
             (opcode::Recv::CODE, "IORING_OP_RECV"),
-            (opcode::Writev::CODE, "IORING_OP_WRITEV"),
+            (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
             (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
         ] {
             if !probe.is_supported(code) {
@@ -118,10 +137,19 @@ impl Ring {
                 driver: None,
             }),
             event,
+            alive: AtomicBool::new(true),
         });
         let driver = Arc::clone(&ring);
-        tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_drive(cx)).await });
+        tokio::spawn(async move {
+            std::future::poll_fn(|cx| driver.poll_drive(cx)).await;
+            driver.alive.store(false, Ordering::Release);
+        });
         Ok(ring)
+    }
+
+    /// False once the ring stopped working; callers then use epoll.
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -132,8 +160,7 @@ impl Ring {
     /// Submits what is queued, hands out completions, and waits for the eventfd.
     fn poll_drive(&self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let mut wake = Vec::new();
-            {
+            let wake = {
                 let mut inner = self.lock();
                 if !inner
                     .driver
@@ -142,37 +169,16 @@ impl Ring {
                 {
                     inner.driver = Some(cx.waker().clone());
                 }
-                if inner.queued > 0 {
-                    match inner.ring.submit() {
-                        Ok(_) => inner.queued = 0,
-                        // The completion queue is full: drain it below, submit next turn.
-                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                        Err(e) => tracing::warn!(error = %e, "io_uring submit failed"),
-                    }
+                let mut wake = Vec::new();
+                if let Err(e) = inner.submit_all(&mut wake) {
+                    tracing::error!(error = %e, "io_uring submit failed; the ring stops");
+                    drop(inner);
+                    self.fail_all();
+                    return Poll::Ready(());
                 }
-                let done: Vec<(u64, i32)> = inner
-                    .ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result()))
-                    .collect();
-                for (key, result) in done {
-                    if key == CANCEL {
-                        continue;
-                    }
-                    let key = key as usize;
-                    match std::mem::replace(&mut inner.slots[key], Slot::Done(result)) {
-                        Slot::Waiting(waker) => wake.extend(waker),
-                        Slot::Abandoned(_) | Slot::Free | Slot::Done(_) => {
-                            inner.slots[key] = Slot::Free;
-                            inner.free.push(key);
-                        }
-                    }
-                }
-                if inner.queued > 0 && wake.is_empty() {
-                    // Submission was refused for now: try again on the next turn.
-                    cx.waker().wake_by_ref();
-                }
-            }
+                inner.reap(&mut wake);
+                wake
+            };
             for w in wake {
                 w.wake();
             }
@@ -184,6 +190,7 @@ impl Ring {
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::error!(error = %e, "io_uring eventfd failed; the ring stops");
+                    self.fail_all();
                     return Poll::Ready(());
                 }
                 Poll::Pending => return Poll::Pending,
@@ -191,23 +198,60 @@ impl Ring {
         }
     }
 
-    /// Queues `entry` (its buffers owned by `keep`) and returns the future of its result.
+    /// After the driver stopped: every waiting operation ends with ECANCELED (its buffers
+    /// stay with the ring, as the kernel may still hold them).
+    fn fail_all(&self) {
+        self.alive.store(false, Ordering::Release);
+        let wake: Vec<Waker> = {
+            let mut inner = self.lock();
+            inner
+                .slots
+                .iter_mut()
+                .filter_map(|(_, slot)| match slot {
+                    Slot::Waiting(w) => {
+                        let w = w.take();
+                        *slot = Slot::Abandoned(Box::new(()));
+                        w
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for w in wake {
+            w.wake();
+        }
+    }
+
+    /// Queues `entry` (its buffers owned by `keep`) and returns the future of its result;
+    /// with a stopped ring the future ends at once with ECANCELED.
     fn queue<T: Send + 'static>(self: &Arc<Self>, entry: squeue::Entry, keep: T) -> Op<T> {
         let mut inner = self.lock();
         let key = match inner.free.pop() {
-            Some(k) => {
-                inner.slots[k] = Slot::Waiting(None);
-                k
-            }
+            Some(k) => k,
             None => {
-                inner.slots.push(Slot::Waiting(None));
+                inner.slots.push((0, Slot::Free));
                 inner.slots.len() - 1
             }
         };
-        inner.push(entry.user_data(key as u64));
+        let generation = inner.slots[key].0.wrapping_add(1);
+        inner.slots[key] = (generation, Slot::Waiting(None));
+        let tagged = user_data(key, generation);
+        if !self.alive() {
+            inner.slots[key].1 = Slot::Done(-libc::ECANCELED);
+        } else {
+            let mut wake = Vec::new();
+            if inner.push(entry.user_data(tagged), &mut wake).is_err() {
+                inner.slots[key].1 = Slot::Done(-libc::ECANCELED);
+            }
+            drop(inner);
+            for w in wake {
+                w.wake();
+            }
+        }
         Op {
             ring: Arc::clone(self),
             key,
+            generation,
             keep: Some(keep),
         }
     }
@@ -222,39 +266,47 @@ impl Ring {
         if buf.capacity() == buf.len() {
             buf.reserve(4096);
         }
-        let spare = buf.capacity() - buf.len();
-        // SAFETY of the pointer: the Vec moves into the op and is not touched until the
-        // completion; moving a Vec does not move its heap buffer.
-        let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
-        let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32).build();
-        let (mut buf, result) = self.queue(entry, buf).await;
-        match result {
-            n if n >= 0 => {
-                // SAFETY: the kernel wrote n bytes into the spare capacity.
-                unsafe { buf.set_len(buf.len() + n as usize) };
-                (buf, Ok(n as usize))
+        loop {
+            let spare = (buf.capacity() - buf.len()).min(u32::MAX as usize);
+            // The pointer stays valid: the Vec moves into the op and is not touched until the
+            // completion, and moving a Vec does not move its heap buffer.
+            let ptr = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+            let entry = opcode::Recv::new(types::Fd(fd), ptr, spare as u32).build();
+            let (back, result) = self.queue(entry, buf).await;
+            buf = back;
+            match result {
+                n if n >= 0 => {
+                    let n = (n as usize).min(spare);
+                    // SAFETY: the kernel wrote n bytes into the spare capacity.
+                    unsafe { buf.set_len(buf.len() + n) };
+                    return (buf, Ok(n));
+                }
+                e if -e == libc::EAGAIN || -e == libc::EINTR => continue,
+                e => return (buf, Err(io::Error::from_raw_os_error(-e))),
             }
-            e => (buf, Err(io::Error::from_raw_os_error(-e))),
         }
     }
 
-    /// Writes all of `bufs` (head, then body), waiting at most `idle` for each step.
+    /// Sends all of `bufs` (head, then body) with `sendmsg`, which waits for room in the
+    /// socket as a network operation; fails when it is not all sent within `idle`.
     pub async fn write_all(
         self: &Arc<Self>,
         fd: RawFd,
         bufs: WriteBufs,
         idle: Duration,
     ) -> (WriteBufs, io::Result<()>) {
+        let deadline = tokio::time::Instant::now() + idle;
         let total = bufs.len();
         let mut bufs = Box::new(bufs);
         let mut sent = 0;
         while sent < total {
-            let (iov, count) = bufs.iovecs(sent);
-            bufs.iov = iov;
-            let entry = opcode::Writev::new(types::Fd(fd), bufs.iov.as_ptr(), count).build();
+            bufs.aim(sent);
+            let entry = opcode::SendMsg::new(types::Fd(fd), &bufs.msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build();
             let op = self.queue(entry, bufs);
-            let Ok((back, result)) = tokio::time::timeout(idle, op).await else {
-                // The buffers stay with the ring until the cancelled write completes.
+            let Ok((back, result)) = tokio::time::timeout_at(deadline, op).await else {
+                // The buffers stay with the ring until the cancelled send completes.
                 return (
                     WriteBufs::new(Vec::new(), WriteBody::None),
                     Err(io::Error::new(
@@ -272,7 +324,8 @@ impl Ring {
                         Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
                     );
                 }
-                e if -e == libc::EINTR || -e == libc::EAGAIN => {}
+                // Not expected from sendmsg on a ring (it waits), but never spin on it.
+                e if -e == libc::EAGAIN || -e == libc::EINTR => tokio::task::yield_now().await,
                 e => return (*bufs, Err(io::Error::from_raw_os_error(-e))),
             }
         }
@@ -281,24 +334,83 @@ impl Ring {
 }
 
 impl Inner {
-    /// Pushes an entry, submitting first when the queue is full.
-    fn push(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: every entry's buffers are owned by its slot until its completion.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                break;
+    /// Hands queued entries to the kernel. A full completion queue (EBUSY) is drained into
+    /// the slots and the submission retried, so nothing queued stays behind.
+    fn submit_all(&mut self, wake: &mut Vec<Waker>) -> io::Result<()> {
+        while self.queued > 0 || self.ring.submission().cq_overflow() {
+            match self.ring.submit() {
+                Ok(n) => {
+                    self.queued = self.queued.saturating_sub(n);
+                    if n == 0 {
+                        // Nothing taken (only an overflow flush): look again next turn.
+                        break;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.reap(wake),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(e),
             }
-            if let Err(e) = self.ring.submit() {
-                tracing::warn!(error = %e, "io_uring submit (queue full) failed");
-                std::thread::yield_now();
+        }
+        Ok(())
+    }
+
+    /// Moves completions into their slots.
+    fn reap(&mut self, wake: &mut Vec<Waker>) {
+        let done: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (data, result) in done {
+            if data == CANCEL {
+                continue;
             }
-            self.queued = 0;
+            let (key, generation) = ((data & 0xffff_ffff) as usize, (data >> 32) as u32);
+            let Some((current, slot)) = self.slots.get_mut(key) else {
+                continue;
+            };
+            if *current != generation {
+                continue;
+            }
+            match slot {
+                Slot::Waiting(waker) => {
+                    wake.extend(waker.take());
+                    *slot = Slot::Done(result);
+                }
+                Slot::Abandoned(_) => {
+                    *slot = Slot::Free;
+                    self.free.push(key);
+                }
+                Slot::Free | Slot::Done(_) => {}
+            }
+        }
+    }
+
+    /// Pushes an entry, submitting first when the queue is full; wakes the driver for the
+    /// first entry of a batch.
+    fn push(&mut self, entry: squeue::Entry, wake: &mut Vec<Waker>) -> io::Result<()> {
+        // SAFETY: every entry's buffers are owned by its slot until its completion.
+        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.submit_all(wake)?;
         }
         self.queued += 1;
         if self.queued == 1
             && let Some(driver) = &self.driver
         {
             driver.wake_by_ref();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The kernel may still write into abandoned buffers while the ring is torn down:
+        // leak them (this happens once, when a worker stops).
+        for (_, slot) in self.slots.drain(..) {
+            if let Slot::Abandoned(keep) = slot {
+                std::mem::forget(keep);
+            }
         }
     }
 }
@@ -307,6 +419,7 @@ impl Inner {
 struct Op<T: Send + 'static> {
     ring: Arc<Ring>,
     key: usize,
+    generation: u32,
     keep: Option<T>,
 }
 
@@ -316,23 +429,29 @@ impl<T: Send + 'static> Future for Op<T> {
     type Output = (T, i32);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(T, i32)> {
-        let key = self.key;
+        if self.keep.is_none() {
+            // Already finished: the slot may belong to another operation now.
+            return Poll::Pending;
+        }
+        let (key, generation) = (self.key, self.generation);
         let result = {
             let mut inner = self.ring.lock();
+            let inner = &mut *inner;
             match &mut inner.slots[key] {
-                Slot::Done(r) => {
+                (g, _) if *g != generation => Some(-libc::ECANCELED),
+                (_, Slot::Done(r)) => {
                     let r = *r;
-                    inner.slots[key] = Slot::Free;
+                    inner.slots[key].1 = Slot::Free;
                     inner.free.push(key);
                     Some(r)
                 }
-                Slot::Waiting(w) => {
+                (_, Slot::Waiting(w)) => {
                     if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                         *w = Some(cx.waker().clone());
                     }
                     None
                 }
-                Slot::Free | Slot::Abandoned(_) => Some(-libc::ECANCELED),
+                (_, Slot::Free | Slot::Abandoned(_)) => Some(-libc::ECANCELED),
             }
         };
         match result {
@@ -350,39 +469,56 @@ impl<T: Send + 'static> Drop for Op<T> {
         let Some(keep) = self.keep.take() else {
             return;
         };
-        let mut inner = self.ring.lock();
-        match inner.slots[self.key] {
-            Slot::Done(_) => {
-                inner.slots[self.key] = Slot::Free;
-                inner.free.push(self.key);
+        let mut wake = Vec::new();
+        {
+            let mut inner = self.ring.lock();
+            let inner = &mut *inner;
+            let (generation, slot) = &mut inner.slots[self.key];
+            if *generation != self.generation {
+                return;
             }
-            _ => {
-                inner.slots[self.key] = Slot::Abandoned(Box::new(keep));
-                inner.push(
-                    opcode::AsyncCancel::new(self.key as u64)
+            match slot {
+                Slot::Waiting(_) => {
+                    *slot = Slot::Abandoned(Box::new(keep));
+                    let cancel = opcode::AsyncCancel::new(user_data(self.key, self.generation))
                         .build()
-                        .user_data(CANCEL),
-                );
-                // Submit now: the caller may close the descriptor next, and a queued entry
-                // would then name whatever file takes its number.
-                if inner.ring.submit().is_ok() {
-                    inner.queued = 0;
+                        .user_data(CANCEL);
+                    // Submit now, retrying past a full completion queue: the caller may
+                    // close the descriptor next, and an entry still queued would then name
+                    // whatever file takes its number.
+                    let submitted = inner
+                        .push(cancel, &mut wake)
+                        .and_then(|()| inner.submit_all(&mut wake));
+                    if let Err(e) = submitted {
+                        tracing::error!(error = %e, "io_uring submit failed while cancelling");
+                    }
                 }
+                Slot::Done(_) | Slot::Free => {
+                    *slot = Slot::Free;
+                    inner.free.push(self.key);
+                }
+                Slot::Abandoned(_) => {}
             }
+        }
+        for w in wake {
+            w.wake();
         }
     }
 }
 
-/// What one `writev` sends: a head and an optional body, with their iovecs.
+/// What one send carries: a head and an optional body, with the iovecs and the message
+/// header the kernel reads (boxed by [`Ring::write_all`], so their addresses hold).
 pub struct WriteBufs {
     /// The response head.
     pub head: Vec<u8>,
     /// The body, if any.
     pub body: WriteBody,
     iov: [libc::iovec; 2],
+    msg: libc::msghdr,
 }
 
-// SAFETY: the iovecs only point into `head` and `body`, which move with them.
+// SAFETY: the iovecs and the message header only point into this value's own fields and
+// heap buffers, which move with it.
 unsafe impl Send for WriteBufs {}
 
 /// A body buffer an operation can own.
@@ -417,7 +553,19 @@ impl WriteBufs {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; 2],
+            // SAFETY: an all-zero msghdr is a valid empty message.
+            msg: unsafe { std::mem::zeroed() },
         }
+    }
+
+    /// Points the iovecs and the message header at what is left after `sent` bytes.
+    fn aim(&mut self, sent: usize) {
+        let (iov, count) = self.iovecs(sent);
+        self.iov = iov;
+        // SAFETY: as in `new`.
+        self.msg = unsafe { std::mem::zeroed() };
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = count as _;
     }
 
     fn len(&self) -> usize {
@@ -489,6 +637,45 @@ mod tests {
         assert_eq!(got, b"hello world");
     }
 
+    /// CPU time of the calling thread.
+    fn thread_cpu() -> Duration {
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage fills the struct it is given.
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_peer_that_stops_reading_costs_no_cpu_and_times_out() {
+        let ring = Ring::start().expect("io_uring");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sender = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_silent, _) = listener.accept().unwrap();
+        // As tokio's sockets are: non-blocking.
+        sender.set_nonblocking(true).unwrap();
+        let body = WriteBody::Bytes(bytes::Bytes::from(vec![7u8; 64 << 20]));
+        let before = thread_cpu();
+        let started = std::time::Instant::now();
+        let (_, sent) = ring
+            .write_all(
+                sender.as_raw_fd(),
+                WriteBufs::new(b"head".to_vec(), body),
+                Duration::from_millis(400),
+            )
+            .await;
+        let (spent, waited) = (thread_cpu() - before, started.elapsed());
+        assert_eq!(sent.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+        // Filling the socket buffers costs a few ms; spinning on EAGAIN would cost ~400.
+        assert!(
+            spent < Duration::from_millis(150),
+            "spent {spent:?} of CPU while blocked"
+        );
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_dropped_recv_is_cancelled_and_the_ring_goes_on() {
         let ring = Ring::start().expect("io_uring");
@@ -510,7 +697,7 @@ mod tests {
         assert_eq!(buf, b"after");
         let inner = ring.lock();
         assert!(
-            inner.slots.iter().all(|s| matches!(s, Slot::Free)),
+            inner.slots.iter().all(|(_, s)| matches!(s, Slot::Free)),
             "the cancelled recv's slot was not freed"
         );
     }
