@@ -123,12 +123,15 @@ pub struct Leg {
     pub fallback: Option<FallbackReason>,
 }
 
-/// The result of moving one body: up to two legs (e.g. sendfile, then pread/write after
-/// sendfile turned out to be unsupported), and time spent on fallback legs.
+/// Most distinct legs a transfer records; more are merged into the last one.
+const MAX_LEGS: usize = 4;
+
+/// The result of moving one body: a few legs (e.g. sendfile, then pread/write after
+/// sendfile turned out to be unsupported), and time spent on fallback legs. Held inline,
+/// so recording a transfer allocates nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transfer {
-    /// The legs, in order.
-    pub legs: Vec<Leg>,
+    legs: [Option<Leg>; MAX_LEGS],
     /// Time spent moving bytes along fallback legs.
     pub fallback_time: Duration,
 }
@@ -136,25 +139,39 @@ pub struct Transfer {
 impl Transfer {
     /// A single-leg transfer.
     pub fn single(path: TransferPath, bytes: u64, fallback: Option<FallbackReason>) -> Self {
-        Self {
-            legs: vec![Leg {
-                path,
-                bytes,
-                fallback,
-            }],
-            fallback_time: Duration::ZERO,
-        }
+        let mut transfer = Self::default();
+        transfer.legs[0] = Some(Leg {
+            path,
+            bytes,
+            fallback,
+        });
+        transfer
     }
 
-    /// Appends a leg (skipped when empty).
+    /// The legs, in order.
+    pub fn legs(&self) -> impl Iterator<Item = &Leg> {
+        self.legs.iter().flatten()
+    }
+
+    /// Appends a leg (skipped when empty). Bytes along the same zero-copy path as the
+    /// previous leg join it; past [`MAX_LEGS`] legs, bytes join the last one.
     pub fn push(&mut self, path: TransferPath, bytes: u64, fallback: Option<FallbackReason>) {
-        if bytes > 0 || fallback.is_some() {
-            self.legs.push(Leg {
-                path,
-                bytes,
-                fallback,
-            });
+        if bytes == 0 && fallback.is_none() {
+            return;
         }
+        let used = self.legs.iter().take_while(|l| l.is_some()).count();
+        if let Some(Some(last)) = used.checked_sub(1).map(|i| &mut self.legs[i])
+            && ((last.path == path && fallback.is_none() && last.fallback.is_none())
+                || used == MAX_LEGS)
+        {
+            last.bytes += bytes;
+            return;
+        }
+        self.legs[used] = Some(Leg {
+            path,
+            bytes,
+            fallback,
+        });
     }
 }
 
@@ -165,4 +182,43 @@ pub fn is_unsupported(err: &std::io::Error) -> bool {
         Errno::from_io_error(err),
         Some(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legs_merge_along_one_path_and_stay_apart_across_fallbacks() {
+        let mut t = Transfer::default();
+        t.push(TransferPath::Sendfile, 10, None);
+        t.push(TransferPath::Sendfile, 5, None);
+        t.push(TransferPath::Copy, 0, None);
+        t.push(
+            TransferPath::Copy,
+            7,
+            Some(FallbackReason::SendfileUnsupported),
+        );
+        let legs: Vec<Leg> = t.legs().copied().collect();
+        assert_eq!(
+            legs,
+            vec![
+                Leg {
+                    path: TransferPath::Sendfile,
+                    bytes: 15,
+                    fallback: None
+                },
+                Leg {
+                    path: TransferPath::Copy,
+                    bytes: 7,
+                    fallback: Some(FallbackReason::SendfileUnsupported)
+                },
+            ]
+        );
+        for _ in 0..10 {
+            t.push(TransferPath::Splice, 1, Some(FallbackReason::ReadAhead));
+        }
+        assert_eq!(t.legs().count(), MAX_LEGS);
+        assert_eq!(t.legs().map(|l| l.bytes).sum::<u64>(), 32);
+    }
 }

@@ -464,7 +464,7 @@ impl Metrics {
     /// Counts the legs of a transfer by path, and its fallbacks by reason.
     pub fn record_transfer(&self, protocol: &'static str, transfer: &Transfer) {
         let p = protocol_index(protocol);
-        for leg in &transfer.legs {
+        for leg in transfer.legs() {
             if leg.bytes > 0 {
                 self.transfer_by_path[p][leg.path.index()].inc_by(leg.bytes);
             }

@@ -43,19 +43,31 @@ impl SharePath {
     /// Parses a percent-encoded path (as found in a URL) into a share path.
     /// Empty segments (`a//b`, a leading `/`) are skipped, so absolute paths stay inside.
     pub fn from_encoded(encoded: &str) -> Result<Self, PathError> {
-        let mut joined = Vec::with_capacity(encoded.len());
+        Self::decode_into(encoded, Vec::with_capacity(encoded.len()))
+    }
+
+    /// [`SharePath::from_encoded`] into a buffer the caller reuses (its contents are
+    /// replaced; get it back with [`SharePath::into_bytes`]), so a request needs no
+    /// allocation for its path.
+    pub fn decode_into(encoded: &str, mut joined: Vec<u8>) -> Result<Self, PathError> {
+        joined.clear();
         for raw in encoded.split('/') {
             if raw.is_empty() {
                 continue;
             }
-            let segment: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-            Self::check_segment(&segment)?;
             if !joined.is_empty() {
                 joined.push(b'/');
             }
-            joined.extend_from_slice(&segment);
+            let start = joined.len();
+            joined.extend(percent_encoding::percent_decode_str(raw));
+            Self::check_segment(&joined[start..])?;
         }
         Ok(Self { joined })
+    }
+
+    /// The buffer, for reuse with [`SharePath::decode_into`].
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.joined
     }
 
     fn check_segment(segment: &[u8]) -> Result<(), PathError> {
@@ -130,5 +142,33 @@ impl SharePath {
     /// The path for logs and messages (lossy for non-UTF-8 names).
     pub fn display(&self) -> String {
         String::from_utf8_lossy(&self.joined).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_into_a_reused_buffer_gives_the_same_paths_and_errors() {
+        let mut buf = b"leftover/bytes".to_vec();
+        for encoded in [
+            "a/b%20c",
+            "//x//y/",
+            "caf%C3%A9",
+            "",
+            "..",
+            "a/%2e%2e",
+            "x%00",
+            "a%2fb",
+        ] {
+            let fresh = SharePath::from_encoded(encoded);
+            let reused = SharePath::decode_into(encoded, std::mem::take(&mut buf));
+            assert_eq!(fresh, reused, "{encoded}");
+            buf = reused.map(SharePath::into_bytes).unwrap_or_default();
+        }
+        let p = SharePath::decode_into("q/r", Vec::with_capacity(64)).unwrap();
+        assert_eq!(p.as_bytes(), b"q/r");
+        assert!(p.into_bytes().capacity() >= 64);
     }
 }
