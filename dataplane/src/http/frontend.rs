@@ -3,7 +3,10 @@
 //! hyper writes every body through a user-space buffer, so plaintext HTTP/1.x connections
 //! are accepted here first. This loop reads request heads itself (httparse), builds an
 //! `http::Request`, and runs the same [`service::handle`] as the hyper path, so every HTTP
-//! rule still lives in the planner. It then executes the response itself:
+//! rule still lives in the planner. A plain GET or HEAD of a file skips the request: its
+//! answer is the planner's, rendered once per file version ([`PlanCache`]). It then
+//! executes the response itself, reading and writing through epoll or, with
+//! `--io-engine io_uring`, the worker's ring ([`crate::io::uring`]):
 //!
 //! - file regions above the small-body threshold: head with `MSG_MORE`, body with
 //!   `sendfile` ([`crate::io::sendfile`]);
