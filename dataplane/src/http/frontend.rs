@@ -4,7 +4,7 @@
 //! are accepted here first. This loop reads request heads itself (httparse), builds an
 //! `http::Request`, and runs the same [`service::handle`] as the hyper path, so every HTTP
 //! rule still lives in the planner. A plain GET or HEAD of a file skips the request: its
-//! answer is the planner's, rendered once per file version ([`PlanCache`]). It then
+//! answer is the planner's, rendered once per file version (`PlanCache`). It then
 //! executes the response itself, reading and writing through epoll or, with
 //! `--io-engine io_uring`, the worker's ring ([`crate::io::uring`]):
 //!

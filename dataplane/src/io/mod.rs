@@ -154,7 +154,7 @@ impl Transfer {
     }
 
     /// Appends a leg (skipped when empty). Bytes along the same zero-copy path as the
-    /// previous leg join it; past [`MAX_LEGS`] legs, bytes join the last one.
+    /// previous leg join it; past `MAX_LEGS` legs, bytes join the last one.
     pub fn push(&mut self, path: TransferPath, bytes: u64, fallback: Option<FallbackReason>) {
         if bytes == 0 && fallback.is_none() {
             return;
