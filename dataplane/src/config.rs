@@ -183,16 +183,6 @@ pub enum IoEngine {
     IoUring,
 }
 
-impl IoEngine {
-    /// The name used in flags, logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IoEngine::Epoll => "epoll",
-            IoEngine::IoUring => "io_uring",
-        }
-    }
-}
-
 /// How log lines are written (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

@@ -389,7 +389,8 @@ impl Connection {
             _ => "bad_request",
         };
         let request_id = service::request_id(&HeaderMap::new());
-        let response = service::error_response(&ApiError::new(status, code, why), &request_id);
+        let response =
+            service::error_response(&self.fe.app, &ApiError::new(status, code, why), &request_id);
         self.fe
             .app
             .metrics
@@ -588,12 +589,12 @@ impl Connection {
             self.fe.buffers.give(buf);
             if sent.is_ok() {
                 // A choice, not a fallback: counted by reason, not timed.
-                self.fe.app.metrics.record_leg(
-                    "http",
+                let transfer = Transfer::single(
                     TransferPath::Copy,
                     len as u64,
                     Some(FallbackReason::SmallBody),
                 );
+                self.fe.app.metrics.record_transfer("http", &transfer);
             }
         }
         sent
@@ -674,16 +675,11 @@ fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     head.extend_from_slice(b"\r\n");
 }
 
-/// Appends a new random request id header (32 lowercase hex digits).
+/// Appends a request-id header with a new id.
 fn push_new_request_id(head: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     head.extend_from_slice(REQUEST_ID_NAME);
     head.extend_from_slice(b": ");
-    for word in [fastrand::u64(..), fastrand::u64(..)] {
-        for shift in (0..16).rev() {
-            head.push(HEX[((word >> (shift * 4)) & 0xf) as usize]);
-        }
-    }
+    service::push_new_request_id(head);
     head.extend_from_slice(b"\r\n");
 }
 

@@ -254,22 +254,11 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
 
 /// The response for a request refused before routing (malformed, too large, too slow): the
 /// same JSON error body and headers as every other error, with its request id.
-pub fn error_response(err: &ApiError, request_id: &str) -> Response<Body> {
-    let plan = ResponsePlan::error(err);
-    let mut headers = plan.headers;
-    if let Some(len) = plan.body.content_length() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
+pub fn error_response(app: &App, err: &ApiError, request_id: &str) -> Response<Body> {
+    let mut response = execute(ResponsePlan::error(err).into(), app, false);
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID, v);
+        response.headers_mut().insert(REQUEST_ID, v);
     }
-    let body = match plan.body {
-        PlanBody::Bytes(bytes) => Body::full(bytes),
-        PlanBody::Empty | PlanBody::File { .. } => Body::Empty,
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = plan.status;
-    *response.headers_mut() = headers;
     response
 }
 
@@ -328,14 +317,19 @@ pub fn valid_request_id(value: &[u8]) -> bool {
 
 /// A new random request id: 32 lowercase hex digits.
 fn new_request_id() -> String {
+    let mut id = Vec::with_capacity(32);
+    push_new_request_id(&mut id);
+    String::from_utf8(id).unwrap_or_default()
+}
+
+/// Appends a new random request id (32 lowercase hex digits) to `out`.
+pub fn push_new_request_id(out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(32);
     for word in [fastrand::u64(..), fastrand::u64(..)] {
         for shift in (0..16).rev() {
-            id.push(HEX[((word >> (shift * 4)) & 0xf) as usize] as char);
+            out.push(HEX[((word >> (shift * 4)) & 0xf) as usize]);
         }
     }
-    id
 }
 
 #[cfg(test)]

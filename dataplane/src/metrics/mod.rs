@@ -479,23 +479,6 @@ impl Metrics {
         }
     }
 
-    /// Counts one single-leg transfer (no [`Transfer`] to build).
-    pub fn record_leg(
-        &self,
-        protocol: &'static str,
-        path: crate::io::TransferPath,
-        bytes: u64,
-        fallback: Option<FallbackReason>,
-    ) {
-        let p = protocol_index(protocol);
-        if bytes > 0 {
-            self.transfer_by_path[p][path.index()].inc_by(bytes);
-        }
-        if let Some(reason) = fallback {
-            self.fallback_by_reason[p][reason.index()].inc();
-        }
-    }
-
     /// Counts one fallback.
     pub fn record_fallback(&self, protocol: &'static str, reason: FallbackReason) {
         self.fallback_by_reason[protocol_index(protocol)][reason.index()].inc();

@@ -107,18 +107,28 @@ impl SharePath {
 
     /// Splits into the parent path and the last component; `None` for the root.
     pub fn split_last(&self) -> Option<(SharePath, &OsStr)> {
+        let name = self.file_name()?;
+        let parent = &self.joined[..self.joined.len() - name.len()];
+        let parent = parent.strip_suffix(b"/").unwrap_or(parent);
+        Some((
+            SharePath {
+                joined: parent.to_vec(),
+            },
+            name,
+        ))
+    }
+
+    /// The last component, without allocating; `None` for the root.
+    pub fn file_name(&self) -> Option<&OsStr> {
         if self.joined.is_empty() {
             return None;
         }
-        match self.joined.iter().rposition(|&b| b == b'/') {
-            Some(i) => Some((
-                SharePath {
-                    joined: self.joined[..i].to_vec(),
-                },
-                OsStr::from_bytes(&self.joined[i + 1..]),
-            )),
-            None => Some((SharePath::root(), OsStr::from_bytes(&self.joined))),
-        }
+        let start = self
+            .joined
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |i| i + 1);
+        Some(OsStr::from_bytes(&self.joined[start..]))
     }
 
     /// This path with one more (already valid) component appended.

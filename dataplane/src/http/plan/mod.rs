@@ -9,8 +9,6 @@ pub mod conditional;
 pub mod range;
 pub mod route;
 
-use std::os::unix::ffi::OsStrExt;
-
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -256,13 +254,8 @@ pub fn content_type_for(path: &SharePath) -> HeaderValue {
 
 /// [`content_type_for`] as a static string.
 pub fn content_type_name(path: &SharePath) -> &'static str {
-    let name = match path.as_bytes().iter().rposition(|&b| b == b'/') {
-        Some(i) => &path.as_bytes()[i + 1..],
-        None => path.as_bytes(),
-    };
-    let name = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
-    mime_guess::from_path(name)
-        .first_raw()
+    path.file_name()
+        .and_then(|name| mime_guess::from_path(std::path::Path::new(name)).first_raw())
         .unwrap_or("application/octet-stream")
 }
 
