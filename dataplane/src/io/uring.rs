@@ -147,7 +147,9 @@ impl Ring {
         Ok(ring)
     }
 
-    /// False once the ring stopped working; callers then use epoll.
+    /// False once the driver stopped; callers then use epoll. Operations queued before
+    /// stay pending until their caller's deadline drops them (their buffers then stay with
+    /// the ring, as the kernel may still hold them); new ones end at once with ECANCELED.
     pub fn alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
@@ -172,8 +174,6 @@ impl Ring {
                 let mut wake = Vec::new();
                 if let Err(e) = inner.submit_all(&mut wake) {
                     tracing::error!(error = %e, "io_uring submit failed; the ring stops");
-                    drop(inner);
-                    self.fail_all();
                     return Poll::Ready(());
                 }
                 inner.reap(&mut wake);
@@ -190,35 +190,10 @@ impl Ring {
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::error!(error = %e, "io_uring eventfd failed; the ring stops");
-                    self.fail_all();
                     return Poll::Ready(());
                 }
                 Poll::Pending => return Poll::Pending,
             }
-        }
-    }
-
-    /// After the driver stopped: every waiting operation ends with ECANCELED (its buffers
-    /// stay with the ring, as the kernel may still hold them).
-    fn fail_all(&self) {
-        self.alive.store(false, Ordering::Release);
-        let wake: Vec<Waker> = {
-            let mut inner = self.lock();
-            inner
-                .slots
-                .iter_mut()
-                .filter_map(|(_, slot)| match slot {
-                    Slot::Waiting(w) => {
-                        let w = w.take();
-                        *slot = Slot::Abandoned(Box::new(()));
-                        w
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
-        for w in wake {
-            w.wake();
         }
     }
 
