@@ -549,9 +549,12 @@ async fn hostile_input_never_escapes_or_crashes() {
         "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "a".repeat(70_000)
     );
-    assert_eq!(
-        send_raw(server.addr, big.as_bytes(), false).await.status,
-        431
+    let too_large = send_raw(server.addr, big.as_bytes(), false).await;
+    assert_eq!(too_large.status, 431);
+    assert!(
+        String::from_utf8_lossy(&too_large.body).contains(r#""code":"header_too_large""#),
+        "{:?}",
+        String::from_utf8_lossy(&too_large.body)
     );
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
     let many = format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{many}\r\n");
