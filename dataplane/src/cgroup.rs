@@ -295,9 +295,94 @@ pub fn parse_bytes_or_max(text: &str) -> Result<Option<u64>, String> {
         .map_err(|_| format!("bad byte count {text:?}"))
 }
 
+/// What a cgroup v2 directory says about current use (read at each scrape).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// `memory.current` in bytes.
+    pub memory_current: Option<u64>,
+    /// `cpu.stat`.
+    pub cpu: Option<CpuStat>,
+}
+
+/// The `cpu.stat` fields the metrics export (absent fields read as 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuStat {
+    /// CPU time of the cgroup's tasks, µs.
+    pub usage_usec: u64,
+    /// Quota enforcement periods that had runnable tasks.
+    pub nr_periods: u64,
+    /// Periods in which the quota ran out.
+    pub nr_throttled: u64,
+    /// Time the tasks waited for the next period, µs.
+    pub throttled_usec: u64,
+}
+
+/// Reads `memory.current` and `cpu.stat` of `dir` (cgroup v2); what is missing or
+/// unreadable is `None`.
+pub fn read_usage(dir: &Path) -> CgroupUsage {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    CgroupUsage {
+        memory_current: read("memory.current").and_then(|t| t.trim().parse().ok()),
+        cpu: read("cpu.stat").map(|t| parse_cpu_stat(&t)),
+    }
+}
+
+/// Parses `cpu.stat` (`key value` lines; unknown keys and garbage are skipped).
+pub fn parse_cpu_stat(text: &str) -> CpuStat {
+    let mut stat = CpuStat::default();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(key), Some(value)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match key {
+            "usage_usec" => stat.usage_usec = value,
+            "nr_periods" => stat.nr_periods = value,
+            "nr_throttled" => stat.nr_throttled = value,
+            "throttled_usec" => stat.throttled_usec = value,
+            _ => {}
+        }
+    }
+    stat
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_stat_fields() {
+        let text = "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n\
+                    nr_periods 40\nnr_throttled 7\nthrottled_usec 350000\nnr_bursts x\n";
+        assert_eq!(
+            parse_cpu_stat(text),
+            CpuStat {
+                usage_usec: 2_500_000,
+                nr_periods: 40,
+                nr_throttled: 7,
+                throttled_usec: 350_000,
+            }
+        );
+        assert_eq!(parse_cpu_stat("garbage\n"), CpuStat::default());
+    }
+
+    #[test]
+    fn usage_of_a_folder_laid_out_like_cgroup_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("memory.current"), "123456\n").unwrap();
+        std::fs::write(
+            dir.path().join("cpu.stat"),
+            "usage_usec 10\nnr_throttled 2\n",
+        )
+        .unwrap();
+        let usage = read_usage(dir.path());
+        assert_eq!(usage.memory_current, Some(123_456));
+        assert_eq!(usage.cpu.map(|c| c.nr_throttled), Some(2));
+        assert_eq!(read_usage(&dir.path().join("none")), CgroupUsage::default());
+    }
 
     const PURE_V2_MOUNTS: &str =
         "24 30 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";

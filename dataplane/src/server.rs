@@ -479,8 +479,7 @@ async fn accept_loop(
             None => {
                 let _ = stream.set_nodelay(true);
                 let app = Arc::clone(&app);
-                let service =
-                    service_fn(move |req| service::handle(Arc::clone(&app), kind, req, None));
+                let service = service_fn(move |req| service::handle(Arc::clone(&app), kind, req));
                 let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
                 tokio::spawn(async move {
                     let _slot = slot;

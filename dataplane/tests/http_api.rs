@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, all_names, pattern, send, send_raw};
+use common::{TestServer, all_names, build_request, metric, metrics_text, pattern, send, send_raw};
 
 fn url(rel: &str) -> String {
     TestServer::file_url(rel)
@@ -601,6 +601,64 @@ async fn hostile_input_never_escapes_or_crashes() {
     server.stop().await;
 }
 
+/// The duration histogram runs to the last body byte: a client that reads a large body
+/// slowly makes the duration long while the time to first byte stays short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_duration_runs_to_the_last_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[]).await;
+    let len = 32 << 20;
+    server.write("big.bin", &pattern(len, 3));
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(&build_request(
+            "GET",
+            &url("big.bin"),
+            &[("Connection", "close")],
+            b"",
+        ))
+        .await
+        .unwrap();
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        // About 40 reads of 256 KiB, 20 ms apart: the body takes at least 0.6 s.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        match stream.read(&mut chunk).await.unwrap() {
+            0 => break,
+            n => received += n,
+        }
+    }
+    assert!(received > len, "received {received}");
+    let metrics = metrics_text(server.addr).await;
+    let labels = r#"{route="files",method="GET",status_class="2xx"}"#;
+    let duration = metric(
+        &metrics,
+        &format!("zeronas_http_request_duration_seconds_sum{labels}"),
+    );
+    let first_byte = metric(
+        &metrics,
+        &format!("zeronas_http_time_to_first_byte_seconds_sum{labels}"),
+    );
+    assert!(duration > 0.5, "duration {duration} s:\n{metrics}");
+    assert!(first_byte < 0.25, "time to first byte {first_byte} s");
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"zeronas_http_response_size_bytes_bucket{le="67108864.0",route="files"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"zeronas_http_response_size_bytes_bucket{le="16777216.0",route="files"}"#
+        ),
+        0.0
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_probes_and_request_ids() {
     let server = TestServer::start(&["--rescan-interval", "100ms"]).await;
@@ -623,7 +681,35 @@ async fn metrics_probes_and_request_ids() {
     assert!(
         metrics.contains(r#"zeronas_http_requests_total{route="files",method="GET",code="404"} 1"#)
     );
-    assert!(metrics.contains(r#"zeronas_http_request_duration_seconds_count{route="files"} 3"#));
+    let files = |series: &str, labels: &str| metric(&metrics, &format!("{series}{{{labels}}}"));
+    let ok = r#"route="files",method="GET",status_class="2xx""#;
+    let missing = r#"route="files",method="GET",status_class="4xx""#;
+    assert_eq!(
+        files("zeronas_http_request_duration_seconds_count", ok),
+        2.0
+    );
+    assert_eq!(
+        files("zeronas_http_time_to_first_byte_seconds_count", ok),
+        2.0
+    );
+    assert_eq!(
+        files("zeronas_http_request_duration_seconds_count", missing),
+        1.0
+    );
+    // Two 4 KiB bodies and one small JSON error.
+    let size = r#"zeronas_http_response_size_bytes_bucket"#;
+    assert_eq!(files(size, r#"le="256.0",route="files""#), 1.0, "{metrics}");
+    assert_eq!(files(size, r#"le="4096.0",route="files""#), 3.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "zeronas_http_response_size_bytes_sum{route=\"files\"}"
+        ) as u64
+            / 4096,
+        2
+    );
+    // The scrape itself is in flight while it renders.
+    assert_eq!(metric(&metrics, "zeronas_http_requests_in_flight"), 1.0);
     assert!(metrics.contains(r#"zeronas_transfer_bytes_total{protocol="http",path="copy"} 8192"#));
     // Written around the server: the periodic rescan picks it up.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;

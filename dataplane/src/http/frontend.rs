@@ -46,6 +46,7 @@ use super::app::{App, Listener, MAX_HEAD_BYTES, MAX_HEADERS};
 use super::auth::Access;
 use super::body::Body;
 use super::error::ApiError;
+use super::observe::Exchange;
 use super::plan::route::share_file_path;
 use super::plan::{self, FileFacts, PlanBody, ReadRequest, parse_content_length};
 use super::service;
@@ -55,6 +56,7 @@ use crate::io::small::{self, BufferPool};
 use crate::io::uring::{Ring, WriteBody, WriteBufs};
 use crate::io::{FallbackReason, Transfer, TransferPath};
 use crate::limits::ConnectionSlot;
+use crate::metrics::Metrics;
 use crate::share::SharePath;
 
 /// File bodies up to this size go as `pread` + one `writev`; larger ones with sendfile.
@@ -229,8 +231,7 @@ pub async fn serve_connection(
                 fe.app.limits.idle_timeout,
             );
             let (app, listener) = (Arc::clone(&fe.app), fe.listener);
-            let service =
-                service_fn(move |req| service::handle(Arc::clone(&app), listener, req, None));
+            let service = service_fn(move |req| service::handle(Arc::clone(&app), listener, req));
             let served = fe
                 .hyper
                 .serve_connection(TokioIo::new(io), service)
@@ -363,8 +364,8 @@ impl Connection {
                     idle: idle_timeout,
                 }
             });
-            let Ok(response) =
-                service::handle(Arc::clone(&self.fe.app), self.fe.listener, request, upload).await;
+            let (response, mut exchange) =
+                service::respond(Arc::clone(&self.fe.app), self.fe.listener, request, upload).await;
             if consumed.load(Ordering::Relaxed) < body_len {
                 // The handler answered before reading the body: it is still on the wire.
                 keep_alive = false;
@@ -372,7 +373,8 @@ impl Connection {
             if *self.fe.shutdown.borrow() {
                 keep_alive = false;
             }
-            self.write_response(response, keep_alive).await?;
+            exchange.sent(self.write_response(response, keep_alive).await?);
+            drop(exchange);
             if !keep_alive {
                 self.linger_close().await;
                 return Ok(Next::Close);
@@ -389,14 +391,14 @@ impl Connection {
             _ => "bad_request",
         };
         let request_id = service::request_id(&HeaderMap::new());
+        let mut exchange =
+            Exchange::start(Arc::clone(&self.fe.app.metrics), Instant::now(), "OTHER");
         let response =
             service::error_response(&self.fe.app, &ApiError::new(status, code, why), &request_id);
-        self.fe
-            .app
-            .metrics
-            .observe_refused_request(status.as_u16(), 0.0);
+        exchange.respond("invalid", status.as_u16());
         tracing::info!(request_id = %request_id, status = status.as_u16(), reason = why, "request refused by the front end");
-        self.write_response(response, false).await?;
+        exchange.sent(self.write_response(response, false).await?);
+        drop(exchange);
         self.linger_close().await;
         Ok(Next::Close)
     }
@@ -460,11 +462,12 @@ impl Connection {
         }
     }
 
+    /// Writes a response; `Ok(n)`: the whole response went out, `n` body bytes.
     async fn write_response(
         &mut self,
         response: Response<Body>,
         keep_alive: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
         let (parts, body) = response.into_parts();
         let mut head = std::mem::take(&mut self.head);
         head.clear();
@@ -479,11 +482,20 @@ impl Connection {
         }
         finish_head(&mut head, keep_alive);
         match body {
-            Body::Empty | Body::Full(None) => self.send_memory(head, WriteBody::None).await,
-            Body::Full(Some(bytes)) => self.send_memory(head, WriteBody::Bytes(bytes)).await,
+            Body::Empty | Body::Full(None) => {
+                self.send_memory(head, WriteBody::None).await.map(|()| 0)
+            }
+            Body::Full(Some(bytes)) => {
+                let len = bytes.len() as u64;
+                self.send_memory(head, WriteBody::Bytes(bytes))
+                    .await
+                    .map(|()| len)
+            }
             Body::File(file_body) => {
                 let (file, offset, len) = file_body.into_region();
-                self.send_region(head, &file, offset, len).await
+                self.send_region(head, &file, offset, len)
+                    .await
+                    .map(|()| len)
             }
         }
     }
@@ -494,6 +506,7 @@ impl Connection {
     /// regular file...); the general path answers it, errors included.
     async fn serve_plain_read(&mut self, read: PlainRead) -> io::Result<Option<bool>> {
         let started = Instant::now();
+        let method = if read.head { Method::HEAD } else { Method::GET };
         let app = Arc::clone(&self.fe.app);
         let authorization = read.authorization.clone().map(|r| &self.buf[r]);
         if app.tokens.check(authorization, Access::Read).is_err() {
@@ -525,7 +538,12 @@ impl Connection {
         let request_id = request_id..head.len() - 2;
         let keep_alive = read.keep_alive && !*self.fe.shutdown.borrow();
         finish_head(&mut head, keep_alive);
-        let method = if read.head { Method::HEAD } else { Method::GET };
+        let mut exchange = Exchange::start(
+            &*app.metrics,
+            started,
+            if read.head { "HEAD" } else { "GET" },
+        );
+        exchange.respond("files", 200);
         if tracing::enabled!(tracing::Level::INFO) {
             tracing::info!(
                 request_id = %String::from_utf8_lossy(&head[request_id]),
@@ -538,13 +556,12 @@ impl Connection {
             );
         }
         self.buf.advance(read.len);
-        app.metrics
-            .observe_request("files", &method, 200, started.elapsed().as_secs_f64());
         let file = Arc::new(file);
         if read.head {
             self.send_memory(head, WriteBody::None).await?;
         } else {
             self.send_region(head, &file, 0, len).await?;
+            exchange.sent(len);
         }
         Ok(Some(keep_alive))
     }
@@ -564,7 +581,7 @@ impl Connection {
             return result;
         }
         let mut buf = self.fe.buffers.take();
-        match read_small(file, offset, &mut buf[..len as usize]).await {
+        match read_small(file, offset, &mut buf[..len as usize], &self.fe.app.metrics).await {
             Ok(n) if n as u64 == len => self.send_memory(head, WriteBody::Pooled(buf, n)).await,
             other => {
                 self.fe.buffers.give(buf);
@@ -645,8 +662,13 @@ impl Connection {
 }
 
 /// Reads a small region: inline when the pages are cached (`RWF_NOWAIT`), else on the
-/// blocking pool.
-async fn read_small(file: &Arc<std::fs::File>, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+/// blocking pool (counted as a page-cache miss).
+async fn read_small(
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    buf: &mut [u8],
+    metrics: &Metrics,
+) -> io::Result<usize> {
     use rustix::io::{Errno, ReadWriteFlags};
     let want = buf.len();
     match rustix::io::preadv2(
@@ -659,6 +681,7 @@ async fn read_small(file: &Arc<std::fs::File>, offset: u64, buf: &mut [u8]) -> i
         Ok(_) | Err(Errno::AGAIN) | Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) => {}
         Err(e) => return Err(e.into()),
     }
+    metrics.page_cache_miss("http");
     let f = Arc::clone(file);
     let data = tokio::task::spawn_blocking(move || small::pread_exact_or_short(&f, offset, want))
         .await

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod frontend;
+pub mod observe;
 pub mod plan;
 pub mod service;
 

@@ -14,20 +14,37 @@ use super::app::{App, Listener};
 use super::auth::Access;
 use super::body::{Body, FileBody};
 use super::error::ApiError;
+use super::observe::{Exchange, ObservedBody};
 use super::plan::{PlanBody, ResponsePlan, Route};
 
 /// The request-id header, echoed when valid and generated otherwise.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Handles one request. Never fails: errors become JSON error responses. The zero-copy
-/// front end passes a PUT's body as `socket_upload` (and an empty `req` body); hyper passes
-/// `None` and the body in `req`.
+/// Handles one request for hyper: [`respond`], with the body wrapped so that the exchange
+/// is recorded once hyper has written its last byte.
 pub async fn handle<B>(
     app: Arc<App>,
     listener: Listener,
     req: Request<B>,
+) -> Result<Response<ObservedBody>, Infallible>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+{
+    let (response, exchange) = respond(app, listener, req, None).await;
+    Ok(response.map(|body| ObservedBody::new(body, exchange)))
+}
+
+/// Answers one request. Never fails: errors become JSON error responses. The zero-copy
+/// front end passes a PUT's body as `socket_upload` (and an empty `req` body); hyper passes
+/// `None` and the body in `req`. The [`Exchange`] records the request in the metrics when
+/// the caller drops it, after sending the body.
+pub async fn respond<B>(
+    app: Arc<App>,
+    listener: Listener,
+    req: Request<B>,
     socket_upload: Option<SocketUpload<'_>>,
-) -> Result<Response<Body>, Infallible>
+) -> (Response<Body>, Exchange)
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
     B::Error: std::error::Error + 'static,
@@ -35,6 +52,11 @@ where
     let started = Instant::now();
     let request_id = request_id(req.headers());
     let method = req.method().clone();
+    let mut exchange = Exchange::start(
+        Arc::clone(&app.metrics),
+        started,
+        crate::metrics::method_label(&method),
+    );
     // Only copied when the access log is on.
     let target = tracing::enabled!(tracing::Level::INFO).then(|| req.uri().path().to_owned());
     let (route_label, reply) = match Route::parse(req.uri().path()) {
@@ -66,8 +88,7 @@ where
         response.headers_mut().insert(REQUEST_ID, v);
     }
     let elapsed = started.elapsed();
-    app.metrics
-        .observe_request(route_label, &method, status.as_u16(), elapsed.as_secs_f64());
+    exchange.respond(route_label, status.as_u16());
     if let Some(target) = target {
         tracing::info!(
             request_id = %request_id,
@@ -79,7 +100,7 @@ where
             "request"
         );
     }
-    Ok(response)
+    (response, exchange)
 }
 
 async fn dispatch<B>(
@@ -132,13 +153,11 @@ where
                 authorize(app, req.headers(), Access::Read)?;
             }
             let text = app.metrics.render(&app.usage, &app.budget);
-            Ok(ResponsePlan::text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text,
+            Ok(
+                ResponsePlan::text(StatusCode::OK, crate::metrics::CONTENT_TYPE, text)
+                    .head_only(head)
+                    .into(),
             )
-            .head_only(head)
-            .into())
         }
         _ if listener == Listener::Admin => {
             Err(ApiError::not_found("no such route on the metrics listener"))

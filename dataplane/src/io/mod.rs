@@ -134,6 +134,8 @@ pub struct Transfer {
     legs: [Option<Leg>; MAX_LEGS],
     /// Time spent moving bytes along fallback legs.
     pub fallback_time: Duration,
+    /// Ranges whose pages the `RWF_NOWAIT` probe found out of the page cache.
+    pub page_cache_misses: u32,
 }
 
 impl Transfer {

@@ -83,6 +83,9 @@ pub async fn send_region(
     while pos < end {
         let turn_end = end.min(pos + TURN_BYTES);
         let hot = is_hot(file, pos);
+        if !hot {
+            transfer.page_cache_misses += 1;
+        }
         while pos < turn_end {
             let want = (turn_end - pos).min(MAX_SENDFILE) as usize;
             let result = if hot {

@@ -10,12 +10,12 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use crate::usage::Usage;
 
 mod histogram;
+mod process;
 
 pub use histogram::AtomicHistogram;
 
@@ -30,7 +30,19 @@ pub struct HttpRequestLabels {
     pub code: u16,
 }
 
-/// Labels of `zeronas_http_request_duration_seconds`.
+/// Labels of `zeronas_http_request_duration_seconds` and
+/// `zeronas_http_time_to_first_byte_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLatencyLabels {
+    /// Route label.
+    pub route: &'static str,
+    /// Method label (see [`method_label`]).
+    pub method: &'static str,
+    /// `2xx`, `3xx`, `4xx` or `5xx`.
+    pub status_class: &'static str,
+}
+
+/// Labels of `zeronas_http_response_size_bytes`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// Route label.
@@ -62,13 +74,6 @@ pub struct NfsRequestLabels {
     pub proc: &'static str,
     /// `ok`, an NFS error name (`noent`, `stale`...) or `garbage_args`.
     pub status: &'static str,
-}
-
-/// Labels of `zeronas_nfs_request_duration_seconds`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NfsProcLabels {
-    /// Procedure name.
-    pub proc: &'static str,
 }
 
 /// Labels of `zeronas_nfs_duplicate_requests_total`.
@@ -110,6 +115,74 @@ pub struct CgroupInfoLabels {
     pub hierarchy: &'static str,
 }
 
+/// The exposition's media type: prometheus-client writes OpenMetrics text (counter
+/// families named without `_total`, `# EOF`), and Prometheus parses a scrape by this type
+/// (Prometheus 3 refuses a scrape without one).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of every latency histogram: 25 µs to 10 s in 1-2.5-5 steps, so
+/// quantiles from 100 µs to 10 s fall inside a bucket no wider than 2.5× its lower bound.
+pub const LATENCY_BUCKETS: [f64; 18] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds (bytes) of `zeronas_http_response_size_bytes`: 256 B to 1 GiB, ×4 steps.
+pub const SIZE_BUCKETS: [f64; 12] = [
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+    268_435_456.0,
+    1_073_741_824.0,
+];
+
+/// Method labels of the HTTP metrics ([`method_label`]).
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "DELETE", "POST", "OPTIONS", "OTHER"];
+/// Status classes of the HTTP latency histograms.
+pub const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// The status class label of `code` (1xx, never final here, counts as 2xx).
+pub fn status_class(code: u16) -> &'static str {
+    match code {
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500.. => "5xx",
+        _ => "2xx",
+    }
+}
+
+/// One HTTP exchange, recorded once its last response byte was sent (or the connection
+/// failed).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpExchange {
+    /// Route label.
+    pub route: &'static str,
+    /// Method label ([`method_label`]).
+    pub method: &'static str,
+    /// Status code.
+    pub code: u16,
+    /// Seconds from the request head to the response head being handed to the socket.
+    pub time_to_first_byte: f64,
+    /// Seconds from the request head to the last body byte handed to the socket.
+    pub duration: f64,
+    /// Body bytes sent.
+    pub body_bytes: u64,
+}
+
+/// The two latency histograms of one (route, method, status class).
+#[derive(Debug)]
+struct LatencyCell {
+    duration: AtomicHistogram,
+    first_byte: AtomicHistogram,
+}
+
 /// Protocols with transfer metrics.
 pub const PROTOCOLS: [&str; 2] = ["http", "nfs"];
 /// Route labels of the HTTP metrics.
@@ -131,7 +204,19 @@ pub struct Metrics {
     http_requests: Family<HttpRequestLabels, Counter>,
     nfs_requests: Family<NfsRequestLabels, Counter>,
     connections_refused: Family<ProtocolLabels, Counter>,
-    nfs_duration: Family<NfsProcLabels, AtomicHistogram>,
+    nfs_duration: Family<NfsRequestLabels, AtomicHistogram>,
+    http_duration: Family<HttpLatencyLabels, AtomicHistogram>,
+    http_first_byte: Family<HttpLatencyLabels, AtomicHistogram>,
+    http_in_flight: Gauge,
+    page_cache_misses: Family<ProtocolLabels, Counter>,
+    major_faults: Counter,
+    memory_current: Gauge,
+    cpu_usage: Counter<f64, AtomicU64>,
+    cpu_periods: Counter,
+    cpu_throttled_periods: Counter,
+    cpu_throttled: Counter<f64, AtomicU64>,
+    /// The cgroup whose usage the scrape reads (set at start-up).
+    cgroup_dir: std::sync::OnceLock<std::path::PathBuf>,
     nfs_duplicates: Family<DuplicateLabels, Counter>,
     nfs_in_flight: Gauge,
     fallback_duration: Family<ProtocolLabels, AtomicHistogram>,
@@ -151,7 +236,10 @@ pub struct Metrics {
     /// Pre-created children, indexed, so the per-request path does no label hashing.
     transfer_by_path: [[Counter; 4]; PROTOCOLS.len()],
     fallback_by_reason: [[Counter; FallbackReason::ALL.len()]; PROTOCOLS.len()],
-    duration_by_route: [AtomicHistogram; ROUTES.len()],
+    /// Latency histograms by (route, method, status class), created on first use and then
+    /// found by index.
+    latency_cells: Box<[std::sync::OnceLock<LatencyCell>]>,
+    size_by_route: [AtomicHistogram; ROUTES.len()],
     /// The counters of 200 answers to GET and HEAD of files, the hot case: found in the
     /// family once, then incremented without its lock or label hashing.
     files_read_ok: [std::sync::OnceLock<Counter>; 2],
@@ -175,14 +263,33 @@ impl Metrics {
             "HTTP requests by route, method and status code",
             http_requests.clone(),
         );
-        let http_duration = Family::<RouteLabels, AtomicHistogram>::new_with_constructor(|| {
-            // 50 µs .. ~27 s
-            AtomicHistogram::new(exponential_buckets(0.00005, 2.0, 20))
-        });
+        let http_duration =
+            Family::<HttpLatencyLabels, AtomicHistogram>::new_with_constructor(latency_histogram);
         registry.register(
             "zeronas_http_request_duration_seconds",
-            "Time from request head to response head, by route",
+            "Time from the request head to the last response byte handed to the socket",
             http_duration.clone(),
+        );
+        let http_first_byte =
+            Family::<HttpLatencyLabels, AtomicHistogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "zeronas_http_time_to_first_byte_seconds",
+            "Time from the request head to the response head handed to the socket",
+            http_first_byte.clone(),
+        );
+        let http_size = Family::<RouteLabels, AtomicHistogram>::new_with_constructor(|| {
+            AtomicHistogram::new(SIZE_BUCKETS)
+        });
+        registry.register(
+            "zeronas_http_response_size_bytes",
+            "Response body bytes sent, by route",
+            http_size.clone(),
+        );
+        let http_in_flight = Gauge::default();
+        registry.register(
+            "zeronas_http_requests_in_flight",
+            "HTTP requests whose head was read and whose response is not yet sent",
+            http_in_flight.clone(),
         );
         let nfs_requests = Family::<NfsRequestLabels, Counter>::default();
         registry.register(
@@ -196,12 +303,11 @@ impl Metrics {
             "Connections closed on accept because the protocol's connection cap was reached",
             connections_refused.clone(),
         );
-        let nfs_duration = Family::<NfsProcLabels, AtomicHistogram>::new_with_constructor(|| {
-            AtomicHistogram::new(exponential_buckets(0.00001, 2.0, 22))
-        });
+        let nfs_duration =
+            Family::<NfsRequestLabels, AtomicHistogram>::new_with_constructor(latency_histogram);
         registry.register(
             "zeronas_nfs_request_duration_seconds",
-            "Time to run an NFS request (reply queued; READ data sent after), by procedure",
+            "Time to run an NFS request (reply queued; READ data sent after), by procedure and status",
             nfs_duration.clone(),
         );
         let nfs_duplicates = Family::<DuplicateLabels, Counter>::default();
@@ -229,13 +335,24 @@ impl Metrics {
             fallbacks.clone(),
         );
         let fallback_duration =
-            Family::<ProtocolLabels, AtomicHistogram>::new_with_constructor(|| {
-                AtomicHistogram::new(exponential_buckets(0.00005, 2.0, 20))
-            });
+            Family::<ProtocolLabels, AtomicHistogram>::new_with_constructor(latency_histogram);
         registry.register(
             "zeronas_fallback_duration_seconds",
             "Time spent moving bytes along copy paths taken as a fallback",
             fallback_duration.clone(),
+        );
+        let page_cache_misses = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "zeronas_page_cache_misses",
+            "Send-path reads whose pages were not cached (RWF_NOWAIT probe): sent from the blocking pool",
+            page_cache_misses.clone(),
+        );
+        let major_faults = Counter::default();
+        registry.register(
+            "zeronas_major_page_faults",
+            "Major page faults of the process (getrusage): file pages read from disk on access, as \
+             the mmap send path of read-only shares takes them",
+            major_faults.clone(),
         );
         let transport_info = Family::<TransportLabels, Gauge>::default();
         registry.register(
@@ -291,6 +408,36 @@ impl Metrics {
             "memory.high (0: no limit)",
             memory_high.clone(),
         );
+        let memory_current = Gauge::default();
+        registry.register(
+            "zeronas_cgroup_memory_current_bytes",
+            "memory.current of the process's cgroup (0: not readable)",
+            memory_current.clone(),
+        );
+        let cpu_usage = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "zeronas_cgroup_cpu_usage_seconds",
+            "CPU time of the process's cgroup (cpu.stat usage_usec)",
+            cpu_usage.clone(),
+        );
+        let cpu_periods = Counter::default();
+        registry.register(
+            "zeronas_cgroup_cpu_periods",
+            "Enforcement periods of the cgroup's CPU quota that had runnable tasks (cpu.stat nr_periods)",
+            cpu_periods.clone(),
+        );
+        let cpu_throttled_periods = Counter::default();
+        registry.register(
+            "zeronas_cgroup_cpu_throttled_periods",
+            "Periods in which the cgroup ran out of CPU quota (cpu.stat nr_throttled)",
+            cpu_throttled_periods.clone(),
+        );
+        let cpu_throttled = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "zeronas_cgroup_cpu_throttled_seconds",
+            "Time the cgroup's tasks were throttled by the CPU quota (cpu.stat throttled_usec)",
+            cpu_throttled.clone(),
+        );
         let worker_threads = Gauge::default();
         registry.register(
             "zeronas_worker_threads",
@@ -332,12 +479,33 @@ impl Metrics {
                     .clone()
             })
         });
-        let duration_by_route =
-            ROUTES.map(|route| http_duration.get_or_create(&RouteLabels { route }).clone());
+        // Closed label sets start at zero, so dashboards and alerts see them before the
+        // first event.
+        for protocol in PROTOCOLS {
+            let _ = page_cache_misses.get_or_create(&ProtocolLabels { protocol });
+            let _ = fallback_duration.get_or_create(&ProtocolLabels { protocol });
+        }
+        let size_by_route =
+            ROUTES.map(|route| http_size.get_or_create(&RouteLabels { route }).clone());
+        let latency_cells = (0..ROUTES.len() * METHODS.len() * STATUS_CLASSES.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
         Self {
             transfer_by_path,
             fallback_by_reason,
-            duration_by_route,
+            latency_cells,
+            size_by_route,
+            http_duration,
+            http_first_byte,
+            http_in_flight,
+            page_cache_misses,
+            major_faults,
+            memory_current,
+            cpu_usage,
+            cpu_periods,
+            cpu_throttled_periods,
+            cpu_throttled,
+            cgroup_dir: std::sync::OnceLock::new(),
             registry,
             cgroup_info,
             cpus_allowed,
@@ -385,7 +553,7 @@ impl Metrics {
             .get_or_create(&NfsRequestLabels { proc, status })
             .inc();
         self.nfs_duration
-            .get_or_create(&NfsProcLabels { proc })
+            .get_or_create(&NfsRequestLabels { proc, status })
             .observe(seconds);
     }
 
@@ -401,15 +569,14 @@ impl Metrics {
         self.nfs_in_flight.inc_by(delta);
     }
 
-    /// Counts one finished HTTP request.
-    pub fn observe_request(
-        &self,
-        route: &'static str,
-        method: &http::Method,
-        code: u16,
-        seconds: f64,
-    ) {
-        let method = method_label(method);
+    /// Records one HTTP exchange: its counter, both latency histograms and its size.
+    pub fn observe_request(&self, exchange: &HttpExchange) {
+        let HttpExchange {
+            route,
+            method,
+            code,
+            ..
+        } = *exchange;
         let labels = HttpRequestLabels {
             route,
             method,
@@ -429,27 +596,48 @@ impl Metrics {
                 self.http_requests.get_or_create(&labels).inc();
             }
         }
-        let index = ROUTES
+        let route_index = ROUTES
             .iter()
             .position(|r| *r == route)
             .unwrap_or(ROUTES.len() - 1);
-        self.duration_by_route[index].observe(seconds);
+        let method_index = METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(METHODS.len() - 1);
+        let status_class = status_class(code);
+        let class_index = STATUS_CLASSES
+            .iter()
+            .position(|c| *c == status_class)
+            .unwrap_or(0);
+        let index =
+            (route_index * METHODS.len() + method_index) * STATUS_CLASSES.len() + class_index;
+        let cell = self.latency_cells[index].get_or_init(|| {
+            let labels = HttpLatencyLabels {
+                route: ROUTES[route_index],
+                method: METHODS[method_index],
+                status_class,
+            };
+            LatencyCell {
+                duration: self.http_duration.get_or_create(&labels).clone(),
+                first_byte: self.http_first_byte.get_or_create(&labels).clone(),
+            }
+        });
+        cell.duration.observe(exchange.duration);
+        cell.first_byte.observe(exchange.time_to_first_byte);
+        self.size_by_route[route_index].observe(exchange.body_bytes as f64);
         self.requests_total.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a request refused before it had a route (malformed or too slow a head):
-    /// route `invalid`, method `OTHER`.
-    pub fn observe_refused_request(&self, code: u16, seconds: f64) {
-        self.http_requests
-            .get_or_create(&HttpRequestLabels {
-                route: "invalid",
-                method: "OTHER",
-                code,
-            })
+    /// Moves the HTTP in-flight gauge by `delta`.
+    pub fn http_in_flight(&self, delta: i64) {
+        self.http_in_flight.inc_by(delta);
+    }
+
+    /// Counts a send-path read that found its pages out of the page cache.
+    pub fn page_cache_miss(&self, protocol: &'static str) {
+        self.page_cache_misses
+            .get_or_create(&ProtocolLabels { protocol })
             .inc();
-        let index = ROUTES.len() - 2;
-        self.duration_by_route[index].observe(seconds);
-        self.requests_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counter of file bytes moved by `protocol` along `path`.
@@ -471,6 +659,11 @@ impl Metrics {
             if let Some(reason) = leg.fallback {
                 self.fallback_by_reason[p][reason.index()].inc();
             }
+        }
+        if transfer.page_cache_misses > 0 {
+            self.page_cache_misses
+                .get_or_create(&ProtocolLabels { protocol })
+                .inc_by(u64::from(transfer.page_cache_misses));
         }
         if !transfer.fallback_time.is_zero() {
             self.fallback_duration
@@ -529,6 +722,9 @@ impl Metrics {
         self.memory_high
             .set(clamp_i64(report.limits.memory_high.unwrap_or(0)));
         self.worker_threads.set(report.plan.workers as i64);
+        if let Some(dir) = &report.limits.path {
+            let _ = self.cgroup_dir.set(dir.clone());
+        }
 
         self.buffer_budget.set(clamp_i64(report.buffer_budget));
         self.record_transport(TransportLabels {
@@ -554,11 +750,16 @@ impl Metrics {
             .set(clamp_i64(usage.capacity().unwrap_or(0)));
         self.share_used.set(clamp_i64(usage.used()));
         self.share_files.set(clamp_i64(usage.files()));
+        self.refresh_process_figures();
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+fn latency_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(LATENCY_BUCKETS)
 }
 
 fn clamp_i64(v: u64) -> i64 {
@@ -583,22 +784,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(206), "2xx");
+        assert_eq!(status_class(304), "3xx");
+        assert_eq!(status_class(431), "4xx");
+        assert_eq!(status_class(507), "5xx");
+    }
+
+    #[test]
     fn renders_the_documented_names() {
         let m = Metrics::new();
-        m.observe_request("files", &http::Method::GET, 200, 0.001);
-        m.observe_request(
-            "files",
-            &http::Method::from_bytes(b"BREW").unwrap(),
-            405,
-            0.001,
-        );
+        let exchange = HttpExchange {
+            route: "files",
+            method: "GET",
+            code: 200,
+            time_to_first_byte: 0.0002,
+            duration: 0.003,
+            body_bytes: 5000,
+        };
+        m.observe_request(&exchange);
+        m.observe_request(&HttpExchange {
+            method: method_label(&http::Method::from_bytes(b"BREW").unwrap()),
+            code: 405,
+            ..exchange
+        });
         m.transfer_counter("http", "copy").inc_by(10);
         let text = m.render(&Usage::new(Some(5)), &BufferBudget::new(1 << 20));
         assert!(text.contains(
             "zeronas_http_requests_total{route=\"files\",method=\"GET\",code=\"200\"} 1"
         ));
         assert!(text.contains("method=\"OTHER\""));
-        assert!(text.contains("zeronas_http_request_duration_seconds_bucket{"));
+        assert!(text.contains(
+            "zeronas_http_request_duration_seconds_bucket{le=\"0.005\",route=\"files\",method=\"GET\",status_class=\"2xx\"} 1"
+        ), "{text}");
+        assert!(text.contains(
+            "zeronas_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"files\",method=\"GET\",status_class=\"2xx\"} 0"
+        ));
+        assert!(text.contains(
+            "zeronas_http_time_to_first_byte_seconds_bucket{le=\"0.00025\",route=\"files\",method=\"GET\",status_class=\"2xx\"} 1"
+        ));
+        assert!(text.contains("method=\"OTHER\",status_class=\"4xx\""));
+        assert!(
+            text.contains(
+                "zeronas_http_response_size_bytes_bucket{le=\"16384.0\",route=\"files\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains("zeronas_transfer_bytes_total{protocol=\"http\",path=\"copy\"} 10"));
         assert!(text.contains("zeronas_share_capacity_bytes 5"));
         assert_eq!(m.requests_total(), 2);
