@@ -1073,6 +1073,8 @@ mod tests {
                 (error.reason(), error.condition_reason()),
                 (metric, condition)
             );
+            // Listed, so the metric starts at zero for it.
+            assert!(crate::metrics::RECONCILE_ERROR_REASONS.contains(&metric));
         }
         let metrics = Metrics::new();
         metrics.observe_reconcile(0.1, Some(api(403, "Forbidden").reason()));

@@ -402,7 +402,18 @@ fn probe_response(
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };
+    let content_type = if path == "/metrics" {
+        // prometheus-client writes OpenMetrics text; Prometheus 3 refuses a scrape without
+        // a media type it knows.
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     response
 }

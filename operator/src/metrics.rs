@@ -24,6 +24,17 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// Labels of `zeronas_nasvolume_phase`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VolumeLabels {
+    /// The NasVolume's namespace.
+    pub namespace: String,
+    /// The NasVolume's name.
+    pub nasvolume: String,
+    /// Its phase, or `Unknown` before the first status.
+    pub phase: &'static str,
+}
+
 /// Labels of `zeronas_operator_reconciles_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -47,6 +58,18 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Every `reason` of `zeronas_reconcile_errors_total` (the controller's error classes).
+pub const RECONCILE_ERROR_REASONS: [&str; 8] = [
+    "conflict",
+    "forbidden",
+    "not_found",
+    "api_error",
+    "transport",
+    "invalid_spec",
+    "random",
+    "internal",
+];
+
 /// All operator metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -54,6 +77,9 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ReasonLabels, Counter>,
     volumes: Family<PhaseLabels, Gauge>,
+    volume_phase: Family<VolumeLabels, Gauge>,
+    /// One render at a time: each rebuilds `volume_phase` from the store.
+    rendering: std::sync::Mutex<()>,
     leader: Gauge,
     reconciles: Family<ResultLabels, Counter>,
     queue_depth: Gauge,
@@ -86,6 +112,16 @@ impl Metrics {
         );
         let volumes = Family::<PhaseLabels, Gauge>::default();
         registry.register("zeronas_nasvolumes", "NasVolumes by phase", volumes.clone());
+        // Closed label sets start at zero, so alerts and dashboards see them at once.
+        for reason in RECONCILE_ERROR_REASONS {
+            let _ = reconcile_errors.get_or_create(&ReasonLabels { reason });
+        }
+        let volume_phase = Family::<VolumeLabels, Gauge>::default();
+        registry.register(
+            "zeronas_nasvolume_phase",
+            "1 for each NasVolume, labelled with its namespace, name and phase",
+            volume_phase.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "zeronas_operator_leader",
@@ -98,6 +134,9 @@ impl Metrics {
             "Finished reconciles by result",
             reconciles.clone(),
         );
+        for result in ["ok", "error"] {
+            let _ = reconciles.get_or_create(&ResultLabels { result });
+        }
         let queue_depth = Gauge::default();
         registry.register(
             "zeronas_operator_reconcile_queue_depth",
@@ -127,6 +166,8 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             volumes,
+            volume_phase,
+            rendering: std::sync::Mutex::new(()),
             leader,
             reconciles,
             queue_depth,
@@ -195,8 +236,14 @@ impl Metrics {
             .get()
     }
 
-    /// Renders the Prometheus text format, counting `volumes` by phase first.
+    /// Renders the Prometheus text format, counting `volumes` by phase first and listing
+    /// each one's phase (volumes gone from the store are gone from the series).
     pub fn render<'a>(&self, volumes: impl IntoIterator<Item = &'a NasVolume>) -> String {
+        let _one_at_a_time = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.volume_phase.clear();
         let phases = [
             Some(Phase::Pending),
             Some(Phase::Provisioning),
@@ -208,6 +255,13 @@ impl Metrics {
         let mut counts = [0i64; 6];
         for nv in volumes {
             let phase = nv.status.as_ref().and_then(|s| s.phase);
+            self.volume_phase
+                .get_or_create(&VolumeLabels {
+                    namespace: nv.metadata.namespace.clone().unwrap_or_default(),
+                    nasvolume: nv.metadata.name.clone().unwrap_or_default(),
+                    phase: phase.map_or("Unknown", Phase::as_str),
+                })
+                .set(1);
             if let Some(i) = phases.iter().position(|p| *p == phase) {
                 counts[i] += 1;
             }
@@ -238,6 +292,28 @@ mod tests {
             ..NasVolumeStatus::default()
         });
         nv
+    }
+
+    #[test]
+    fn each_volume_has_its_phase_until_it_is_gone() {
+        let m = Metrics::new();
+        let mut ready = with_phase(Some(Phase::Ready));
+        ready.metadata.namespace = Some("apps".into());
+        let mut pending = with_phase(Some(Phase::Pending));
+        pending.metadata.name = Some("w".into());
+        pending.metadata.namespace = Some("apps".into());
+        let text = m.render([&ready, &pending]);
+        assert!(text.contains(
+            "zeronas_nasvolume_phase{namespace=\"apps\",nasvolume=\"v\",phase=\"Ready\"} 1"
+        ));
+        assert!(text.contains(
+            "zeronas_nasvolume_phase{namespace=\"apps\",nasvolume=\"w\",phase=\"Pending\"} 1"
+        ));
+        pending.status.as_mut().unwrap().phase = Some(Phase::Ready);
+        let text = m.render([&pending]);
+        assert!(!text.contains("nasvolume=\"v\""), "{text}");
+        assert!(!text.contains("phase=\"Pending\"} 1"), "{text}");
+        assert!(text.contains("nasvolume=\"w\",phase=\"Ready\"} 1"));
     }
 
     #[test]

@@ -361,6 +361,35 @@ mod tests {
         d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
     }
 
+    /// The chart's PodMonitor selects these pods by their labels and scrapes the port
+    /// named `metrics`: renaming either here would silently stop the scrapes.
+    #[test]
+    fn the_charts_pod_monitor_selects_the_dataplane_pods() {
+        let template = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/zeronas/templates/monitoring.yaml"
+        ))
+        .unwrap();
+        let d = deployment(&basic(), &settings()).unwrap();
+        let template_labels = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        let labels = template_labels.labels.as_ref().unwrap();
+        for key in ["app.kubernetes.io/name", crate::names::LABEL_MANAGED_BY] {
+            let line = format!("{key}: {}", labels[key]);
+            assert!(template.contains(&line), "the PodMonitor lacks {line}");
+        }
+        assert!(labels.contains_key(crate::names::LABEL_VOLUME));
+        assert!(template.contains("__meta_kubernetes_pod_label_zeronas_io_volume"));
+        assert_eq!(crate::names::LABEL_VOLUME, "zeronas.io/volume");
+        let ports: Vec<_> = pod(&d).containers[0]
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.name.clone())
+            .collect();
+        assert!(ports.contains(&"metrics".to_owned()));
+        assert!(template.contains("- port: metrics"));
+    }
+
     #[test]
     fn every_container_is_guaranteed() {
         let nv = volume("capacity: 1Gi\nresources: { cpu: '2', memory: 1Gi }\n");
