@@ -4,15 +4,22 @@ CARGO ?= cargo
 ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
 NFS ?= 127.0.0.1:2049
-APT_PACKAGES := curl ca-certificates python3-seccomp openssl iproute2 libnfs-utils strace \
+APT_PACKAGES := curl ca-certificates python3-seccomp python3-yaml openssl iproute2 libnfs-utils strace \
 	qemu-system-x86 busybox-static cpio kmod umoci
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+# Debian's Python, which the apt packages above (yaml, matplotlib, seccomp) are for.
+PYTHON := /usr/bin/python3
 # Tools built from their Go modules, cached outside the repository.
 TOOLS := $(HOME)/.cache/zeronas/bin
 HELM_VERSION := v3.22.0
 HELM := $(TOOLS)/helm-$(HELM_VERSION)
+# promtool from Prometheus 3.16 (Go module versions v0.3xx.y are Prometheus 3.xx.y).
+PROMETHEUS_VERSION := v0.316.0
+PROMTOOL := $(TOOLS)/promtool-$(PROMETHEUS_VERSION)
+PROMETHEUS := $(TOOLS)/prometheus-$(PROMETHEUS_VERSION)
 
-.PHONY: run test deps fmt lint unit build help bench crds chart e2e kernel-client images bench-operator
+.PHONY: run test deps fmt lint unit build help bench crds chart e2e kernel-client images bench-operator \
+	monitoring dashboard-picture
 
 help:
 	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP) and NFSv3 on $(NFS)"
@@ -66,6 +73,34 @@ $(HELM):
 	GOBIN=$(TOOLS)/.gobin GOFLAGS=-buildvcs=false $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(TOOLS)/.gobin/helm $(HELM)
 
+$(PROMTOOL):
+	@echo "building promtool $(PROMETHEUS_VERSION) from its Go module into $(TOOLS) (once)"
+	mkdir -p $(TOOLS)/.gobin
+	GOBIN=$(TOOLS)/.gobin GOFLAGS=-buildvcs=false $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+	mv $(TOOLS)/.gobin/promtool $(PROMTOOL)
+
+$(PROMETHEUS):
+	@echo "building prometheus $(PROMETHEUS_VERSION) from its Go module into $(TOOLS) (once)"
+	mkdir -p $(TOOLS)/.gobin
+	GOBIN=$(TOOLS)/.gobin GOFLAGS=-buildvcs=false $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
+	mv $(TOOLS)/.gobin/prometheus $(PROMETHEUS)
+
+## monitoring: the chart's rules with promtool (check, and the unit tests that make every
+## alert fire and stay silent), and every dashboard query parsed by promtool; the e2e checks
+## their metric names against real scrapes
+monitoring: deps $(PROMTOOL)
+	$(PROMTOOL) check rules charts/zeronas/files/prometheus-rules.yaml
+	$(PROMTOOL) test rules charts/zeronas/tests/rules-test.yaml
+	$(PYTHON) charts/zeronas/tests/check_monitoring.py --promtool $(PROMTOOL)
+
+## dashboard-picture: a dataplane under a changing load, scraped by a real Prometheus with
+## the chart's rules; the dashboard's queries plotted with matplotlib (docs/dashboard.png)
+dashboard-picture: deps $(PROMETHEUS)
+	@dpkg -s python3-matplotlib > /dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -qq --no-install-recommends python3-matplotlib; }
+	$(CARGO) build --release --locked -p zeronas-dataplane
+	PROMETHEUS=$(PROMETHEUS) $(PYTHON) charts/zeronas/tests/dashboard_picture.py
+
 ## chart: helm lint --strict, render every variant, and prove the values schema rejects unknown keys
 chart: $(HELM)
 	@mkdir -p target
@@ -106,6 +141,16 @@ chart: $(HELM)
 	grep -q -- '- soft' target/chart-class.yaml
 	@if $(HELM) template zeronas charts/zeronas --set csi.storageClass.parameters.colour=blue > /dev/null 2>&1; then \
 		echo "values.schema.json accepted an unknown StorageClass parameter" >&2; exit 1; fi
+	@if $(HELM) template zeronas charts/zeronas | grep -q "kind: PodMonitor\|kind: PrometheusRule\|grafana_dashboard"; then \
+		echo "monitoring objects rendered while disabled" >&2; exit 1; fi
+	$(HELM) lint --strict charts/zeronas --set metrics.podMonitor.enabled=true \
+		--set metrics.prometheusRule.enabled=true --set metrics.dashboard.enabled=true
+	$(HELM) template zeronas charts/zeronas --namespace zeronas-system --set metrics.podMonitor.enabled=true \
+		--set metrics.prometheusRule.enabled=true --set metrics.prometheusRule.labels.release=kps \
+		--set metrics.dashboard.enabled=true --set metrics.serviceMonitor.enabled=true > target/chart-monitoring.yaml
+	$(PYTHON) charts/zeronas/tests/check_chart_monitoring.py target/chart-monitoring.yaml
+	@if $(HELM) template zeronas charts/zeronas --set metrics.podMonitor.interval=soon > /dev/null 2>&1; then \
+		echo "values.schema.json accepted a malformed scrape interval" >&2; exit 1; fi
 
 ## e2e: a real control plane (built once from Go modules), the chart, the operator and a dataplane
 ## run by the test node agent, the CSI driver with external-provisioner, external-resizer and
@@ -115,12 +160,12 @@ chart: $(HELM)
 # twice); the binaries the pods run come from that build.
 E2E_TEST := $(CARGO) test --workspace --locked --features zeronas-e2e/e2e
 
-e2e: deps $(HELM)
+e2e: deps $(HELM) $(PROMTOOL)
 	e2e/scripts/build-controlplane.sh > /dev/null
 	e2e/scripts/build-csi-tools.sh > /dev/null
 	$(CARGO) test --workspace --locked --no-run
 	$(E2E_TEST) --test cluster --no-run
-	@set -o pipefail; HELM=$(HELM) ZERONAS_CSI_TOOLS=$$(e2e/scripts/build-csi-tools.sh 2>/dev/null) \
+	@set -o pipefail; HELM=$(HELM) ZERONAS_PROMTOOL=$(PROMTOOL) ZERONAS_CSI_TOOLS=$$(e2e/scripts/build-csi-tools.sh 2>/dev/null) \
 		e2e/scripts/netns.sh $(E2E_TEST) --offline --test cluster -- --nocapture 2>&1 | tee target/e2e.log
 
 ## images: OCI images of the operator and the dataplane in target/images/<name> (umoci, from
@@ -140,7 +185,7 @@ kernel-client: deps
 	@set -o pipefail; $(E2E_TEST) --offline --test kernel_client -- --nocapture 2>&1 | tee target/kernel-client.log
 
 ## test: every stage in order, each one's time printed, then the cargo tests' summary line
-TEST_STAGES := fmt lint chart images-check unit kernel-client e2e
+TEST_STAGES := fmt lint chart monitoring images-check unit kernel-client e2e
 test: deps
 	@mkdir -p target; : > target/test-stages.log; \
 	free_gib=$$(df -P -k target | awk 'NR==2 { print int($$4 / 1048576) }'); \
