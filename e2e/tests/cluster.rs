@@ -34,12 +34,15 @@ mod csi;
 use csi::{csi_claim, csi_expand, csi_reclaim, csi_sanity, csi_statefulset};
 #[path = "cluster_steps/lifecycle.rs"]
 mod lifecycle;
+#[path = "cluster_steps/monitoring.rs"]
+mod monitoring;
 #[path = "cluster_steps/steady.rs"]
 mod steady;
 use lifecycle::{
     delete_waits_for_pods, foreground_delete_retains, http_tokens, immutable_fields, name_conflict,
     network_policy, retain_and_adopt,
 };
+use monitoring::rules_and_dashboard_match_real_scrapes;
 use steady::unchanged_volume_writes_nothing;
 
 const RELEASE: &str = "zeronas";
@@ -1336,6 +1339,11 @@ async fn zeronas_on_a_real_control_plane() {
         suite,
         "unchanged Ready volume: a reconcile reads the watch caches and writes nothing",
         unchanged_volume_writes_nothing
+    );
+    scenario!(
+        suite,
+        "monitoring: every metric the chart's rules and dashboard name is in a real scrape",
+        rules_and_dashboard_match_real_scrapes
     );
     scenario!(
         suite,
