@@ -268,6 +268,56 @@ impl Suite {
     }
 
     /// `kubectl patch` of the sample NasVolume with a JSON merge patch.
+    /// Applies NasVolume `name` (in NAMESPACE) with `spec` (the YAML under `spec:`, its
+    /// lines indented by two spaces) and waits until it is Ready for its generation;
+    /// returns how long that took.
+    async fn apply_volume(&self, name: &str, spec: &str) -> Result<Duration, String> {
+        let path = self.run_dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {name}\nspec:\n  {spec}\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        self.kubectl(&["apply", "-f", path.to_str().unwrap_or_default()])
+            .await?;
+        let volumes = self.volumes();
+        eventually(
+            &format!("NasVolume {name} to be Ready"),
+            Duration::from_secs(180),
+            || async {
+                let nv = volumes.get_opt(name).await.ok().flatten()?;
+                let status = nv.status?;
+                (status.observed_generation == nv.metadata.generation
+                    && status.phase == Some(Phase::Ready))
+                .then_some(())
+            },
+        )
+        .await?;
+        Ok(started.elapsed())
+    }
+
+    /// Deletes NasVolume `name` and waits until its dataplane pods are gone.
+    async fn delete_volume_and_pods(&self, name: &str) -> Step {
+        self.kubectl(&["delete", "nasvolume", name, "--timeout=120s"])
+            .await?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
+        eventually(
+            &format!("the dataplane pods of {name} to go"),
+            Duration::from_secs(120),
+            || async {
+                let left = pods
+                    .list(&ListParams::default().labels(&format!("zeronas.io/volume={name}")))
+                    .await
+                    .ok()?;
+                left.items.is_empty().then_some(())
+            },
+        )
+        .await
+    }
+
     async fn patch_volume(&self, patch: &str) -> Result<String, String> {
         self.kubectl(&["patch", "nasvolume", VOLUME, "--type", "merge", "-p", patch])
             .await
@@ -890,32 +940,10 @@ async fn security_contexts(s: &mut Suite) -> Step {
 /// every caller's file belongs to 65532 on the backing volume.
 async fn squash_volume(s: &mut Suite) -> Step {
     const NAME: &str = "shared";
-    let path = s.run_dir.join("squash.yaml");
-    std::fs::write(
-        &path,
-        format!("apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {NAME}\nspec:\n  capacity: 1Gi\n  identity: Squash\n"),
-    )
-    .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    s.kubectl(&["apply", "-f", path.to_str().unwrap_or_default()])
+    let ready = s
+        .apply_volume(NAME, "capacity: 1Gi\n  identity: Squash")
         .await?;
-    let volumes = s.volumes();
-    eventually(
-        "the Squash NasVolume to be Ready",
-        Duration::from_secs(180),
-        || async {
-            let nv = volumes.get_opt(NAME).await.ok().flatten()?;
-            let status = nv.status?;
-            (status.observed_generation == nv.metadata.generation
-                && status.phase == Some(Phase::Ready))
-            .then_some(())
-        },
-    )
-    .await?;
-    s.measure(
-        "time-to-Ready of a Squash NasVolume",
-        secs(started.elapsed()),
-    );
+    s.measure("time-to-Ready of a Squash NasVolume", secs(ready));
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), NAMESPACE);
     let pod = pods
         .list(&ListParams::default().labels(&format!("zeronas.io/volume={NAME}")))
@@ -984,21 +1012,7 @@ async fn squash_volume(s: &mut Suite) -> Step {
     if uid != 65532 {
         return Err(format!("squash: b.txt is owned by {uid} on the volume"));
     }
-    s.kubectl(&["delete", "nasvolume", NAME, "--timeout=120s"])
-        .await?;
-    eventually(
-        "the Squash dataplane pod to go",
-        Duration::from_secs(120),
-        || async {
-            let left = pods
-                .list(&ListParams::default().labels(&format!("zeronas.io/volume={NAME}")))
-                .await
-                .ok()?;
-            left.items.is_empty().then_some(())
-        },
-    )
-    .await?;
-    Ok(())
+    s.delete_volume_and_pods(NAME).await
 }
 
 async fn rejects_invalid(s: &mut Suite) -> Step {

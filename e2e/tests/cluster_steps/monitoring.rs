@@ -4,14 +4,10 @@
 //! fails on any metric the rules or the dashboard name that no scrape exposes, and lints
 //! each scrape with `promtool check metrics`.
 
-use std::time::{Duration, Instant};
-
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use std::time::Duration;
 
 use super::ha::{operator_metrics, operator_pods};
-use super::{NAMESPACE, Step, Suite, VOLUME, eventually, secs};
-use zeronas_operator::crd::Phase;
+use super::{NAMESPACE, Step, Suite, VOLUME, libnfs, secs};
 
 const PINNED: &str = "pinned";
 
@@ -34,35 +30,16 @@ async fn dataplane_metrics(s: &Suite, volume: &str) -> Result<String, String> {
 pub(super) async fn rules_and_dashboard_match_real_scrapes(s: &mut Suite) -> Step {
     let promtool = std::env::var("ZERONAS_PROMTOOL")
         .map_err(|_| "ZERONAS_PROMTOOL is not set (make e2e sets it)".to_owned())?;
-    let path = s.run_dir.join("pinned.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {PINNED}\n\
-             spec:\n  capacity: 1Gi\n  cpuPinning: true\n  resources: {{ cpu: \"1\", memory: 256Mi }}\n"
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    s.kubectl(&["apply", "-f", path.to_str().unwrap_or_default()])
+    let ready = s
+        .apply_volume(
+            PINNED,
+            "capacity: 1Gi\n  cpuPinning: true\n  resources: { cpu: \"1\", memory: 256Mi }",
+        )
         .await?;
-    let volumes = s.volumes();
-    eventually(
-        "the pinned NasVolume to be Ready",
-        Duration::from_secs(180),
-        || async {
-            let nv = volumes.get_opt(PINNED).await.ok().flatten()?;
-            let status = nv.status?;
-            (status.observed_generation == nv.metadata.generation
-                && status.phase == Some(Phase::Ready))
-            .then_some(())
-        },
-    )
-    .await?;
-    s.measure(
-        "time-to-Ready of a cpuPinning NasVolume",
-        secs(started.elapsed()),
-    );
+    s.measure("time-to-Ready of a cpuPinning NasVolume", secs(ready));
+    // Traffic of both protocols, so the labelled families exist in this scrape.
+    let nfs = s.endpoint_of(PINNED, "nfs").await?;
+    libnfs(nfs, 0, "write /seen.txt 6869\nstat /seen.txt\n", &s.repo).await?;
 
     let pinned = dataplane_metrics(s, PINNED).await?;
     if !pinned
@@ -99,23 +76,11 @@ pub(super) async fn rules_and_dashboard_match_real_scrapes(s: &mut Suite) -> Ste
         args.extend(["--scrape".to_owned(), file.display().to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let checked = s.run_tool(std::path::Path::new("python3"), &args).await?;
+    // Debian's Python: python3-yaml comes from `make deps`.
+    let checked = s
+        .run_tool(std::path::Path::new("/usr/bin/python3"), &args)
+        .await?;
     s.measure("monitoring check", checked.trim().to_owned());
 
-    s.kubectl(&["delete", "nasvolume", PINNED, "--timeout=120s"])
-        .await?;
-    let pods: Api<Pod> = Api::namespaced(s.client.clone(), NAMESPACE);
-    eventually(
-        "the pinned dataplane pod to go",
-        Duration::from_secs(120),
-        || async {
-            let left = pods
-                .list(&ListParams::default().labels(&format!("zeronas.io/volume={PINNED}")))
-                .await
-                .ok()?;
-            left.items.is_empty().then_some(())
-        },
-    )
-    .await?;
-    Ok(())
+    s.delete_volume_and_pods(PINNED).await
 }
