@@ -300,6 +300,8 @@ pub fn parse_bytes_or_max(text: &str) -> Result<Option<u64>, String> {
 pub struct CgroupUsage {
     /// `memory.current` in bytes.
     pub memory_current: Option<u64>,
+    /// `inactive_file` of `memory.stat`: page cache the kernel reclaims first.
+    pub inactive_file: Option<u64>,
     /// `cpu.stat`.
     pub cpu: Option<CpuStat>,
 }
@@ -323,8 +325,27 @@ pub fn read_usage(dir: &Path) -> CgroupUsage {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
     CgroupUsage {
         memory_current: read("memory.current").and_then(|t| t.trim().parse().ok()),
+        inactive_file: read("memory.stat").and_then(|t| stat_field(&t, "inactive_file")),
         cpu: read("cpu.stat").map(|t| parse_cpu_stat(&t)),
     }
+}
+
+impl CgroupUsage {
+    /// The working set as the kubelet counts it: `memory.current` less inactive file pages.
+    pub fn working_set(&self) -> Option<u64> {
+        Some(
+            self.memory_current?
+                .saturating_sub(self.inactive_file.unwrap_or(0)),
+        )
+    }
+}
+
+/// The value of `key` in a `key value` file such as `memory.stat`.
+fn stat_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
 }
 
 /// Parses `cpu.stat` (`key value` lines; unknown keys and garbage are skipped).
@@ -374,12 +395,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("memory.current"), "123456\n").unwrap();
         std::fs::write(
+            dir.path().join("memory.stat"),
+            "anon 1000\nfile 90000\nactive_file 10000\ninactive_file 80000\n",
+        )
+        .unwrap();
+        std::fs::write(
             dir.path().join("cpu.stat"),
             "usage_usec 10\nnr_throttled 2\n",
         )
         .unwrap();
         let usage = read_usage(dir.path());
         assert_eq!(usage.memory_current, Some(123_456));
+        assert_eq!(usage.working_set(), Some(123_456 - 80_000));
         assert_eq!(usage.cpu.map(|c| c.nr_throttled), Some(2));
         assert_eq!(read_usage(&dir.path().join("none")), CgroupUsage::default());
     }

@@ -678,10 +678,11 @@ async fn read_small(
         ReadWriteFlags::NOWAIT,
     ) {
         Ok(n) if n == want => return Ok(n),
-        Ok(_) | Err(Errno::AGAIN) | Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) => {}
+        // Not (all) cached: a miss. A filesystem without RWF_NOWAIT cannot tell: no miss.
+        Ok(_) | Err(Errno::AGAIN) => metrics.page_cache_miss("http"),
+        Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) => {}
         Err(e) => return Err(e.into()),
     }
-    metrics.page_cache_miss("http");
     let f = Arc::clone(file);
     let data = tokio::task::spawn_blocking(move || small::pread_exact_or_short(&f, offset, want))
         .await

@@ -1,9 +1,11 @@
 //! Times one HTTP exchange from its request head to its last response byte.
 //!
 //! An [`Exchange`] starts when a request head has been read (the in-flight gauge goes up),
-//! learns its route and status when the response head is ready (time to first byte), counts
-//! the body bytes as they are sent, and records everything when it is dropped: after the
-//! last byte, or when the connection failed half way. Dropping is what ends it, so an
+//! learns its route and status when the response head is ready to send (time to first
+//! byte), counts the body bytes as they are sent, and records everything when it is
+//! dropped: after the last byte was written (front end) or handed to hyper (hyper drops the
+//! body after polling its last frame, before flushing it), or when the connection failed
+//! half way. Dropping is what ends it, so an
 //! exchange is recorded exactly once whichever way the connection ends.
 
 use std::borrow::Borrow;

@@ -168,9 +168,9 @@ pub struct HttpExchange {
     pub method: &'static str,
     /// Status code.
     pub code: u16,
-    /// Seconds from the request head to the response head being handed to the socket.
+    /// Seconds from the request head to the response head being ready to send.
     pub time_to_first_byte: f64,
-    /// Seconds from the request head to the last body byte handed to the socket.
+    /// Seconds from the request head to the last body byte written (or handed to hyper).
     pub duration: f64,
     /// Body bytes sent.
     pub body_bytes: u64,
@@ -211,6 +211,10 @@ pub struct Metrics {
     page_cache_misses: Family<ProtocolLabels, Counter>,
     major_faults: Counter,
     memory_current: Gauge,
+    memory_working_set: Gauge,
+    /// One scrape at a time reads the kernel's counters and moves ours to them (two at
+    /// once could both add the same difference).
+    refreshing: std::sync::Mutex<()>,
     cpu_usage: Counter<f64, AtomicU64>,
     cpu_periods: Counter,
     cpu_throttled_periods: Counter,
@@ -267,14 +271,14 @@ impl Metrics {
             Family::<HttpLatencyLabels, AtomicHistogram>::new_with_constructor(latency_histogram);
         registry.register(
             "zeronas_http_request_duration_seconds",
-            "Time from the request head to the last response byte handed to the socket",
+            "Time from the request head to the last response byte written (front end) or handed to hyper",
             http_duration.clone(),
         );
         let http_first_byte =
             Family::<HttpLatencyLabels, AtomicHistogram>::new_with_constructor(latency_histogram);
         registry.register(
             "zeronas_http_time_to_first_byte_seconds",
-            "Time from the request head to the response head handed to the socket",
+            "Time from the request head to the response head being ready to send",
             http_first_byte.clone(),
         );
         let http_size = Family::<RouteLabels, AtomicHistogram>::new_with_constructor(|| {
@@ -288,7 +292,7 @@ impl Metrics {
         let http_in_flight = Gauge::default();
         registry.register(
             "zeronas_http_requests_in_flight",
-            "HTTP requests whose head was read and whose response is not yet sent",
+            "HTTP requests whose head was read and whose response is not yet sent (a scrape counts itself)",
             http_in_flight.clone(),
         );
         let nfs_requests = Family::<NfsRequestLabels, Counter>::default();
@@ -414,6 +418,12 @@ impl Metrics {
             "memory.current of the process's cgroup (0: not readable)",
             memory_current.clone(),
         );
+        let memory_working_set = Gauge::default();
+        registry.register(
+            "zeronas_cgroup_memory_working_set_bytes",
+            "memory.current less inactive file pages (memory.stat), as the kubelet counts it (0: not readable)",
+            memory_working_set.clone(),
+        );
         let cpu_usage = Counter::<f64, AtomicU64>::default();
         registry.register(
             "zeronas_cgroup_cpu_usage_seconds",
@@ -501,6 +511,8 @@ impl Metrics {
             page_cache_misses,
             major_faults,
             memory_current,
+            memory_working_set,
+            refreshing: std::sync::Mutex::new(()),
             cpu_usage,
             cpu_periods,
             cpu_throttled_periods,

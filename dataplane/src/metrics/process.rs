@@ -12,10 +12,16 @@ impl Metrics {
     /// the process's major faults. Counters only move forward (a cgroup counter read as
     /// smaller, which a migrated process could see, is skipped).
     pub(super) fn refresh_process_figures(&self) {
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(dir) = self.cgroup_dir.get() {
             let usage = crate::cgroup::read_usage(dir);
             self.memory_current
                 .set(clamp_i64(usage.memory_current.unwrap_or(0)));
+            self.memory_working_set
+                .set(clamp_i64(usage.working_set().unwrap_or(0)));
             if let Some(cpu) = usage.cpu {
                 advance_f64(&self.cpu_usage, cpu.usage_usec as f64 / 1e6);
                 advance_f64(&self.cpu_throttled, cpu.throttled_usec as f64 / 1e6);
@@ -67,6 +73,7 @@ mod tests {
     fn a_scrape_reads_the_cgroup_and_the_process() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("memory.current"), "4096\n").unwrap();
+        std::fs::write(dir.path().join("memory.stat"), "inactive_file 1024\n").unwrap();
         std::fs::write(
             dir.path().join("cpu.stat"),
             "usage_usec 1500000\nnr_periods 10\nnr_throttled 4\nthrottled_usec 250000\n",
@@ -77,6 +84,7 @@ mod tests {
         let text = m.render(&Usage::new(None), &BufferBudget::new(1 << 20));
         for line in [
             "zeronas_cgroup_memory_current_bytes 4096",
+            "zeronas_cgroup_memory_working_set_bytes 3072",
             "zeronas_cgroup_cpu_usage_seconds_total 1.5",
             "zeronas_cgroup_cpu_periods_total 10",
             "zeronas_cgroup_cpu_throttled_periods_total 4",
