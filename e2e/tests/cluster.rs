@@ -267,7 +267,6 @@ impl Suite {
         }
     }
 
-    /// `kubectl patch` of the sample NasVolume with a JSON merge patch.
     /// Applies NasVolume `name` (in NAMESPACE) with `spec` (the YAML under `spec:`, its
     /// lines indented by two spaces) and waits until it is Ready for its generation;
     /// returns how long that took.
@@ -318,6 +317,7 @@ impl Suite {
         .await
     }
 
+    /// `kubectl patch` of the sample NasVolume with a JSON merge patch.
     async fn patch_volume(&self, patch: &str) -> Result<String, String> {
         self.kubectl(&["patch", "nasvolume", VOLUME, "--type", "merge", "-p", patch])
             .await

@@ -9,9 +9,11 @@
 - Every recorded series an expression names (`level:metric:operation`) must be recorded by
   a rule.
 - With --scrape (exposition texts of a real dataplane and a real operator): every metric
-  an expression names must be exposed by one of them, so a renamed metric fails here and
-  not on a user's dashboard; and each scrape must pass `promtool check metrics` (naming
-  conventions, help texts), read as Prometheus reads it.
+  an expression names must be exposed by one of them, and every label it matches or groups
+  by must be a label of those scrapes or one Prometheus adds (the PodMonitor's target
+  labels, `le`), so a renamed metric or label fails here and not on a user's dashboard;
+  and each scrape must pass `promtool check metrics` (naming conventions, help texts),
+  read as Prometheus reads it.
 
 Exit status 1 with one line per problem; 0 with a summary.
 """
@@ -37,6 +39,13 @@ GRAFANA_VARIABLES = {
     "$namespace": ".*",
     "$nasvolume": ".*",
 }
+
+# Labels a scrape does not carry: Prometheus' target labels (the PodMonitor adds
+# nasvolume) and the histogram bucket bound.
+TARGET_LABELS = {"namespace", "pod", "nasvolume", "job", "instance", "container", "le"}
+MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*\"")
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+LABEL_REPLACE = re.compile(r"label_replace\(.*?,\s*\"([a-zA-Z_][a-zA-Z0-9_]*)\"", re.S)
 
 # A metric name: zeronas_… (exposed) or level:zeronas_…:operation (recorded).
 NAME = re.compile(r"(?<![A-Za-z0-9_:\"])((?:[a-z_]+:)?zeronas_[a-z0-9_]+(?::[a-z0-9_]+)?)")
@@ -87,6 +96,23 @@ def names_in(expr):
     """Metric names in `expr`, minus label values and strings."""
     without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
     return set(NAME.findall(without_strings))
+
+
+def labels_in(expr):
+    """Label names `expr` matches on or groups by."""
+    labels = set(MATCHER.findall(expr))
+    for group in GROUPING.findall(expr):
+        labels.update(l.strip() for l in group.split(",") if l.strip())
+    return labels
+
+
+def exposed_labels(text):
+    """Label names on the samples of a scrape."""
+    labels = set()
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" in line:
+            labels.update(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', line.split("}", 1)[0]))
+    return labels
 
 
 def exposed_names(text):
@@ -166,10 +192,11 @@ def main():
         if ":" in name and name not in recorded:
             problems.append(f"{origin}: {name} is recorded by no rule")
 
-    exposed = set()
+    exposed, labels = set(), set(TARGET_LABELS)
     for scrape in args.scrape:
         text = scrape.read_text()
         exposed |= exposed_names(text)
+        labels |= exposed_labels(text)
         r = subprocess.run(
             [args.promtool, "check", "metrics"],
             input=as_prometheus_text(text),
@@ -182,7 +209,13 @@ def main():
     if args.scrape:
         for name in raw:
             if name not in exposed:
-                problems.append(f"{named[name]}: {name} is exposed by neither scrape")
+                problems.append(f"{named[name]}: {name} is exposed by no scrape")
+        exprs = rule_exprs + panel_exprs
+        for _, expr in exprs:
+            labels.update(LABEL_REPLACE.findall(expr))
+        for origin, expr in exprs:
+            for label in sorted(labels_in(expr) - labels):
+                problems.append(f"{origin}: label {label} is on no scraped series")
 
     for p in problems:
         print(f"check_monitoring: {p}", file=sys.stderr)
@@ -191,7 +224,7 @@ def main():
     print(
         f"check_monitoring: {len(rule_exprs)} rules and {len(panel_exprs)} dashboard queries parse; "
         f"{len(raw)} metrics named"
-        + (f", all exposed by {len(args.scrape)} real scrapes" if args.scrape else "")
+        + (f", all exposed, with every label used, by {len(args.scrape)} real scrapes" if args.scrape else "")
     )
     return 0
 
