@@ -662,7 +662,7 @@ impl Connection {
 }
 
 /// Reads a small region: inline when the pages are cached (`RWF_NOWAIT`), else on the
-/// blocking pool (counted as a page-cache miss).
+/// blocking pool (counted as a page-cache miss when the probe said so).
 async fn read_small(
     file: &Arc<std::fs::File>,
     offset: u64,
