@@ -127,6 +127,12 @@ impl From<ShareError> for ApiError {
                 "the server may not access this path",
             ),
             ShareError::NameTooLong => ApiError::invalid_path("a path component is too long"),
+            // Same code as a read-only share: a client handles both alike.
+            ShareError::ReadOnlyFilesystem => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "read_only",
+                "the filesystem under the share is read-only",
+            ),
             ShareError::NoSpace => {
                 ApiError::insufficient_storage("the filesystem under the share is full")
             }
@@ -135,5 +141,27 @@ impl From<ShareError> for ApiError {
                 ApiError::internal()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_conditions_map_to_distinct_codes() {
+        let read_only = ApiError::from(ShareError::ReadOnlyFilesystem);
+        assert_eq!(
+            (read_only.status, read_only.code),
+            (StatusCode::FORBIDDEN, "read_only")
+        );
+        assert!(read_only.message.contains("filesystem"));
+        let full = ApiError::from(ShareError::NoSpace);
+        assert_eq!(
+            (full.status, full.code),
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        );
+        let denied = ApiError::from(ShareError::PermissionDenied);
+        assert_eq!(denied.code, "permission_denied");
     }
 }

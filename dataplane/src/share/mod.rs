@@ -51,6 +51,9 @@ pub enum ShareError {
     /// A name longer than the filesystem allows.
     #[error("name too long")]
     NameTooLong,
+    /// The filesystem under the share was mounted (or remounted) read-only.
+    #[error("the filesystem under the share is read-only")]
+    ReadOnlyFilesystem,
     /// The filesystem itself is full.
     #[error("no space left on the filesystem")]
     NoSpace,
@@ -87,7 +90,8 @@ impl ShareError {
             Errno::NOTDIR => ShareError::NotADirectory,
             Errno::ISDIR => ShareError::IsADirectory,
             Errno::NOTEMPTY => ShareError::NotEmpty,
-            Errno::ACCESS | Errno::PERM | Errno::ROFS => ShareError::PermissionDenied,
+            Errno::ACCESS | Errno::PERM => ShareError::PermissionDenied,
+            Errno::ROFS => ShareError::ReadOnlyFilesystem,
             Errno::NAMETOOLONG => ShareError::NameTooLong,
             Errno::NOSPC | Errno::DQUOT => ShareError::NoSpace,
             other => ShareError::Io {
@@ -606,6 +610,33 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![OsString::from("b")]);
+    }
+
+    #[test]
+    fn kernel_errors_are_classified() {
+        let path = SharePath::from_encoded("a/b").unwrap();
+        let classify = |errno| ShareError::from_errno("write", &path, errno);
+        assert!(matches!(
+            classify(Errno::ROFS),
+            ShareError::ReadOnlyFilesystem
+        ));
+        assert!(matches!(classify(Errno::NOSPC), ShareError::NoSpace));
+        assert!(matches!(classify(Errno::DQUOT), ShareError::NoSpace));
+        assert!(matches!(
+            classify(Errno::ACCESS),
+            ShareError::PermissionDenied
+        ));
+        match classify(Errno::IO) {
+            ShareError::Io { op, path, source } => {
+                assert_eq!((op, path.as_str()), ("write", "a/b"));
+                assert_eq!(source.raw_os_error(), Some(libc_eio()));
+            }
+            other => panic!("EIO classified as {other:?}"),
+        }
+    }
+
+    fn libc_eio() -> i32 {
+        Errno::IO.raw_os_error()
     }
 
     #[test]
