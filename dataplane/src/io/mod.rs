@@ -73,11 +73,14 @@ pub enum FallbackReason {
     /// `--io-engine io_uring` was asked for and the ring could not be set up (old kernel,
     /// seccomp, `kernel.io_uring_disabled`): the worker uses epoll. Counted once per worker.
     IoUringUnavailable,
+    /// An NFS READ of a file whose `sendfile` failed with an I/O error: the data is read
+    /// into the reply first, so a failing disk answers NFS3ERR_IO.
+    ReadError,
 }
 
 impl FallbackReason {
     /// Every reason, in documentation order.
-    pub const ALL: [FallbackReason; 10] = [
+    pub const ALL: [FallbackReason; 11] = [
         FallbackReason::SmallBody,
         FallbackReason::SendfileUnsupported,
         FallbackReason::ReadAhead,
@@ -88,6 +91,7 @@ impl FallbackReason {
         FallbackReason::RequestBody,
         FallbackReason::Unsupported,
         FallbackReason::IoUringUnavailable,
+        FallbackReason::ReadError,
     ];
 
     /// Position in [`FallbackReason::ALL`].
@@ -108,6 +112,7 @@ impl FallbackReason {
             FallbackReason::RequestBody => "request_body",
             FallbackReason::Unsupported => "unsupported",
             FallbackReason::IoUringUnavailable => "io_uring_unavailable",
+            FallbackReason::ReadError => "read_error",
         }
     }
 }

@@ -17,7 +17,8 @@
 //! pad. A `sendfile` that comes up short (the file shrank after the header promised `count`
 //! bytes) closes the connection once the replies already made are sent: the client
 //! retransmits on a new one, and the duplicate request cache answers retransmitted
-//! non-idempotent calls.
+//! non-idempotent calls. One that fails with EIO does the same and marks the file (see
+//! [`super::failed_reads`]), so the retransmitted READ gets NFS3ERR_IO.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -448,6 +449,9 @@ fn send_read(
             }
             Err(e) => {
                 exporter.metrics.record_transfer("nfs", &transfer);
+                if e == rustix::io::Errno::IO {
+                    exporter.note_failed_read(file);
+                }
                 return Err(e.into());
             }
         }

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod dirlock;
 pub mod drc;
 pub mod export;
+pub mod failed_reads;
 pub mod fdcache;
 pub mod handle;
 pub mod mount;
@@ -83,6 +84,7 @@ pub struct Exporter {
     /// the first `fsync` of a file, so a later COMMIT could otherwise say OK for lost data.
     verifier: std::sync::atomic::AtomicU64,
     fds: fdcache::FdCache,
+    failed_reads: failed_reads::FailedReads,
     replies: drc::ReplyCache,
     dirs: DirLocks,
     mounts: Mutex<Vec<(String, String)>>,
@@ -107,6 +109,22 @@ fn finish(e: xdr::Encoder) -> Outcome {
 }
 
 impl Exporter {
+    /// Marks `file` as one whose data the disk failed to give to `sendfile`: its READs are
+    /// buffered from now on (see [`failed_reads`]).
+    pub fn note_failed_read(&self, file: &std::fs::File) {
+        match rustix::fs::fstat(file) {
+            Ok(st) => {
+                if self.failed_reads.note(st.st_ino) {
+                    tracing::warn!(
+                        inode = st.st_ino,
+                        "I/O error reading a file for a READ reply: connection cut; its READs are now read before replying, so they answer NFS3ERR_IO"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "fstat of a file that failed a READ"),
+        }
+    }
+
     /// What the client rules grant a client at `ip`: decided once per connection.
     pub fn grant(&self, ip: IpAddr) -> Grant {
         decide(&self.rules, ip)
@@ -351,6 +369,7 @@ impl NfsServer {
             server_creds: export::server_creds(),
             verifier: std::sync::atomic::AtomicU64::new(nanos),
             fds: fdcache::FdCache::new(fdcache::DEFAULT_CAPACITY, options.read_only),
+            failed_reads: failed_reads::FailedReads::default(),
             replies: drc::ReplyCache::new(drc::DEFAULT_CAPACITY, drc::KEEP_FOR),
             dirs: DirLocks::default(),
             mounts: Mutex::new(Vec::new()),

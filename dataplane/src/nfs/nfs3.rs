@@ -726,9 +726,12 @@ impl Exporter {
         } else {
             wanted.min(size - offset)
         } as usize;
-        let mut e = Encoder::with_capacity(128 + if count <= SMALL_READ { count + 3 } else { 0 });
+        // Small READs, and every READ of a file whose disk failed a `sendfile`, are read
+        // into the reply before it is sent: an I/O error is then an NFS3ERR_IO reply.
+        let buffered = count <= SMALL_READ || self.failed_reads.contains(node.attr.fileid);
+        let mut e = Encoder::with_capacity(128 + if buffered { count + 3 } else { 0 });
         self.post_op_attr(&mut e, Some(&node.attr));
-        if count <= SMALL_READ {
+        if buffered {
             // Read straight into the reply: count, eof and the data length are patched once
             // the bytes are in (the file may have shrunk since its attributes were taken).
             let at = e.len();
@@ -748,7 +751,11 @@ impl Exporter {
                     &crate::io::Transfer::single(
                         crate::io::TransferPath::Copy,
                         filled as u64,
-                        Some(crate::io::FallbackReason::SmallBody),
+                        Some(if count <= SMALL_READ {
+                            crate::io::FallbackReason::SmallBody
+                        } else {
+                            crate::io::FallbackReason::ReadError
+                        }),
                     ),
                 );
             }
