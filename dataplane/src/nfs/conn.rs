@@ -438,7 +438,11 @@ fn send_read(
             Err(e) if is_unsupported(&e.into()) => {
                 // This file cannot be sent by sendfile: finish with pread + write.
                 let started = std::time::Instant::now();
-                let copied = copy_range(stream, file, position, end)?;
+                let copied = copy_range(stream, file, position, end).inspect_err(|e| {
+                    if e.raw_os_error() == Some(libc::EIO) {
+                        exporter.note_failed_read(file);
+                    }
+                })?;
                 transfer.fallback_time = started.elapsed();
                 transfer.push(
                     TransferPath::Copy,

@@ -7,25 +7,27 @@
 //! error reaches the client as NFS3ERR_IO instead of a connection cut again and again.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most inodes remembered; when full the set starts again (a forgotten file costs one more
 /// cut connection before it is noted again).
 const CAPACITY: usize = 4096;
 
-/// The inodes whose `sendfile` failed with an I/O error since the server started.
+/// The inodes whose `sendfile` failed with an I/O error since the server started. Keyed by
+/// inode alone: a new file that reuses a marked inode number is read the buffered way too,
+/// which costs a copy, never a wrong byte.
 #[derive(Debug, Default)]
 pub struct FailedReads {
     /// Entries in `inodes`: READs skip the lock while it is zero, as it almost always is.
     len: AtomicUsize,
-    inodes: Mutex<HashSet<u64>>,
+    inodes: RwLock<HashSet<u64>>,
 }
 
 impl FailedReads {
     /// Remembers `ino`; true when it was not known yet.
     pub fn note(&self, ino: u64) -> bool {
-        let mut inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
         if inodes.len() >= CAPACITY {
             inodes.clear();
         }
@@ -39,7 +41,7 @@ impl FailedReads {
         self.len.load(Ordering::Acquire) > 0
             && self
                 .inodes
-                .lock()
+                .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains(&ino)
     }
@@ -60,6 +62,6 @@ mod tests {
         for ino in 100..100 + CAPACITY as u64 {
             failed.note(ino);
         }
-        assert!(failed.inodes.lock().unwrap().len() <= CAPACITY);
+        assert!(failed.inodes.read().unwrap().len() <= CAPACITY);
     }
 }
