@@ -15,6 +15,8 @@ const WALL_CLOCK_READS: &[&str] = &[
     "Utc::now(",
     "Local::now(",
     "CLOCK_REALTIME",
+    "ClockId::Realtime",
+    "UNIX_EPOCH.elapsed(",
     "gettimeofday",
 ];
 
