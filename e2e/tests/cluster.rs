@@ -1406,7 +1406,7 @@ async fn zeronas_on_a_real_control_plane() {
     );
     scenario!(
         suite,
-        "operator leader killed: the standby takes the Lease after a lease duration",
+        "operator leader killed mid-reconcile: the standby takes the Lease after a lease duration and finishes the NasVolume, no duplicate object",
         kill_leader
     );
     scenario!(

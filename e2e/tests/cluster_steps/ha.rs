@@ -1,6 +1,7 @@
 //! Operator availability: a two-replica release upgrades with `helm upgrade --wait` (standbys
-//! are Ready); when the leader's process is killed the standby takes the Lease once it has
-//! seen it unchanged for a lease duration; when the leader pod is deleted it releases the
+//! are Ready); when the leader's process is killed (in the middle of reconciling a new
+//! NasVolume) the standby takes the Lease once it has seen it unchanged for a lease duration,
+//! and finishes that NasVolume with exactly the objects one reconcile makes; when the leader pod is deleted it releases the
 //! Lease and another replica takes it at once. The release is left at two Ready replicas.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,8 +12,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
+use zeronas_operator::crd::Phase;
 
-use super::{OPERATOR_NAMESPACE, RELEASE, Step, Suite, eventually, secs};
+use super::{NAMESPACE, OPERATOR_NAMESPACE, RELEASE, Step, Suite, eventually, secs};
 
 /// The operator's Lease (its `--lease-name` default).
 const LEASE: &str = "zeronas-operator";
@@ -279,7 +281,41 @@ fn not_too_early(took: Duration) -> Step {
     Ok(())
 }
 
-/// SIGKILL of the leader's process: the standby takes over after a lease duration unchanged.
+/// The NasVolume whose reconcile the killed leader starts and its successor finishes.
+const MID_RECONCILE: &str = "ha-mid-reconcile";
+
+/// Kinds the operator makes for a NasVolume (all labelled `zeronas.io/volume`), and how many
+/// of each one reconcile makes: `zeronas-operator render` prints the same set. One
+/// ReplicaSet: a successor that rendered a different pod template would roll out a second.
+const OBJECTS_PER_VOLUME: &[(&str, usize)] = &[
+    ("deployments.apps", 1),
+    ("replicasets.apps", 1),
+    ("services", 1),
+    ("networkpolicies.networking.k8s.io", 1),
+    ("persistentvolumeclaims", 2),
+    ("persistentvolumes", 1),
+    ("secrets", 1),
+];
+
+/// Names of the objects of `kind` labelled as `volume`'s, in every namespace.
+async fn labelled(s: &Suite, kind: &str, volume: &str) -> Result<Vec<String>, String> {
+    let out = s
+        .kubectl(&[
+            "get",
+            kind,
+            "--all-namespaces",
+            "-l",
+            &format!("zeronas.io/volume={volume}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+        ])
+        .await?;
+    Ok(out.lines().map(str::to_owned).collect())
+}
+
+/// SIGKILL of the leader's process in the middle of reconciling a new NasVolume: the standby
+/// takes over after a lease duration unchanged and finishes the NasVolume, with no duplicate
+/// object and no second rollout.
 pub async fn kill_leader(s: &mut Suite) -> Step {
     let pods = ready_pods(s, 2, Duration::from_secs(30)).await?;
     let (leader, standbys) = leader_among(s, pods, LEASE_DURATION + RETRY_PERIOD).await?;
@@ -287,9 +323,68 @@ pub async fn kill_leader(s: &mut Suite) -> Step {
         .first()
         .map(|p| name(p).to_owned())
         .ok_or("no standby")?;
+    let manifest = s.run_dir.join(format!("{MID_RECONCILE}.yaml"));
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {MID_RECONCILE}\n  namespace: {NAMESPACE}\nspec:\n  capacity: 64Mi\n  protocols: [nfs, http]\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    s.kubectl(&["apply", "-f", manifest.to_str().unwrap_or_default()])
+        .await?;
+    let outcome = kill_mid_reconcile(s, leader, standby_name).await;
+    // Gone on every path, so a failure here cannot leak into later scenarios.
+    let deleted = s.delete_volume_and_pods(MID_RECONCILE).await;
+    outcome?;
+    deleted?;
+    // The data path never depended on the operator.
+    s.payload_intact().await
+}
+
+/// How many objects of `volume` exist, over [`OBJECTS_PER_VOLUME`]'s kinds.
+async fn objects_made(s: &Suite, volume: &str) -> Result<usize, String> {
+    let mut made = 0;
+    for (kind, _) in OBJECTS_PER_VOLUME {
+        made += labelled(s, kind, volume).await?.len();
+    }
+    Ok(made)
+}
+
+/// Kills `leader` once it has begun the new NasVolume; the standby must finish it.
+async fn kill_mid_reconcile(s: &mut Suite, leader: Pod, standby_name: String) -> Step {
+    // The leader has begun: its first object exists, the NasVolume is not Ready yet.
+    eventually(
+        "the leader to create the first object of the new NasVolume",
+        Duration::from_secs(20),
+        || async {
+            let made = labelled(s, "persistentvolumeclaims,services,secrets", MID_RECONCILE)
+                .await
+                .ok()?;
+            (!made.is_empty()).then_some(())
+        },
+    )
+    .await?;
     // Like a crash: no release.
     signal(operator_pid(&leader)?, rustix::process::Signal::KILL)?;
     let killed = Instant::now();
+    let ready_then = s
+        .volumes()
+        .get(MID_RECONCILE)
+        .await
+        .map_err(|e| e.to_string())?
+        .status
+        .and_then(|st| st.phase)
+        == Some(Phase::Ready);
+    if ready_then {
+        return Err("the NasVolume was Ready before the leader was killed".into());
+    }
+    let expected: usize = OBJECTS_PER_VOLUME.iter().map(|(_, n)| n).sum();
+    let made = objects_made(s, MID_RECONCILE).await?;
+    s.measure(
+        "objects of the new NasVolume made when its leader was killed",
+        format!("{made} of {expected}"),
+    );
     standby_takes_over(s, &standby_name).await?;
     let took = killed.elapsed();
     s.measure("leader killed → the standby holds the Lease", secs(took));
@@ -301,8 +396,30 @@ pub async fn kill_leader(s: &mut Suite) -> Step {
         return Err(format!("{} leads, not {standby_name}", name(&leader)));
     }
     gauges_agree(&leader, &standbys).await?;
-    // The data path never depended on the operator.
-    s.payload_intact().await
+    // The new leader finished the NasVolume its predecessor left half done.
+    let volumes = s.volumes();
+    eventually(
+        "the successor to make the half-reconciled NasVolume Ready",
+        Duration::from_secs(120),
+        || async {
+            let nv = volumes.get_opt(MID_RECONCILE).await.ok().flatten()?;
+            (nv.status?.phase == Some(Phase::Ready)).then_some(())
+        },
+    )
+    .await?;
+    s.measure(
+        "leader killed mid-reconcile → the NasVolume Ready",
+        secs(killed.elapsed()),
+    );
+    for (kind, want) in OBJECTS_PER_VOLUME {
+        let names = labelled(s, kind, MID_RECONCILE).await?;
+        if names.len() != *want {
+            return Err(format!(
+                "{kind} of {MID_RECONCILE}: {names:?}, want {want} (a duplicate or a missing object)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// SIGSTOP of the leader (a stalled process): the standby takes over after a lease; on
