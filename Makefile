@@ -17,14 +17,18 @@ HELM := $(TOOLS)/helm-$(HELM_VERSION)
 PROMETHEUS_VERSION := v0.316.0
 PROMTOOL := $(TOOLS)/promtool-$(PROMETHEUS_VERSION)
 PROMETHEUS := $(TOOLS)/prometheus-$(PROMETHEUS_VERSION)
+# toxiproxy, the fault proxy of `make chaos` (v2.5.0 is the newest its module proxy serves).
+TOXIPROXY_VERSION := v2.5.0
+TOXIPROXY := $(TOOLS)/toxiproxy-$(TOXIPROXY_VERSION)
 
 .PHONY: run test deps fmt lint unit build help bench crds chart e2e kernel-client images bench-operator \
-	monitoring dashboard-picture
+	monitoring dashboard-picture chaos
 
 help:
 	@echo "make run ROOT=DIR   serve DIR over the HTTP file API on $(HTTP) and NFSv3 on $(NFS)"
 	@echo "make test           fmt check, clippy -D warnings, all tests (what CI runs)"
 	@echo "make bench-operator the operator at 1,000 new and 2,000 existing NasVolumes (target/bench/operator.json)"
+	@echo "make chaos          network, process and disk faults with real clients; CHAOS_LONG=1 for bigger files"
 
 ## Installs what the build and the tests need, when missing.
 deps:
@@ -92,6 +96,28 @@ monitoring: deps $(PROMTOOL)
 	$(PROMTOOL) check rules charts/zeronas/files/prometheus-rules.yaml
 	$(PROMTOOL) test rules charts/zeronas/tests/rules-test.yaml
 	$(PYTHON) charts/zeronas/tests/check_monitoring.py --promtool $(PROMTOOL)
+
+$(TOXIPROXY):
+	@echo "building toxiproxy $(TOXIPROXY_VERSION) from its Go module into $(TOOLS) (once)"
+	mkdir -p $(TOOLS)/.gobin
+	GOBIN=$(TOOLS)/.gobin GOFLAGS=-buildvcs=false $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mv $(TOOLS)/.gobin/server $(TOXIPROXY)
+
+## chaos: faults on the network (toxiproxy), the processes (SIGKILL, SIGSTOP) and the disk
+## (a full tmpfs, a read-only remount, EIO from chaos/faultfs, sendfile refused) against
+## dataplanes run as the operator renders them, with curl, libnfs and the kernel client in QEMU;
+## a table fault x protocol x outcome, any lost or corrupt byte fails it. Needs root (it
+## mounts, in a namespace of its own). CHAOS_LONG=1: bigger files and transfers, outside make
+## test. It builds the same three release packages as `make images`, so make test reuses them.
+CHAOS_FLAGS := $(if $(CHAOS_LONG),--long --budget 1800,--budget 180)
+# A hard stop above the budget: nothing in the run may hang make test.
+CHAOS_TIMEOUT := $(if $(CHAOS_LONG),2400,300)
+chaos: deps $(TOXIPROXY)
+	cd chaos/faultfs && GOFLAGS=-buildvcs=false $(GO) build -o $(CURDIR)/target/faultfs .
+	$(CARGO) build --release --locked -p zeronas-dataplane -p zeronas-operator -p zeronas-csi
+	@set -o pipefail; timeout --kill-after=10 $(CHAOS_TIMEOUT) unshare --mount --propagation private $(PYTHON) chaos/chaos.py \
+		--toxiproxy $(TOXIPROXY) --faultfs target/faultfs --dataplane target/release/zeronas-dataplane \
+		--operator target/release/zeronas-operator $(CHAOS_FLAGS) 2>&1 | tee target/chaos.log
 
 ## dashboard-picture: a dataplane under a changing load, scraped by a real Prometheus with
 ## the chart's rules; the dashboard's queries plotted with matplotlib (docs/dashboard.png)
@@ -185,7 +211,7 @@ kernel-client: deps
 	@set -o pipefail; $(E2E_TEST) --offline --test kernel_client -- --nocapture 2>&1 | tee target/kernel-client.log
 
 ## test: every stage in order, each one's time printed, then the cargo tests' summary line
-TEST_STAGES := fmt lint chart monitoring images-check unit kernel-client e2e
+TEST_STAGES := fmt lint chart monitoring images-check chaos unit kernel-client e2e
 test: deps
 	@mkdir -p target; : > target/test-stages.log; \
 	free_gib=$$(df -P -k target | awk 'NR==2 { print int($$4 / 1048576) }'); \
@@ -199,8 +225,9 @@ test: deps
 	done; \
 	echo "== stage times (s): $$(tr '\n' ' ' < target/test-stages.log)"; \
 	awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
-	     /^images: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } \
-	     END { printf "tests: %d passed, %d failed\n", p, f }' target/unit-tests.log target/images-check.log target/kernel-client.log target/e2e.log
+	     /^(images|chaos): [0-9]+ passed, [0-9]+ failed/ { p += $$2; f += $$4 } \
+	     END { printf "tests: %d passed, %d failed\n", p, f }' target/unit-tests.log target/images-check.log target/chaos.log \
+	     target/kernel-client.log target/e2e.log
 
 ## bench: zeronas vs nginx (sendfile on/off) with wrk, and vs NFS-Ganesha with libnfs; tables
 ## on stdout, JSON in target/bench/ (the NFS part needs root: it runs in its own namespaces)

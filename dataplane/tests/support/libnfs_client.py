@@ -4,7 +4,8 @@
 Usage: libnfs_client.py 'nfs://127.0.0.1/?version=3&nfsport=P&mountport=P[&uid=U&gid=G]'
 Reads one command per line on stdin and prints one JSON line per command on stdout:
   mkdir P | rmdir P | unlink P | rename A B | symlink TARGET P | readlink P | stat P
-  write P HEX | read P | open NAME P | pread NAME OFFSET COUNT | pwrite NAME OFFSET HEX
+  write P HEX | read P | open NAME P | create NAME P | pread NAME OFFSET COUNT
+  pwrite NAME OFFSET HEX
   statvfs P
   chmod P OCTAL | truncate P SIZE | utimes P SECONDS | quit
 An open file keeps its libnfs handle (and so its NFS file handle) across commands, which is
@@ -104,6 +105,11 @@ for line in sys.stdin:
     elif cmd == "open":
         fh = ctypes.c_void_p()
         rc = lib.nfs_open(nfs, args[1], 2, ctypes.byref(fh))
+        handles[words[1]] = fh
+        out = result(rc)
+    elif cmd == "create":
+        fh = ctypes.c_void_p()
+        rc = lib.nfs_creat(nfs, args[1], 0o644, ctypes.byref(fh))
         handles[words[1]] = fh
         out = result(rc)
     elif cmd == "pread":
