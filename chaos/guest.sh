@@ -6,10 +6,15 @@
 # Lines for the host (chaos/chaos.py reads the serial console):
 #   ZN-SRC NAME MD5            the guest's source files
 #   ZN-FAULT NAME              the host applies fault NAME now (and ends it itself, or at:)
+#   ZN-IO NAME                 the write of fault NAME starts (the host timestamps each line)
 #   ZN-FAULT-END NAME SECONDS  the file of fault NAME is written and read back, in SECONDS
 #   ZN-STEP NAME ok|FAIL ...   the outcome of a step
 . /config.sh
 m=/mnt/share
+# No background writeback of the files written here: the SIGKILL step needs its UNSTABLE
+# writes uncommitted until its `sync`.
+echo $((300 << 20)) > /proc/sys/vm/dirty_bytes
+echo $((200 << 20)) > /proc/sys/vm/dirty_background_bytes
 mkdir -p "$m"
 drop_caches() { sync && echo 3 > /proc/sys/vm/drop_caches; }
 md5() { md5sum < "$1" | cut -d' ' -f1; }
@@ -32,6 +37,7 @@ for fault in $FAULTS; do
   # The host applies the fault on reading that line; the I/O starts a second later, inside it.
   sleep 1
   started=$(cut -d' ' -f1 /proc/uptime)
+  echo "ZN-IO $fault"
   if [ "$fault" = sigkill ]; then
     dd if="$src" of="$m/k-$fault" bs=1M 2>/dev/null && sync
   else

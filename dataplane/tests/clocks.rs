@@ -8,6 +8,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[path = "support/sources.rs"]
+mod sources;
+use sources::rust_files;
+
 /// Calls that read the wall clock.
 const WALL_CLOCK_READS: &[&str] = &[
     "SystemTime::now(",
@@ -50,17 +54,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("repository root")
         .to_owned()
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("readable source folder") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 #[test]

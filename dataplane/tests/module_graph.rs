@@ -11,6 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+#[path = "support/sources.rs"]
+mod sources;
+use sources::rust_files;
+
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// Modules whose files are counted as one.
@@ -115,17 +119,6 @@ fn references(code: &str, here: &[String]) -> Vec<Vec<String>> {
         i = j.max(i + 1);
     }
     out
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("a source folder") {
-        let path = entry.expect("a folder entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The import graph of the crate whose sources are in `src`, between units.

@@ -271,17 +271,8 @@ impl Suite {
     /// lines indented by two spaces) and waits until it is Ready for its generation;
     /// returns how long that took.
     async fn apply_volume(&self, name: &str, spec: &str) -> Result<Duration, String> {
-        let path = self.run_dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {name}\nspec:\n  {spec}\n"
-            ),
-        )
-        .map_err(|e| e.to_string())?;
         let started = Instant::now();
-        self.kubectl(&["apply", "-f", path.to_str().unwrap_or_default()])
-            .await?;
+        self.apply_volume_manifest(name, spec).await?;
         let volumes = self.volumes();
         eventually(
             &format!("NasVolume {name} to be Ready"),
@@ -296,6 +287,22 @@ impl Suite {
         )
         .await?;
         Ok(started.elapsed())
+    }
+
+    /// `kubectl apply` of NasVolume `name` with `spec` (YAML under `spec:`, indented by two
+    /// spaces after its first line), without waiting for it.
+    async fn apply_volume_manifest(&self, name: &str, spec: &str) -> Step {
+        let path = self.run_dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {name}\nspec:\n  {spec}\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        self.kubectl(&["apply", "-f", path.to_str().unwrap_or_default()])
+            .await
+            .map(drop)
     }
 
     /// Deletes NasVolume `name` and waits until its dataplane pods are gone.

@@ -740,7 +740,8 @@ impl Exporter {
             buffer.resize(at + 12 + count, 0);
             let filled = crate::io::small::pread_into(&file, offset, &mut buffer[at + 12..])?;
             buffer.truncate(at + 12 + filled);
-            let eof = offset + filled as u64 >= size;
+            // Short: the file shrank since its attributes were taken, and this is its end.
+            let eof = filled < count || offset + filled as u64 >= size;
             buffer[at..at + 4].copy_from_slice(&(filled as u32).to_be_bytes());
             buffer[at + 4..at + 8].copy_from_slice(&u32::from(eof).to_be_bytes());
             buffer[at + 8..at + 12].copy_from_slice(&(filled as u32).to_be_bytes());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use zeronas_operator::crd::Phase;
@@ -323,15 +323,7 @@ pub async fn kill_leader(s: &mut Suite) -> Step {
         .first()
         .map(|p| name(p).to_owned())
         .ok_or("no standby")?;
-    let manifest = s.run_dir.join(format!("{MID_RECONCILE}.yaml"));
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: zeronas.io/v1alpha1\nkind: NasVolume\nmetadata:\n  name: {MID_RECONCILE}\n  namespace: {NAMESPACE}\nspec:\n  capacity: 64Mi\n  protocols: [nfs, http]\n"
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    s.kubectl(&["apply", "-f", manifest.to_str().unwrap_or_default()])
+    s.apply_volume_manifest(MID_RECONCILE, "capacity: 64Mi\n  protocols: [nfs, http]")
         .await?;
     let outcome = kill_mid_reconcile(s, leader, standby_name).await;
     // Gone on every path, so a failure here cannot leak into later scenarios.
@@ -353,18 +345,21 @@ async fn objects_made(s: &Suite, volume: &str) -> Result<usize, String> {
 
 /// Kills `leader` once it has begun the new NasVolume; the standby must finish it.
 async fn kill_mid_reconcile(s: &mut Suite, leader: Pod, standby_name: String) -> Step {
-    // The leader has begun: its first object exists, the NasVolume is not Ready yet.
-    eventually(
-        "the leader to create the first object of the new NasVolume",
-        Duration::from_secs(20),
-        || async {
-            let made = labelled(s, "persistentvolumeclaims,services,secrets", MID_RECONCILE)
-                .await
-                .ok()?;
-            (!made.is_empty()).then_some(())
-        },
-    )
-    .await?;
+    // The leader has begun: its first object (the backing claim) exists. Polled in a tight
+    // loop through the API, not kubectl, so the kill lands while the rest is being made.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let selector = ListParams::default().labels(&format!("zeronas.io/volume={MID_RECONCILE}"));
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while !claims
+        .list_metadata(&selector)
+        .await
+        .is_ok_and(|list| !list.items.is_empty())
+    {
+        if Instant::now() > give_up {
+            return Err("the leader made no object of the new NasVolume in 20 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     // Like a crash: no release.
     signal(operator_pid(&leader)?, rustix::process::Signal::KILL)?;
     let killed = Instant::now();
