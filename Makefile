@@ -110,11 +110,14 @@ $(TOXIPROXY):
 ## mounts, in a namespace of its own). CHAOS_LONG=1: bigger files and transfers, outside make
 ## test. It builds the same three release packages as `make images`, so make test reuses them.
 CHAOS_FLAGS := $(if $(CHAOS_LONG),--long --budget 1800,--budget 180)
+# As images/build.sh sets it: build scripts (cc) rerun when it changes, so without it this
+# build would redo the release build `make images` just made.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # A hard stop above the budget: nothing in the run may hang make test.
 CHAOS_TIMEOUT := $(if $(CHAOS_LONG),2400,300)
 chaos: deps $(TOXIPROXY)
 	cd chaos/faultfs && GOFLAGS=-buildvcs=false $(GO) build -o $(CURDIR)/target/faultfs .
-	$(CARGO) build --release --locked -p zeronas-dataplane -p zeronas-operator -p zeronas-csi
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(CARGO) build --release --locked -p zeronas-dataplane -p zeronas-operator -p zeronas-csi
 	@set -o pipefail; timeout --kill-after=10 $(CHAOS_TIMEOUT) unshare --mount --propagation private $(PYTHON) chaos/chaos.py \
 		--toxiproxy $(TOXIPROXY) --faultfs target/faultfs --dataplane target/release/zeronas-dataplane \
 		--operator target/release/zeronas-operator $(CHAOS_FLAGS) 2>&1 | tee target/chaos.log
