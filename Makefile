@@ -106,9 +106,11 @@ $(TOXIPROXY):
 ## chaos: faults on the network (toxiproxy), the processes (SIGKILL, SIGSTOP) and the disk
 ## (a full tmpfs, a read-only remount, EIO from chaos/faultfs, sendfile refused) against
 ## dataplanes run as the operator renders them, with curl, libnfs and the kernel client in QEMU;
-## a table fault x protocol x outcome, any lost or corrupt byte fails it. Needs root (it
-## mounts, in a namespace of its own). CHAOS_LONG=1: bigger files and transfers, outside make
-## test. It builds the same three release packages as `make images`, so make test reuses them.
+## a table fault x protocol x outcome, any lost or corrupt byte fails it. Needs root: it
+## mounts in a mount namespace of its own and runs in a PID namespace of its own, so every
+## process it starts ends with it, even at the hard stop. CHAOS_LONG=1: bigger files and
+## transfers, outside make test. It builds the same three release packages as `make images`,
+## so make test reuses them.
 CHAOS_FLAGS := $(if $(CHAOS_LONG),--long --budget 1800,--budget 180)
 # As images/build.sh sets it: build scripts (cc) rerun when it changes, so without it this
 # build would redo the release build `make images` just made.
@@ -118,7 +120,8 @@ CHAOS_TIMEOUT := $(if $(CHAOS_LONG),2400,300)
 chaos: deps $(TOXIPROXY)
 	cd chaos/faultfs && GOFLAGS=-buildvcs=false $(GO) build -o $(CURDIR)/target/faultfs .
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(CARGO) build --release --locked -p zeronas-dataplane -p zeronas-operator -p zeronas-csi
-	@set -o pipefail; timeout --kill-after=10 $(CHAOS_TIMEOUT) unshare --mount --propagation private $(PYTHON) chaos/chaos.py \
+	@set -o pipefail; timeout --kill-after=10 $(CHAOS_TIMEOUT) \
+		unshare --mount --propagation private --pid --fork --kill-child $(PYTHON) chaos/chaos.py \
 		--toxiproxy $(TOXIPROXY) --faultfs target/faultfs --dataplane target/release/zeronas-dataplane \
 		--operator target/release/zeronas-operator $(CHAOS_FLAGS) 2>&1 | tee target/chaos.log
 

@@ -3,8 +3,11 @@
 the operator's pod spec says, with real clients (curl, libnfs, the Linux kernel's NFS client in
 a QEMU guest); prints a table fault x protocol x outcome.
 
-Run by the Makefile inside a private mount namespace (`unshare --mount`), as root: the tmpfs,
-the read-only bind mount and the FUSE file system it mounts vanish with the namespace.
+Run by the Makefile inside a private mount namespace and a PID namespace of its own
+(`unshare --mount --pid --fork --kill-child`), as root: the tmpfs, the read-only bind mount and
+the FUSE file system it mounts vanish with the mount namespace, and every process it starts
+(dataplanes, toxiproxy, faultfs, QEMU, clients) is killed with the PID namespace, even when
+the run is stopped from outside.
 
   chaos.py --toxiproxy BIN --faultfs BIN --dataplane BIN --operator BIN [--long] [--budget S]
 
@@ -406,13 +409,17 @@ class Toxiproxy:
         self.log = open(WORK / "toxiproxy.log", "w")
         self.process = subprocess.Popen([binary, "-host", "127.0.0.1", "-port", str(self.port)],
                                         stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for("toxiproxy's API", 10, lambda: self._ping())
+        try:
+            wait_for("toxiproxy's API", 10, lambda: self._ping())
+        except BaseException:
+            self.stop()
+            raise
 
     def _ping(self):
         try:
             self.api("GET", "/version")
             return True
-        except OSError:
+        except (OSError, ValueError):
             return False
 
     def api(self, method, path, body=None):
@@ -1326,6 +1333,9 @@ def main():
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("chaos.py needs root (mounts, setpriv); make chaos runs it so")
+    # PID 1 of its namespace ignores signals it has no handler for: the hard stop's SIGTERM
+    # ends the run here, through the clean-up below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     shutil.rmtree(WORK, ignore_errors=True)
     (WORK / "tokens").mkdir(parents=True)
     (WORK / "tokens" / "token").write_text(TOKEN)
