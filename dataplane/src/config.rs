@@ -69,6 +69,33 @@ pub struct Config {
     #[arg(long, env = "ZERONAS_NFS_MAX_REQUESTS_PER_CONNECTION", default_value_t = crate::nfs::pool::DEFAULT_PER_CONNECTION)]
     pub nfs_max_requests_per_connection: usize,
 
+    /// Address of the SFTP export (SSH with the `sftp` subsystem only), or `off`. Needs
+    /// `--sftp-host-key` and `--sftp-authorized-keys`.
+    #[arg(long, env = "ZERONAS_SFTP", default_value = "off")]
+    pub sftp: String,
+
+    /// The SFTP server's host private key (OpenSSH format, as `ssh-keygen -t ed25519` writes).
+    #[arg(long, env = "ZERONAS_SFTP_HOST_KEY")]
+    pub sftp_host_key: Option<PathBuf>,
+
+    /// Public keys that may log in over SFTP (OpenSSH `authorized_keys` format; options
+    /// `uid=`, `gid=`, `groups=`, `read-only`); re-read when it changes.
+    #[arg(long, env = "ZERONAS_SFTP_AUTHORIZED_KEYS")]
+    pub sftp_authorized_keys: Option<PathBuf>,
+
+    /// Most SFTP connections at once; more are closed on accept and counted in
+    /// `zeronas_connections_refused_total{protocol="sftp"}`.
+    #[arg(long, env = "ZERONAS_SFTP_MAX_CONNECTIONS", default_value_t = 256)]
+    pub sftp_max_connections: usize,
+
+    /// Most open file and folder handles of one SFTP session.
+    #[arg(long, env = "ZERONAS_SFTP_MAX_HANDLES", default_value_t = 256)]
+    pub sftp_max_handles: usize,
+
+    /// Threads of the SFTP runtime (SSH encryption and the requests of every connection).
+    #[arg(long, env = "ZERONAS_SFTP_THREADS", default_value_t = 2)]
+    pub sftp_threads: usize,
+
     /// uid and gid that squashed NFS callers act as (posix identities).
     #[arg(long, env = "ZERONAS_ANON_ID", default_value_t = 65534)]
     pub anon_id: u32,

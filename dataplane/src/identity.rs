@@ -359,6 +359,68 @@ pub fn prepare_root(
     Ok(outcome)
 }
 
+/// A file-system identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary gids.
+    pub gids: Vec<u32>,
+}
+
+impl Creds {
+    /// Whether these credentials may `want` (bits: 4 read, 2 write, 1 execute) a file with
+    /// `mode`, owned by `owner`/`group`, by its mode bits; uid 0 may do anything (ACCESS,
+    /// LOOKUP and READDIR; ACCESS itself refuses root execution of files with no x bit).
+    pub fn may(&self, mode: u32, owner: u32, group: u32, want: u32) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        let class = if self.uid == owner {
+            mode >> 6
+        } else if self.gid == group || self.gids.contains(&group) {
+            mode >> 3
+        } else {
+            mode
+        };
+        class & want & 7 == want & 7
+    }
+
+    /// [`Creds::may`] for READ and WRITE: an owner may also read and write its own file
+    /// whatever the mode (what knfsd does), so a file created read-only still receives the
+    /// data its creator writes through the descriptor it opened. ACCESS does not grant this,
+    /// so a new `open` of such a file for writing is refused as on a local disk.
+    pub fn permits(&self, mode: u32, owner: u32, group: u32, want: u32) -> bool {
+        (self.uid == owner && want & 1 == 0) || self.may(mode, owner, group, want)
+    }
+}
+
+/// Switches the calling thread's file-system identity to `creds` (posix identities only:
+/// the caller checks the mode). These are per-thread system calls: the glibc wrappers of
+/// setgroups would change every thread of the process.
+pub fn assume(creds: &Creds) {
+    // SAFETY: plain system calls on this thread's credentials; the group list pointer and
+    // length describe a live slice.
+    unsafe {
+        libc::syscall(libc::SYS_setgroups, creds.gids.len(), creds.gids.as_ptr());
+        libc::syscall(libc::SYS_setfsgid, creds.gid);
+        libc::syscall(libc::SYS_setfsuid, creds.uid);
+    }
+}
+
+/// The server's own identity: the process's uid, gid and supplementary groups (squash mode
+/// acts as it, and posix mode returns to it after each request).
+pub fn server_creds() -> Creds {
+    let me = ProcessIdentity::current();
+    Creds {
+        uid: me.uid,
+        gid: me.gid,
+        gids: me.groups,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

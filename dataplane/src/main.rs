@@ -12,6 +12,7 @@ use zeronas_dataplane::nfs::export::ClientRule;
 use zeronas_dataplane::nfs::{ExportOptions, NfsServer};
 use zeronas_dataplane::runtime::{BLOCKING_NAME, RuntimeReport};
 use zeronas_dataplane::server::{Server, shutdown_signal};
+use zeronas_dataplane::sftp::{SftpOptions, SftpServer};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -56,18 +57,61 @@ fn run(config: &Config) -> Result<(), String> {
         .block_on(Server::bind(config, report))
         .map_err(|e| e.to_string())?;
     let nfs = start_nfs(config, &server, mode)?;
+    let sftp = start_sftp(config, &server, mode)?;
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
     let http = server.http_addr().ok().map(|a| a.to_string());
     let metrics = server.metrics_addr().map(|a| a.to_string());
     let line = serde_json::json!({
-        "event": "listening", "http": http, "metrics": metrics, "nfs": nfs,
+        "event": "listening", "http": http, "metrics": metrics, "nfs": nfs, "sftp": sftp,
         "identity": mode.as_str(),
     });
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
     drop(stdout);
-    tracing::info!(http = ?http, metrics = ?metrics, nfs = ?nfs, workers = plan.workers, "serving");
+    tracing::info!(http = ?http, metrics = ?metrics, nfs = ?nfs, sftp = ?sftp, workers = plan.workers, "serving");
     server.run_on_workers(&control, &plan, shutdown_signal())
+}
+
+/// Starts the SFTP export unless `--sftp off`; returns its address.
+fn start_sftp(
+    config: &Config,
+    server: &Server,
+    identity: IdentityMode,
+) -> Result<Option<String>, String> {
+    if config.sftp == "off" {
+        return Ok(None);
+    }
+    let addr = config.sftp.parse().map_err(|_| {
+        format!(
+            "--sftp {:?} is not an address such as 0.0.0.0:2222, nor off",
+            config.sftp
+        )
+    })?;
+    let (Some(host_key), Some(authorized_keys)) =
+        (&config.sftp_host_key, &config.sftp_authorized_keys)
+    else {
+        return Err("--sftp needs --sftp-host-key FILE and --sftp-authorized-keys FILE".to_owned());
+    };
+    let options = SftpOptions {
+        addr,
+        host_key: host_key.clone(),
+        authorized_keys: authorized_keys.clone(),
+        read_only: config.read_only,
+        identity,
+        anon_id: config.anon_id,
+        max_connections: config.sftp_max_connections,
+        max_handles: config.sftp_max_handles,
+        threads: config.sftp_threads,
+    };
+    let app = server.app();
+    let sftp = SftpServer::start(
+        options,
+        &config.root,
+        Arc::clone(&app.metrics),
+        Arc::clone(&app.usage),
+    )
+    .map_err(|e| format!("cannot serve SFTP on {}: {e}", config.sftp))?;
+    Ok(Some(sftp.local_addr().to_string()))
 }
 
 /// Starts the NFS export unless `--nfs off`; returns its address.

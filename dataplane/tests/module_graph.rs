@@ -234,6 +234,7 @@ fn the_share_layer_nfs_and_io_import_no_http_module() {
     for lower in [
         "share",
         "nfs",
+        "sftp",
         "identity",
         "usage",
         "metrics",
@@ -247,6 +248,12 @@ fn the_share_layer_nfs_and_io_import_no_http_module() {
             .collect();
         assert!(http.is_empty(), "{lower} depends on {http:?}");
     }
+    // SFTP stands on the share and identity layers, not on another protocol.
+    let sftp_reaches = reach(&graph, "sftp");
+    assert!(
+        !sftp_reaches.iter().any(|m| m == "nfs"),
+        "sftp depends on nfs: {sftp_reaches:?}"
+    );
     assert!(
         graph["http::frontend"].contains("http::service"),
         "the checker lost track of the front end's imports: {graph:?}"

@@ -9,14 +9,14 @@
 //! any more keeps the tokens last read and logs why. Probes and `/metrics` never need a
 //! token.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::reload::{FileVersion, file_version};
 
 /// How often the token files are checked for a change.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
@@ -167,12 +167,7 @@ fn read_token(path: &Path) -> Result<Vec<u8>, TokenFileError> {
 }
 
 /// What identifies one version of a file (through symlinks, as a Secret volume has them).
-type Version = Option<(u64, u64, u64, SystemTime)>;
-
-fn version(path: &Path) -> Version {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
-}
+type Version = FileVersion;
 
 #[derive(Debug)]
 struct Reload {
@@ -200,8 +195,8 @@ impl Tokens {
         let paths = [read_write, read_only];
         // Versions first: a change between them and the read is seen at the next check.
         let versions = [
-            paths[0].as_deref().and_then(version),
-            paths[1].as_deref().and_then(version),
+            paths[0].as_deref().and_then(file_version),
+            paths[1].as_deref().and_then(file_version),
         ];
         let set = read_set(&paths, false)?;
         Ok(Self {
@@ -241,8 +236,8 @@ impl Tokens {
         }
         reload.checked = Instant::now();
         let versions = [
-            self.paths[0].as_deref().and_then(version),
-            self.paths[1].as_deref().and_then(version),
+            self.paths[0].as_deref().and_then(file_version),
+            self.paths[1].as_deref().and_then(file_version),
         ];
         if versions == reload.versions {
             return;

@@ -76,11 +76,14 @@ pub enum FallbackReason {
     /// An NFS READ of a file whose `sendfile` failed with an I/O error: the data is read
     /// into the reply first, so a failing disk answers NFS3ERR_IO.
     ReadError,
+    /// SFTP: SSH encrypts every byte in user space, so neither sendfile nor splice can
+    /// move file data; counted once per READ and WRITE.
+    EncryptedChannel,
 }
 
 impl FallbackReason {
     /// Every reason, in documentation order.
-    pub const ALL: [FallbackReason; 11] = [
+    pub const ALL: [FallbackReason; 12] = [
         FallbackReason::SmallBody,
         FallbackReason::SendfileUnsupported,
         FallbackReason::ReadAhead,
@@ -92,6 +95,7 @@ impl FallbackReason {
         FallbackReason::Unsupported,
         FallbackReason::IoUringUnavailable,
         FallbackReason::ReadError,
+        FallbackReason::EncryptedChannel,
     ];
 
     /// Position in [`FallbackReason::ALL`].
@@ -113,6 +117,7 @@ impl FallbackReason {
             FallbackReason::Unsupported => "unsupported",
             FallbackReason::IoUringUnavailable => "io_uring_unavailable",
             FallbackReason::ReadError => "read_error",
+            FallbackReason::EncryptedChannel => "encrypted_channel",
         }
     }
 }

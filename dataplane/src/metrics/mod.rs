@@ -61,7 +61,7 @@ pub struct TransferLabels {
 /// Labels of `zeronas_zero_copy_fallback_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FallbackLabels {
-    /// `http` or `nfs`.
+    /// `http`, `nfs` or `sftp`.
     pub protocol: &'static str,
     /// One of the documented reasons (`FallbackReason::label`).
     pub reason: &'static str,
@@ -73,6 +73,15 @@ pub struct NfsRequestLabels {
     /// Procedure name (`READ`, `GETATTR`, `MNT`, `GETPORT`...).
     pub proc: &'static str,
     /// `ok`, an NFS error name (`noent`, `stale`...) or `garbage_args`.
+    pub status: &'static str,
+}
+
+/// Labels of `zeronas_sftp_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SftpRequestLabels {
+    /// Request name (`open`, `read`, `write`, `readdir`, `statvfs`...; `malformed`).
+    pub op: &'static str,
+    /// `ok`, or the status answered (`eof`, `no_such_file`, `permission_denied`...).
     pub status: &'static str,
 }
 
@@ -184,7 +193,7 @@ struct LatencyCell {
 }
 
 /// Protocols with transfer metrics.
-pub const PROTOCOLS: [&str; 2] = ["http", "nfs"];
+pub const PROTOCOLS: [&str; 3] = ["http", "nfs", "sftp"];
 /// Route labels of the HTTP metrics.
 pub const ROUTES: [&str; 8] = [
     "files", "list", "stats", "metrics", "healthz", "readyz", "invalid", "unknown",
@@ -205,6 +214,8 @@ pub struct Metrics {
     nfs_requests: Family<NfsRequestLabels, Counter>,
     connections_refused: Family<ProtocolLabels, Counter>,
     nfs_duration: Family<NfsRequestLabels, AtomicHistogram>,
+    sftp_requests: Family<SftpRequestLabels, Counter>,
+    sftp_duration: Family<SftpRequestLabels, AtomicHistogram>,
     http_duration: Family<HttpLatencyLabels, AtomicHistogram>,
     http_first_byte: Family<HttpLatencyLabels, AtomicHistogram>,
     http_in_flight: Gauge,
@@ -313,6 +324,19 @@ impl Metrics {
             "zeronas_nfs_request_duration_seconds",
             "Time to run an NFS request (reply queued; READ data sent after), by procedure and status",
             nfs_duration.clone(),
+        );
+        let sftp_requests = Family::<SftpRequestLabels, Counter>::default();
+        registry.register(
+            "zeronas_sftp_requests",
+            "SFTP requests by operation and the status answered",
+            sftp_requests.clone(),
+        );
+        let sftp_duration =
+            Family::<SftpRequestLabels, AtomicHistogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "zeronas_sftp_request_duration_seconds",
+            "Time to run an SFTP request and queue its reply on the channel, by operation and status",
+            sftp_duration.clone(),
         );
         let nfs_duplicates = Family::<DuplicateLabels, Counter>::default();
         registry.register(
@@ -533,6 +557,8 @@ impl Metrics {
             nfs_duration,
             nfs_duplicates,
             nfs_in_flight,
+            sftp_requests,
+            sftp_duration,
             fallback_duration,
             transport_info,
             share_capacity,
@@ -567,6 +593,20 @@ impl Metrics {
         self.nfs_duration
             .get_or_create(&NfsRequestLabels { proc, status })
             .observe(seconds);
+    }
+
+    /// Counts one SFTP request.
+    pub fn observe_sftp(&self, op: &'static str, status: &'static str, seconds: f64) {
+        let labels = SftpRequestLabels { op, status };
+        self.sftp_requests.get_or_create(&labels).inc();
+        self.sftp_duration.get_or_create(&labels).observe(seconds);
+    }
+
+    /// SFTP requests counted for `op` and `status` since start.
+    pub fn sftp_requests(&self, op: &'static str, status: &'static str) -> u64 {
+        self.sftp_requests
+            .get_or_create(&SftpRequestLabels { op, status })
+            .get()
     }
 
     /// Counts a retransmitted call the duplicate request cache answered or dropped.
