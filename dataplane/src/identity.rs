@@ -401,13 +401,34 @@ impl Creds {
 /// the caller checks the mode). These are per-thread system calls: the glibc wrappers of
 /// setgroups would change every thread of the process.
 pub fn assume(creds: &Creds) {
+    // NFS goes on as before when a switch fails (the kernel then checks as the server);
+    // SFTP uses `try_assume` and refuses the request.
+    let _ = try_assume(creds);
+}
+
+/// [`assume`], failing when the kernel did not take the identity (setgroups refused, or
+/// the fsuid/fsgid not changed: no SETUID/SETGID capability).
+pub fn try_assume(creds: &Creds) -> std::io::Result<()> {
     // SAFETY: plain system calls on this thread's credentials; the group list pointer and
     // length describe a live slice.
-    unsafe {
-        libc::syscall(libc::SYS_setgroups, creds.gids.len(), creds.gids.as_ptr());
+    let (groups, fsgid, fsuid) = unsafe {
+        let groups = libc::syscall(libc::SYS_setgroups, creds.gids.len(), creds.gids.as_ptr());
         libc::syscall(libc::SYS_setfsgid, creds.gid);
         libc::syscall(libc::SYS_setfsuid, creds.uid);
+        // With an invalid id (-1) both calls change nothing and return the current one.
+        (
+            groups,
+            libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
+            libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
+        )
+    };
+    if groups != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    if (fsuid, fsgid) != (creds.uid, creds.gid) {
+        return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+    }
+    Ok(())
 }
 
 /// The server's own identity: the process's uid, gid and supplementary groups (squash mode

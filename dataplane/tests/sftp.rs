@@ -144,6 +144,24 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Bytes of the regular files under `dir`.
+fn walk_sizes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| {
+            let e = e.expect("entry");
+            let meta = std::fs::symlink_metadata(e.path()).expect("stat");
+            if meta.is_dir() {
+                walk_sizes(&e.path())
+            } else if meta.is_file() {
+                meta.len()
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
 fn scrape(child: &DataplaneChild) -> String {
     let addr = child.1["metrics"].as_str().expect("metrics address");
     let mut s = std::net::TcpStream::connect(addr).expect("metrics");
@@ -215,6 +233,7 @@ fn openssh_sftp_batch_moves_every_byte_as_the_keys_identity() {
 
     // The read-only key reads and cannot write; the quota refuses what does not fit.
     std::fs::write(local.path().join("big"), pattern(70 << 20, 3)).expect("big");
+    let used_before: u64 = walk_sizes(share.path());
     let out = sftp_batch(
         &keys,
         "reader",
@@ -236,7 +255,10 @@ fn openssh_sftp_batch_moves_every_byte_as_the_keys_identity() {
     let kept = std::fs::metadata(share.path().join("big"))
         .map(|m| m.len())
         .unwrap_or(0);
-    assert!(kept < 64 << 20, "the quota held: {kept} bytes");
+    assert!(
+        kept <= (64 << 20) - used_before,
+        "the quota held: {kept} bytes kept, {used_before} used before"
+    );
 
     // A key that is not in the file is refused.
     let out = sftp_batch(&keys, "stranger", port, local.path(), "ls\n");
@@ -271,11 +293,47 @@ fn openssh_sftp_batch_moves_every_byte_as_the_keys_identity() {
 }
 
 #[test]
+fn large_transfers_do_not_stall_on_the_ssh_window() {
+    // 64 READs of 255 KiB in flight are far more than SSH's channel window: replies wait for
+    // window adjustments, which must still be read (a first version deadlocked at 29 MB).
+    let keys = Keys::new();
+    let share = tempfile::tempdir().expect("share");
+    let local = tempfile::tempdir().expect("local");
+    std::fs::set_permissions(share.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let data = pattern(128 << 20, 77);
+    std::fs::write(share.path().join("huge"), &data).expect("huge");
+    let (_child, port) = serve(share.path(), &keys, &[], &[]);
+    let out = sftp_batch(
+        &keys,
+        "writer",
+        port,
+        local.path(),
+        "get huge
+put huge again
+",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::read(local.path().join("huge")).expect("got") == data,
+        "download intact"
+    );
+    assert!(
+        std::fs::read(share.path().join("again")).expect("put") == data,
+        "upload intact"
+    );
+}
+
+#[test]
 fn sshfs_mounts_the_share_and_runs_a_file_workload() {
     let keys = Keys::new();
     let share = tempfile::tempdir().expect("share");
     let mnt = tempfile::tempdir().expect("mountpoint");
-    let (_child, port) = serve(share.path(), &keys, &[], &["--root-mode", "0777"]);
+    let (child, port) = serve(
+        share.path(),
+        &keys,
+        &[],
+        &["--root-mode", "0777", "--capacity", "256Mi"],
+    );
     let options = format!(
         "IdentityFile={},IdentitiesOnly=yes,BatchMode=yes,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null",
         keys.path("writer").display()
@@ -361,8 +419,21 @@ fn sshfs_mounts_the_share_and_runs_a_file_workload() {
             .len(),
         1000
     );
-    let out = Command::new("df").arg(m).output().expect("df");
+    let out = Command::new("df")
+        .args(["-k", "--output=size"])
+        .arg(m)
+        .output()
+        .expect("df");
     assert!(out.status.success(), "statvfs: {}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .map(str::trim),
+        Some("262144"),
+        "df shows the 256 MiB quota: {}",
+        text(&out)
+    );
     std::fs::remove_dir_all(m.join("many")).expect("rm -r");
     assert!(!share.path().join("many").exists());
     assert_eq!(
@@ -371,6 +442,12 @@ fn sshfs_mounts_the_share_and_runs_a_file_workload() {
             .uid(),
         1000
     );
+    // sshfs used the OpenSSH extensions, not fallbacks.
+    let metrics = scrape(&child);
+    for op in ["fsync", "statvfs", "hardlink", "rename"] {
+        let series = format!(r#"zeronas_sftp_requests_total{{op="{op}",status="ok"}}"#);
+        assert!(common::metric(&metrics, &series) >= 1.0, "{series}");
+    }
 }
 
 #[test]
@@ -545,6 +622,51 @@ fn hostile_input_gets_clean_errors_and_never_leaves_the_share() {
     assert_eq!(status_of(&reply), 3, "opendir through a symlink");
     let reply = raw.request(17, &string(b"secret-link"));
     assert_eq!(status_of(&reply), 3, "stat follows no symlink");
+    // Changes through the links never reach the file outside.
+    let mut chmod = string(b"secret-link");
+    chmod.extend_from_slice(&4u32.to_be_bytes());
+    chmod.extend_from_slice(&0o777u32.to_be_bytes());
+    assert_eq!(
+        status_of(&raw.request(9, &chmod)),
+        3,
+        "setstat on a symlink"
+    );
+    let mut truncate = string(b"secret-link");
+    truncate.extend_from_slice(&1u32.to_be_bytes());
+    truncate.extend_from_slice(&0u64.to_be_bytes());
+    assert_eq!(
+        status_of(&raw.request(9, &truncate)),
+        4,
+        "truncate through a symlink"
+    );
+    assert_eq!(
+        status_of(&raw.request(13, &string(b"escape/secret"))),
+        3,
+        "remove through a symlink"
+    );
+    let mut rename = string(b"escape/secret");
+    rename.extend_from_slice(&string(b"stolen"));
+    assert_eq!(
+        status_of(&raw.request(18, &rename)),
+        3,
+        "rename through a symlink"
+    );
+    let mut link = string(b"hardlink@openssh.com");
+    link.extend_from_slice(&string(b"escape/secret"));
+    link.extend_from_slice(&string(b"stolen"));
+    assert_eq!(
+        status_of(&raw.request(200, &link)),
+        3,
+        "hardlink through a symlink"
+    );
+    let mut root_chmod = string(b"/");
+    root_chmod.extend_from_slice(&4u32.to_be_bytes());
+    root_chmod.extend_from_slice(&0u32.to_be_bytes());
+    assert_eq!(
+        status_of(&raw.request(9, &root_chmod)),
+        3,
+        "the root's mode is the server's"
+    );
     // Unknown handles, a truncated request, trailing bytes, an unknown type and extension.
     let mut read = string(b"\xff\xff\xff\xff");
     read.extend_from_slice(&0u64.to_be_bytes());
@@ -581,7 +703,7 @@ fn hostile_input_gets_clean_errors_and_never_leaves_the_share() {
     assert_eq!(opened, 16);
     assert_eq!(status_of(&last), 4);
     assert!(String::from_utf8_lossy(&last.1).contains("too many open handles"));
-    // A packet length no SFTP server reads ends the channel, and nothing else.
+    // A packet length no SFTP server reads ends that channel; new sessions go on.
     raw.send_raw(&[0x7f, 0xff, 0xff, 0xff, 5]);
     assert!(raw.receive().is_none(), "channel closed");
     drop(raw);
@@ -595,6 +717,15 @@ fn hostile_input_gets_clean_errors_and_never_leaves_the_share() {
     assert_eq!(
         std::fs::read(outside.path().join("secret")).expect("secret"),
         b"outside the share"
+    );
+    let mode = std::fs::metadata(outside.path().join("secret"))
+        .expect("stat")
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "the file outside kept its mode");
+    assert!(!share.path().join("stolen").exists());
+    assert_eq!(
+        std::fs::metadata(share.path()).expect("root").mode() & 0o777,
+        0o777
     );
 
     // Writes past the quota: the server's message says why.
@@ -615,16 +746,43 @@ fn hostile_input_gets_clean_errors_and_never_leaves_the_share() {
     );
     drop(raw);
 
-    // No shell, no exec, no port forwarding.
-    let out = Command::new("timeout")
-        .args(["30", "ssh", "-p", &port.to_string()])
-        .args(ssh_options(&keys, "writer"))
-        .args(["tester@127.0.0.1", "cat /etc/passwd"])
-        .output()
-        .expect("ssh exec");
+    // No exec, no shell, no port forwarding: each refused after a successful login.
+    let ssh = |args: &[&str]| {
+        Command::new("timeout")
+            .args(["30", "ssh", "-p", &port.to_string()])
+            .args(ssh_options(&keys, "writer"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh")
+    };
+    let out = ssh(&["tester@127.0.0.1", "cat /etc/passwd"]);
     assert!(
         !out.status.success() && out.stdout.is_empty(),
         "exec: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exec request failed"),
+        "{}",
+        text(&out)
+    );
+    let out = ssh(&["-T", "tester@127.0.0.1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shell request failed"),
+        "{}",
+        text(&out)
+    );
+    let target = format!("127.0.0.1:{port}");
+    let out = ssh(&["-W", &target, "tester@127.0.0.1"]);
+    assert!(
+        !out.status.success() && out.stdout.is_empty(),
+        "forwarding: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forwarding failed"),
+        "{}",
         text(&out)
     );
 

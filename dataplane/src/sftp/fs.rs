@@ -87,8 +87,9 @@ impl From<io::Error> for Failed {
         let status = match e.raw_os_error() {
             Some(libc::ENOENT | libc::ENOTDIR) => Status::NoSuchFile,
             Some(libc::EACCES | libc::EPERM | libc::EROFS) => Status::PermissionDenied,
-            // openat2's answers for a symlink on the way or a path leaving the share.
-            Some(libc::ELOOP | libc::EXDEV) => {
+            // O_NOFOLLOW's and openat2's answer for a symlink (see `Session::folder` for
+            // a path leaving the share).
+            Some(libc::ELOOP) => {
                 return Failed(
                     Status::PermissionDenied,
                     "the path goes through a symlink; the server never follows one".into(),
@@ -120,6 +121,8 @@ enum Handle {
     File {
         file: File,
         writable: bool,
+        /// O_APPEND: every write lands at the end, whatever its offset.
+        append: bool,
     },
     Dir {
         /// For statx of the entries.
@@ -291,11 +294,23 @@ impl Session {
         }
         // posix mode: the kernel checks every step as the key's user.
         let _restore = match self.share.identity {
-            IdentityMode::Posix => {
-                identity::assume(&self.creds);
-                Some(Restore(Arc::clone(&self.share)))
+            // A key acting as the server itself needs no switch.
+            IdentityMode::Posix if self.creds != self.share.server_creds => {
+                let restore = Restore(Arc::clone(&self.share));
+                if let Err(e) = identity::try_assume(&self.creds) {
+                    tracing::error!(uid = self.creds.uid, error = %e, "cannot take a key's file-system identity; request refused");
+                    return (
+                        name,
+                        wire::status(
+                            id,
+                            Status::Failure,
+                            "the server cannot act as this key's user",
+                        ),
+                    );
+                }
+                Some(restore)
             }
-            IdentityMode::Squash => None,
+            _ => None,
         };
         let reply = match self.execute(id, request) {
             Ok(reply) => reply,
@@ -322,13 +337,7 @@ impl Session {
         } else {
             rel
         };
-        Ok(rustix::fs::openat2(
-            &self.share.root,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )?)
+        open_beneath(&self.share.root, path, OFlags::PATH)
     }
 
     /// The parent folder of `path` and its last name; the root has none.
@@ -350,7 +359,9 @@ impl Session {
         self.locate(path)
     }
 
-    fn new_handle(&mut self, handle: Handle) -> Result<Vec<u8>, Failed> {
+    /// Fails when the session holds as many handles as allowed (checked before an OPEN
+    /// creates or truncates anything).
+    fn room_for_handle(&self) -> Result<(), Failed> {
         if self.handles.len() >= self.share.max_handles {
             return Err(Failed(
                 Status::Failure,
@@ -360,6 +371,11 @@ impl Session {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn new_handle(&mut self, handle: Handle) -> Result<Vec<u8>, Failed> {
+        self.room_for_handle()?;
         let mut id = self.next_handle;
         while self.handles.contains_key(&id) {
             id = id.wrapping_add(1);
@@ -375,15 +391,29 @@ impl Session {
             .map_err(|_| Failed(Status::Failure, "no such handle".into()))
     }
 
-    fn file(&self, handle: &[u8]) -> Result<(&File, bool), Failed> {
+    fn file(&self, handle: &[u8]) -> Result<(&File, bool, bool), Failed> {
         match self.handles.get(&Self::handle_id(handle)?) {
-            Some(Handle::File { file, writable }) => Ok((file, *writable)),
+            Some(Handle::File {
+                file,
+                writable,
+                append,
+            }) => Ok((file, *writable, *append)),
             Some(Handle::Dir { .. }) => Err(Failed(
                 Status::Failure,
                 "a folder handle, not a file".into(),
             )),
             None => Err(Failed(Status::Failure, "no such handle".into())),
         }
+    }
+
+    /// A new descriptor of a file or folder handle's file.
+    fn any_fd(&self, handle: &[u8]) -> Result<OwnedFd, Failed> {
+        let fd = match self.handles.get(&Self::handle_id(handle)?) {
+            Some(Handle::File { file, .. }) => rustix::io::fcntl_dupfd_cloexec(file, 0)?,
+            Some(Handle::Dir { fd, .. }) => rustix::io::fcntl_dupfd_cloexec(fd, 0)?,
+            None => return Err(Failed(Status::Failure, "no such handle".into())),
+        };
+        Ok(fd)
     }
 
     fn execute(&mut self, id: u32, request: Request<'_>) -> Result<BytesMut, Failed> {
@@ -432,14 +462,20 @@ impl Session {
             Request::SetStat { path, attrs } => {
                 self.writable()?;
                 let (dir, name) = self.entry(path)?;
+                if name.as_os_str().is_empty()
+                    && (attrs.permissions.is_some() || attrs.uid_gid.is_some())
+                {
+                    return Err(denied(
+                        "the share root's owner and mode are set by the server (--root-owner, --root-mode)",
+                    ));
+                }
                 self.set_attrs(&dir, &name, &attrs)?;
                 Ok(ok())
             }
             Request::FsetStat { handle, attrs } => {
                 self.writable()?;
-                let (file, _) = self.file(handle)?;
-                let fd = file.try_clone()?;
-                self.set_attrs(&OwnedFd::from(fd), Path::new(""), &attrs)?;
+                let fd = self.any_fd(handle)?;
+                self.set_attrs(&fd, Path::new(""), &attrs)?;
                 Ok(ok())
             }
             Request::OpenDir { path } => {
@@ -449,13 +485,8 @@ impl Session {
                 } else {
                     &rel
                 };
-                let fd = rustix::fs::openat2(
-                    &self.share.root,
-                    target,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-                )?;
+                self.room_for_handle()?;
+                let fd = open_beneath(&self.share.root, target, OFlags::RDONLY)?;
                 let entries = rustix::fs::Dir::read_from(&fd)?;
                 let handle = self.new_handle(Handle::Dir { fd, entries, rel })?;
                 Ok(wire::handle(id, &handle))
@@ -506,7 +537,12 @@ impl Session {
                 self.writable()?;
                 let (from_dir, from_name) = self.locate(from)?;
                 let (to_dir, to_name) = self.locate(to)?;
-                let replaced = statx_nofollow(&to_dir, &to_name).ok();
+                let source = statx_nofollow(&from_dir, &from_name)?;
+                // Renaming a file onto itself (or onto another of its names) removes nothing.
+                let replaced = statx_nofollow(&to_dir, &to_name).ok().filter(|t| {
+                    (t.stx_ino, t.stx_dev_major, t.stx_dev_minor)
+                        != (source.stx_ino, source.stx_dev_major, source.stx_dev_minor)
+                });
                 let flags = if overwrite {
                     RenameFlags::empty()
                 } else {
@@ -550,11 +586,11 @@ impl Session {
                 Ok(wire::statvfs(id, &self.space(&dir)?))
             }
             Request::FstatVfs { handle } => {
-                let (file, _) = self.file(handle)?;
-                Ok(wire::statvfs(id, &self.space(file)?))
+                let fd = self.any_fd(handle)?;
+                Ok(wire::statvfs(id, &self.space(&fd)?))
             }
             Request::Fsync { handle } => {
-                let (file, _) = self.file(handle)?;
+                let (file, _, _) = self.file(handle)?;
                 file.sync_all()?;
                 Ok(ok())
             }
@@ -572,6 +608,7 @@ impl Session {
         if write {
             self.writable()?;
         }
+        self.room_for_handle()?;
         let (dir, name) = self.locate(path)?;
         let mut o = match (flags & f::READ != 0, write) {
             (true, true) => OFlags::RDWR,
@@ -617,11 +654,12 @@ impl Session {
         self.new_handle(Handle::File {
             file: File::from(fd),
             writable: write,
+            append: flags & f::APPEND != 0,
         })
     }
 
     fn read(&mut self, id: u32, handle: &[u8], offset: u64, len: u32) -> Result<BytesMut, Failed> {
-        let (file, _) = self.file(handle)?;
+        let (file, _, _) = self.file(handle)?;
         let len = len.min(wire::MAX_IO) as usize;
         let mut reply = wire::data_head(id, len);
         let start = reply.buffer().len();
@@ -649,22 +687,26 @@ impl Session {
     }
 
     fn write(&mut self, handle: &[u8], offset: u64, data: &[u8]) -> Result<(), Failed> {
-        let (file, writable) = self.file(handle)?;
+        let (file, writable, append) = self.file(handle)?;
         if !writable {
             return Err(denied("the handle was opened for reading"));
         }
         let before = statx_nofollow(file, Path::new(""))?.stx_size;
-        let end = offset
+        // An O_APPEND write lands at the end of the file, whatever the offset says.
+        let start = if append { before } else { offset };
+        let end = start
             .checked_add(data.len() as u64)
             .ok_or_else(|| Failed(Status::Failure, "offset past the largest file".into()))?;
         let mut reservation = self.share.usage.reservation();
         reservation
             .grow(end.saturating_sub(before))
             .map_err(|e| Failed(Status::Failure, format!("no space: {e}")))?;
-        file.write_all_at(data, offset)?;
+        let written = file.write_all_at(data, offset);
+        // Counted whether or not the write finished: a partial write grew the file too.
         let after = statx_nofollow(file, Path::new("")).map_or(end.max(before), |s| s.stx_size);
         self.share.usage.record_write(Some(before), after);
         drop(reservation);
+        written?;
         self.share.metrics.add_received(data.len() as u64);
         self.count_transfer(data.len() as u64);
         Ok(())
@@ -691,7 +733,13 @@ impl Session {
             };
             let entry = entry?;
             let name = entry.file_name().to_bytes().to_vec();
-            let attrs = match statx_nofollow(&*fd, Path::new(OsStr::from_bytes(&name))) {
+            // The root's `..` is outside the share: it shows the root itself.
+            let looked_up: &[u8] = if rel.as_os_str().is_empty() && name == b".." {
+                b""
+            } else {
+                &name
+            };
+            let attrs = match statx_nofollow(&*fd, Path::new(OsStr::from_bytes(looked_up))) {
                 Ok(st) => attrs_of(&st),
                 // Removed since the folder was read: skipped, as `ls` does.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
@@ -811,6 +859,24 @@ impl Session {
         }
         Ok(stats)
     }
+}
+
+/// Opens the folder `path` beneath `root` without following any symlink; EXDEV (a path that
+/// would leave the share) and ELOOP (a symlink on the way) say so.
+fn open_beneath(root: &OwnedFd, path: &Path, access: OFlags) -> Result<OwnedFd, Failed> {
+    rustix::fs::openat2(
+        root,
+        path,
+        access | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::XDEV | rustix::io::Errno::LOOP => denied(
+            "the path goes through a symlink or leaves the share; the server never follows one",
+        ),
+        other => Failed::from(other),
+    })
 }
 
 /// `/proc/self/fd/N` of an `O_PATH` descriptor: the calls that take a path reach the pinned

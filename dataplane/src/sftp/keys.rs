@@ -26,6 +26,8 @@ use crate::reload::{FileVersion, file_version};
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// Most keys in one file.
 pub const MAX_KEYS: usize = 4096;
+/// Most supplementary groups of one key.
+pub const MAX_GROUPS: usize = 64;
 
 /// The identity and rights one key logs in with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +112,10 @@ pub fn parse_line(line: &str, default_id: u32) -> Result<Option<(KeyData, Princi
                     .split(':')
                     .filter(|g| !g.is_empty())
                     .map(number)
-                    .collect::<Result<_, _>>()?
+                    .collect::<Result<_, _>>()?;
+                if principal.groups.len() > MAX_GROUPS {
+                    return Err(format!("groups= lists more than {MAX_GROUPS} groups"));
+                }
             }
             "read-only" => principal.read_only = true,
             "restrict"

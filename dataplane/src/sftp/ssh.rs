@@ -20,7 +20,7 @@ use super::fs::{Session as SftpSession, ShareAccess};
 use super::keys::{AuthorizedKeys, Principal};
 use super::wire;
 use crate::identity::Creds;
-use crate::limits::ConnectionLimit;
+use crate::limits::{ConnectionLimit, ConnectionSlot};
 
 /// How long a client has to log in before it is disconnected.
 pub const LOGIN_GRACE: Duration = Duration::from_secs(30);
@@ -30,6 +30,14 @@ pub const MAX_AUTH_ATTEMPTS: usize = 6;
 pub const MAX_CHANNELS: usize = 8;
 /// A connection with no traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Connections not yet logged in, at once (OpenSSH's `MaxStartups` idea): more are closed at
+/// accept, so idle sockets cannot take every slot.
+pub const MAX_UNAUTHENTICATED: usize = 64;
+/// A session channel that has not asked for the `sftp` subsystem this long after opening is
+/// dropped (its unread messages would stall the connection).
+pub const SUBSYSTEM_GRACE: Duration = Duration::from_secs(10);
+/// A reply the client does not take (no SSH window) for this long ends its channel.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Key exchanges offered: curve25519 and the NIST curves, and the ML-KEM hybrid.
 pub const KEX: &[russh::kex::Name] = &[
@@ -97,6 +105,7 @@ struct Shared {
     keys: AuthorizedKeys,
     share: Arc<ShareAccess>,
     connections: Arc<ConnectionLimit>,
+    unauthenticated: Arc<ConnectionLimit>,
 }
 
 /// The russh configuration: the host key, public-key logins only, the algorithm lists
@@ -147,6 +156,7 @@ pub async fn serve(
         keys,
         share,
         connections: ConnectionLimit::new(max_connections),
+        unauthenticated: ConnectionLimit::new(MAX_UNAUTHENTICATED.min(max_connections)),
     });
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -157,15 +167,19 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(slot) = shared.connections.try_acquire() else {
+        let slots = shared
+            .connections
+            .try_acquire()
+            .zip(shared.unauthenticated.try_acquire());
+        let Some((slot, login_slot)) = slots else {
             shared.share.metrics.refuse_connection("sftp");
-            tracing::warn!(%peer, max = shared.connections.max(), "SFTP connection refused: at the connection cap");
+            tracing::warn!(%peer, max = shared.connections.max(), max_unauthenticated = shared.unauthenticated.max(), "SFTP connection refused: at the connection cap");
             continue;
         };
         let _ = socket.set_nodelay(true);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            connection(shared, socket, peer).await;
+            connection(shared, socket, peer, login_slot).await;
             drop(slot);
         });
     }
@@ -173,18 +187,26 @@ pub async fn serve(
 
 /// Runs one connection: the SSH handshake and login within [`LOGIN_GRACE`], then its
 /// channels until it closes.
-async fn connection(shared: Arc<Shared>, socket: tokio::net::TcpStream, peer: SocketAddr) {
+async fn connection(
+    shared: Arc<Shared>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    login_slot: ConnectionSlot,
+) {
     let logged_in = Arc::new(AtomicBool::new(false));
     let handler = Connection {
         shared: Arc::clone(&shared),
         peer,
         principal: None,
         logged_in: Arc::clone(&logged_in),
-        channels: HashMap::new(),
+        login_slot: Some(login_slot),
+        channels: Arc::new(std::sync::Mutex::new(HashMap::new())),
         opened: 0,
     };
-    let started = tokio::time::timeout(
-        LOGIN_GRACE,
+    // One deadline for the banner, the key exchange and the login together.
+    let deadline = tokio::time::Instant::now() + LOGIN_GRACE;
+    let started = tokio::time::timeout_at(
+        deadline,
         russh::server::run_stream(Arc::clone(&shared.config), socket, handler),
     )
     .await;
@@ -202,7 +224,7 @@ async fn connection(shared: Arc<Shared>, socket: tokio::net::TcpStream, peer: So
     let handle = running.handle();
     let result = tokio::select! {
         r = &mut running => Some(r),
-        () = tokio::time::sleep(LOGIN_GRACE) => None,
+        () = tokio::time::sleep_until(deadline) => None,
     };
     let result = match result {
         Some(r) => r,
@@ -231,8 +253,22 @@ struct Connection {
     peer: SocketAddr,
     principal: Option<Principal>,
     logged_in: Arc<AtomicBool>,
-    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Held until the login succeeds (the cap on connections not yet logged in).
+    login_slot: Option<ConnectionSlot>,
+    /// Session channels opened and not yet given to SFTP.
+    channels: Arc<std::sync::Mutex<HashMap<ChannelId, Channel<Msg>>>>,
     opened: usize,
+}
+
+impl Connection {
+    /// Drops the channel `id` if it was never given to SFTP: russh then refuses its further
+    /// messages instead of queueing them for nobody.
+    fn forget(&self, id: ChannelId) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
 }
 
 impl russh::server::Handler for Connection {
@@ -262,6 +298,7 @@ impl russh::server::Handler for Connection {
         tracing::info!(peer = %self.peer, user, key = %principal.label, uid = principal.uid, gid = principal.gid, read_only = principal.read_only, "SFTP login");
         self.principal = Some(principal);
         self.logged_in.store(true, Ordering::Release);
+        self.login_slot = None;
         Ok(Auth::Accept)
     }
 
@@ -277,7 +314,22 @@ impl russh::server::Handler for Connection {
             return Ok(());
         }
         self.opened += 1;
-        self.channels.insert(channel.id(), channel);
+        let id = channel.id();
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, channel);
+        let channels = Arc::clone(&self.channels);
+        tokio::spawn(async move {
+            tokio::time::sleep(SUBSYSTEM_GRACE).await;
+            let unused = channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            if unused.is_some() {
+                tracing::info!("SSH session channel dropped: no sftp subsystem request in time");
+            }
+        });
         reply.accept().await;
         Ok(())
     }
@@ -290,9 +342,15 @@ impl russh::server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         let (Some(principal), "sftp") = (&self.principal, name) else {
             tracing::info!(peer = %self.peer, subsystem = name, "SSH subsystem refused: only sftp is served");
+            self.forget(channel);
             return session.channel_failure(channel);
         };
-        let Some(ch) = self.channels.remove(&channel) else {
+        let taken = self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&channel);
+        let Some(ch) = taken else {
             return session.channel_failure(channel);
         };
         let creds = Creds {
@@ -303,10 +361,13 @@ impl russh::server::Handler for Connection {
         let sftp = SftpSession::new(Arc::clone(&self.shared.share), creds, principal.read_only);
         session.channel_success(channel)?;
         let peer = self.peer;
+        let handle = session.handle();
         tokio::spawn(async move {
             if let Err(e) = serve_channel(ch, sftp).await {
                 tracing::debug!(%peer, error = %e, "SFTP channel ended");
             }
+            // Every reply is out (or the client is gone): now the channel may close.
+            let _ = handle.close(channel).await;
         });
         Ok(())
     }
@@ -318,6 +379,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         tracing::info!(peer = %self.peer, "SSH exec refused: this server only serves sftp");
+        self.forget(channel);
         session.channel_failure(channel)
     }
 
@@ -327,6 +389,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         tracing::info!(peer = %self.peer, "SSH shell refused: this server only serves sftp");
+        self.forget(channel);
         session.channel_failure(channel)
     }
 
@@ -341,6 +404,7 @@ impl russh::server::Handler for Connection {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.forget(channel);
         session.channel_failure(channel)
     }
 
@@ -351,31 +415,73 @@ impl russh::server::Handler for Connection {
         _variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // OpenSSH clients send their locale before asking for the subsystem: refused, and
+        // the channel kept.
         session.channel_failure(channel)
     }
 
-    async fn channel_eof(
+    async fn channel_close(
         &mut self,
         channel: ChannelId,
-        session: &mut Session,
+        _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.close(channel)
+        self.forget(channel);
+        Ok(())
     }
 }
 
-/// Reads SFTP packets from the channel, answers each in order, until the client closes it
+/// Reply bytes one SFTP channel may have queued and not yet sent. OpenSSH's `sftp` keeps 64
+/// requests of up to 255 KiB in flight (16 MiB of replies); a client that asks for more
+/// without reading its replies stops being read until it does.
+const REPLY_BUDGET: u32 = 64 << 20;
+/// Small replies queued together are sent as one write (one SSH message).
+const COALESCE: usize = 64 * 1024;
+
+/// Reads SFTP packets from the channel and answers each in order, until the client closes it
 /// or sends a packet no SFTP server could read (a length of 0 or over [`wire::MAX_PACKET`]).
+///
+/// Reading and writing run apart: a reply waiting for the client's window must never stop
+/// the requests from being read, because russh stops reading the connection (and with it the
+/// client's window adjustments) when a channel's incoming messages are not taken.
 async fn serve_channel(channel: Channel<Msg>, mut sftp: SftpSession) -> std::io::Result<()> {
     let metrics = sftp.metrics();
-    let stream = channel.into_stream();
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, mut writer) = tokio::io::split(channel.into_stream());
+    let budget = Arc::new(tokio::sync::Semaphore::new(REPLY_BUDGET as usize));
+    let (replies, mut queued) = tokio::sync::mpsc::unbounded_channel::<(
+        bytes::BytesMut,
+        tokio::sync::OwnedSemaphorePermit,
+    )>();
+    let sender = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(COALESCE);
+        while let Some((reply, permit)) = queued.recv().await {
+            if reply.len() >= COALESCE {
+                send(&mut writer, &reply).await?;
+                drop(permit);
+                continue;
+            }
+            batch.extend_from_slice(&reply);
+            drop(permit);
+            while batch.len() < COALESCE {
+                match queued.try_recv() {
+                    Ok((reply, permit)) => {
+                        batch.extend_from_slice(&reply);
+                        drop(permit);
+                    }
+                    Err(_) => break,
+                }
+            }
+            send(&mut writer, &batch).await?;
+            batch.clear();
+        }
+        writer.shutdown().await
+    });
     let mut packet = Vec::with_capacity(64 * 1024);
-    loop {
+    let read_result = loop {
         let mut len = [0u8; 4];
         match reader.read_exact(&mut len).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(e),
         }
         let len = u32::from_be_bytes(len);
         if len == 0 || len > wire::MAX_PACKET {
@@ -385,16 +491,47 @@ async fn serve_channel(channel: Channel<Msg>, mut sftp: SftpSession) -> std::io:
                 max = wire::MAX_PACKET,
                 "SFTP packet length out of range: channel closed"
             );
-            let _ = writer.shutdown().await;
-            return Ok(());
+            break Ok(());
         }
         packet.resize(len as usize, 0);
-        reader.read_exact(&mut packet).await?;
+        if let Err(e) = reader.read_exact(&mut packet).await {
+            break Err(e);
+        }
         let started = Instant::now();
-        let (op, reply) = sftp.handle(&packet);
-        writer.write_all(&reply).await?;
+        // File-system calls block: the runtime moves its other tasks (handshakes,
+        // keepalives, other channels) off this thread meanwhile.
+        let (op, reply) = tokio::task::block_in_place(|| sftp.handle(&packet));
         metrics.observe_sftp(op, status_label(&reply), started.elapsed().as_secs_f64());
-    }
+        let size = (reply.len() as u32).min(REPLY_BUDGET);
+        let permit =
+            tokio::time::timeout(REPLY_TIMEOUT, Arc::clone(&budget).acquire_many_owned(size)).await;
+        let Ok(Ok(permit)) = permit else {
+            tracing::info!("SFTP client took no replies for {REPLY_TIMEOUT:?}: channel closed");
+            break Ok(());
+        };
+        if replies.send((reply, permit)).is_err() {
+            // The sender stopped: the channel is gone.
+            break Ok(());
+        }
+    };
+    drop(replies);
+    let sent = sender
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    read_result.and(sent)
+}
+
+/// Writes `bytes` to the channel, giving up after [`REPLY_TIMEOUT`] without progress (the
+/// client stopped taking replies).
+async fn send(
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    tokio::time::timeout(REPLY_TIMEOUT, writer.write_all(bytes))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took no reply")
+        })?
 }
 
 /// The metrics label of a reply: `ok` unless it is a STATUS with another code.
