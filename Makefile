@@ -235,11 +235,13 @@ test: deps
 	     END { printf "tests: %d passed, %d failed\n", p, f }' target/unit-tests.log target/images-check.log target/chaos.log \
 	     target/kernel-client.log target/e2e.log
 
-## bench: zeronas vs nginx (sendfile on/off) with wrk, and vs NFS-Ganesha with libnfs; tables
-## on stdout, JSON in target/bench/ (the NFS part needs root: it runs in its own namespaces)
+## bench: zeronas vs nginx (sendfile on/off) with wrk, vs NFS-Ganesha with libnfs, and vs
+## OpenSSH's sftp-server with OpenSSH's sftp; tables on stdout, JSON in target/bench/ (the NFS
+## and SFTP parts need root: own namespaces, sshd)
 bench: deps
 	python3 dataplane/bench/http_bench.py
 	python3 dataplane/bench/nfs_bench.py
+	python3 dataplane/bench/sftp_bench.py
 
 ## bench-operator: the release operator on its own control plane (e2e/scripts/controlplane.sh,
 ## other ports than the e2e's), as the chart's ServiceAccount with the chart's RBAC: time to

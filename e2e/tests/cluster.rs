@@ -36,6 +36,8 @@ use csi::{csi_claim, csi_expand, csi_reclaim, csi_sanity, csi_statefulset};
 mod lifecycle;
 #[path = "cluster_steps/monitoring.rs"]
 mod monitoring;
+#[path = "cluster_steps/sftp.rs"]
+mod sftp;
 #[path = "cluster_steps/steady.rs"]
 mod steady;
 use lifecycle::{
@@ -43,6 +45,7 @@ use lifecycle::{
     network_policy, retain_and_adopt,
 };
 use monitoring::rules_and_dashboard_match_real_scrapes;
+use sftp::sftp_volume;
 use steady::unchanged_volume_writes_nothing;
 
 const RELEASE: &str = "zeronas";
@@ -1040,6 +1043,11 @@ async fn rejects_invalid(s: &mut Suite) -> Step {
             "Unsupported value: \"Nobody\": supported values: \"Posix\", \"Squash\"",
         ),
         (
+            "sftp-without-keys",
+            "capacity: 1Gi\n  protocols: [sftp]",
+            "protocol sftp needs sftp.authorizedKeysSecret",
+        ),
+        (
             "squash-as-root",
             "capacity: 1Gi\n  identity: Squash\n  shareRoot: { uid: 0 }",
             "must not be 0",
@@ -1330,6 +1338,11 @@ async fn zeronas_on_a_real_control_plane() {
         suite,
         "identity Squash: dataplane as 65532 without capabilities, every file 65532's",
         squash_volume
+    );
+    scenario!(
+        suite,
+        "SFTP: host key Secret kept across pods, OpenSSH sftp through the pod IP as the key's uid",
+        sftp_volume
     );
     scenario!(
         suite,

@@ -33,6 +33,7 @@ use crate::names::{LABEL_NAMESPACE, LABEL_VOLUME, MANAGER, OwnedNames};
 use crate::reconcile::expansion::{self, Expansion};
 use crate::reconcile::ownership::{self, Ownership};
 use crate::reconcile::secret::{self, RandomError};
+use crate::reconcile::sftp;
 use crate::reconcile::status::{self, Observed};
 use crate::reconcile::unchanged::{self, Difference};
 use crate::reconcile::{
@@ -505,6 +506,28 @@ async fn create_token_secret(
     Ok(())
 }
 
+/// Creates the SFTP host key Secret with a new ed25519 key.
+async fn create_host_key_secret(
+    nv: &NasVolume,
+    secrets: &Api<Secret>,
+    names: &OwnedNames,
+) -> Result<(), Error> {
+    let (namespace, name, _) = identity(nv)?;
+    let host_key = sftp::new_host_key(&format!("zeronas {namespace}/{name}"))?;
+    let object = sftp::host_key_secret(nv, &host_key)?;
+    secrets
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            },
+            &object,
+        )
+        .await?;
+    tracing::info!(volume = %key(nv), secret = %names.sftp_host_key_secret, "created the SFTP host key Secret");
+    Ok(())
+}
+
 /// The storage class `name`, from the store or (on a miss) the apiserver.
 async fn storage_class(ctx: &Context, name: &str) -> Result<Option<StorageClass>, Error> {
     if let Some(class) = cache::cluster(&ctx.caches.classes, name) {
@@ -616,6 +639,12 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         ctx.secret_read(&key(nv));
         secret_ownership(ctx, &namespace, &names.token_secret, &name, &uid).await?
     };
+    // The SFTP host key Secret: read (metadata only) on every reconcile of an SFTP share.
+    let host_key_owner = if sftp::serves_sftp(nv) {
+        secret_ownership(ctx, &namespace, &names.sftp_host_key_secret, &name, &uid).await?
+    } else {
+        Ownership::Absent
+    };
     let (existing_policy, policy_owner) = ownership_of(
         &caches.policies,
         &policies,
@@ -635,6 +664,7 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         ("Service", &names.service, &service_owner),
         ("Deployment", &names.deployment, &deployment_owner),
         ("Secret", &names.token_secret, &secret_owner),
+        ("Secret", &names.sftp_host_key_secret, &host_key_owner),
         ("NetworkPolicy", &names.network_policy, &policy_owner),
     ];
     let conflicts: Vec<String> = checked
@@ -715,6 +745,13 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         create_token_secret(nv, &secrets, &names).await?;
     }
     observed.token_secret = true;
+    // The host key likewise: clients' known_hosts stay valid for the NasVolume's life.
+    if sftp::serves_sftp(nv) {
+        if host_key_owner == Ownership::Absent {
+            create_host_key_secret(nv, &secrets, &names).await?;
+        }
+        observed.sftp_host_key = true;
+    }
 
     let svc = apply_owned(
         ctx,

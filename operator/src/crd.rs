@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Capacity","type":"string","jsonPath":".spec.capacity"}"#,
     printcolumn = r#"{"name":"Claim","type":"string","jsonPath":".status.claimName"}"#,
+    printcolumn = r#"{"name":"SFTP","type":"string","jsonPath":".status.endpoints.sftp"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("!self.cpuPinning || quantity(string(self.resources.cpu)).isInteger()")
@@ -57,6 +58,10 @@ use serde::{Deserialize, Serialize};
     .message("readOnly cannot change after creation (the share's PV and claim access modes are immutable)")
     .reason(kube::core::Reason::FieldValueForbidden)
     .field_path(".readOnly"))]
+#[x_kube(validation = Rule::new("!self.protocols.exists(p, p == 'sftp') || (has(self.sftp) && has(self.sftp.authorizedKeysSecret))")
+    .message("protocol sftp needs sftp.authorizedKeysSecret: the Secret whose authorized_keys may log in")
+    .reason(kube::core::Reason::FieldValueRequired)
+    .field_path(".sftp.authorizedKeysSecret"))]
 #[serde(rename_all = "camelCase")]
 pub struct NasVolumeSpec {
     /// Size of the backing volume, and the quota the dataplane enforces (e.g. `100Gi`). May
@@ -73,7 +78,7 @@ pub struct NasVolumeSpec {
 
     /// Protocols the share is served over (at least one).
     #[serde(default = "default_protocols")]
-    #[schemars(length(min = 1, max = 2))]
+    #[schemars(length(min = 1, max = 3))]
     #[x_kube(validation = Rule::new("size(self) >= 1").message("at least one protocol is needed"))]
     #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("protocols must not repeat"))]
     pub protocols: Vec<Protocol>,
@@ -151,6 +156,10 @@ pub struct NasVolumeSpec {
     #[serde(default)]
     pub http: HttpAccess,
 
+    /// The SFTP export (with `sftp` in `protocols`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<SftpAccess>,
+
     /// Pods (in the NasVolume's namespace) that may reach the NFS port directly, besides the
     /// `clients` networks (the NetworkPolicy's pod peer). Kernel NFS mounts come from the
     /// nodes and are matched by `clients`; this is for pods running their own NFS client.
@@ -184,6 +193,25 @@ pub struct HttpAccess {
     pub allowed_namespaces: Vec<String>,
 }
 
+/// Access to the SFTP export. The dataplane's host key is generated once per NasVolume
+/// into the Secret `status.sftpHostKeySecret` and kept, so clients' `known_hosts` stay valid
+/// across restarts and reschedules.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SftpAccess {
+    /// A Secret in the NasVolume's namespace whose key `authorized_keys` lists the public
+    /// keys that may log in (OpenSSH format; per-key options `uid=`, `gid=`, `groups=`,
+    /// `read-only`). Changes take effect without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub authorized_keys_secret: Option<String>,
+    /// Namespaces whose pods may reach the SFTP port (the NetworkPolicy's namespace peers;
+    /// default: only the NasVolume's own).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub allowed_namespaces: Vec<String>,
+}
+
 fn default_true() -> bool {
     true
 }
@@ -200,6 +228,8 @@ pub enum Protocol {
     Nfs,
     /// The HTTP file API.
     Http,
+    /// SFTP (SSH with the `sftp` subsystem only).
+    Sftp,
 }
 
 /// One client rule: a network, what it may do, and how root is mapped.
@@ -360,6 +390,9 @@ pub struct NasVolumeStatus {
     /// The Secret holding the HTTP bearer tokens (`token`, `read-token`), same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_token_secret: Option<String>,
+    /// The Secret holding the SFTP host key (`ssh_host_ed25519_key`), same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp_host_key_secret: Option<String>,
 }
 
 /// Lifecycle phase.
@@ -399,6 +432,9 @@ pub struct Endpoints {
     /// Base URL of the HTTP file API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// `sftp://IP:2222/` for SFTP clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<String>,
 }
 
 /// The data path the dataplane reports.

@@ -44,6 +44,8 @@ pub struct OwnedNames {
     pub token_secret: String,
     /// NetworkPolicy in front of the dataplane pod: `<name>-dataplane`.
     pub network_policy: String,
+    /// Secret with the SFTP host key: `<name>-sftp-host-key`.
+    pub sftp_host_key_secret: String,
 }
 
 impl OwnedNames {
@@ -57,6 +59,7 @@ impl OwnedNames {
             consumer_claim: name.to_owned(),
             token_secret: format!("{name}-http-tokens"),
             network_policy: format!("{name}-dataplane"),
+            sftp_host_key_secret: format!("{name}-sftp-host-key"),
         }
     }
 

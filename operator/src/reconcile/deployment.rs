@@ -18,7 +18,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::secret::{MOUNT_PATH as TOKEN_MOUNT, READ_TOKEN_KEY, TOKEN_KEY};
-use super::service::{HTTP_PORT, METRICS_PORT, NFS_PORT};
+use super::service::{HTTP_PORT, METRICS_PORT, NFS_PORT, SFTP_PORT};
+use super::sftp::{
+    AUTHORIZED_KEYS_KEY, AUTHORIZED_KEYS_MOUNT, HOST_KEY_KEY, HOST_KEY_MOUNT,
+    authorized_keys_secret, serves_sftp,
+};
 use super::{BuildError, Settings, capacity_bytes, identity, labels, owned_meta, selector};
 use crate::crd::{Access, ClientRule, Identity, NasVolume, Protocol, Rdma, Squash, ZeroCopy};
 
@@ -164,6 +168,16 @@ pub fn dataplane_args(nv: &NasVolume) -> Result<Vec<String>, BuildError> {
         args.push("--nfs-client".to_owned());
         args.push(rule);
     }
+    if serves_sftp(nv) {
+        args.extend([
+            "--sftp".to_owned(),
+            format!("0.0.0.0:{SFTP_PORT}"),
+            "--sftp-host-key".to_owned(),
+            format!("{HOST_KEY_MOUNT}/{HOST_KEY_KEY}"),
+            "--sftp-authorized-keys".to_owned(),
+            format!("{AUTHORIZED_KEYS_MOUNT}/{AUTHORIZED_KEYS_KEY}"),
+        ]);
+    }
     args.extend(identity_args(nv));
     if nv.spec.read_only {
         args.push("--read-only".to_owned());
@@ -278,6 +292,39 @@ pub fn deployment(nv: &NasVolume, settings: &Settings) -> Result<Deployment, Bui
             }),
             ..Volume::default()
         });
+    }
+    if serves_sftp(nv) {
+        ports.push(container_port("sftp", SFTP_PORT));
+        let secrets = [
+            (
+                "sftp-host-key",
+                HOST_KEY_MOUNT,
+                Some(names.sftp_host_key_secret.clone()),
+            ),
+            (
+                "sftp-authorized-keys",
+                AUTHORIZED_KEYS_MOUNT,
+                authorized_keys_secret(nv).map(str::to_owned),
+            ),
+        ];
+        for (volume, mount, secret_name) in secrets {
+            mounts.push(VolumeMount {
+                name: volume.into(),
+                mount_path: mount.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            volumes.push(Volume {
+                name: volume.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name,
+                    // As the token Secret: the dataplane's user, or its fsGroup (Squash).
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+        }
     }
     ports.push(container_port("metrics", METRICS_PORT));
     let resources = BTreeMap::from([

@@ -10,6 +10,7 @@ pub mod ownership;
 pub mod pvc;
 pub mod secret;
 pub mod service;
+pub mod sftp;
 pub mod share;
 pub mod status;
 pub mod unchanged;

@@ -1,7 +1,8 @@
 //! The NetworkPolicy `<name>-dataplane` in front of the dataplane pod (Ingress only): the NFS
 //! port from the `clients` networks (kernel mounts come from the nodes) and the pods chosen
 //! by `nfsClientPodSelector`; the HTTP port from the allowed namespaces (default: the
-//! NasVolume's own); the metrics port from the NasVolume's namespace and the monitoring
+//! NasVolume's own); the SFTP port from `sftp.allowedNamespaces` (default: the NasVolume's
+//! own); the metrics port from the NasVolume's namespace and the monitoring
 //! namespace. A port of a protocol the share does not serve is not opened.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::service::{HTTP_PORT, METRICS_PORT, NFS_PORT};
+use super::service::{HTTP_PORT, METRICS_PORT, NFS_PORT, SFTP_PORT};
 use super::{BuildError, identity, owned_meta, selector};
 use crate::crd::{NasVolume, Protocol};
 
@@ -94,6 +95,16 @@ pub fn network_policy(
         };
         ingress.push(NetworkPolicyIngressRule {
             ports: Some(vec![tcp(HTTP_PORT)]),
+            from: Some(vec![namespaces(unique(allowed))]),
+        });
+    }
+    if nv.spec.protocols.contains(&Protocol::Sftp) {
+        let allowed = match nv.spec.sftp.as_ref() {
+            Some(sftp) if !sftp.allowed_namespaces.is_empty() => sftp.allowed_namespaces.clone(),
+            _ => vec![namespace.clone()],
+        };
+        ingress.push(NetworkPolicyIngressRule {
+            ports: Some(vec![tcp(SFTP_PORT)]),
             from: Some(vec![namespaces(unique(allowed))]),
         });
     }

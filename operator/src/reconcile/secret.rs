@@ -24,6 +24,13 @@ pub const TOKEN_BYTES: usize = 32;
 #[error("the operating system's random number generator failed: {0}")]
 pub struct RandomError(String);
 
+impl RandomError {
+    /// The error with its cause.
+    pub fn new(cause: String) -> Self {
+        RandomError(cause)
+    }
+}
+
 /// A fresh token: [`TOKEN_BYTES`] bytes from the operating system's CSPRNG, as lowercase hex.
 pub fn new_token() -> Result<String, RandomError> {
     let mut bytes = [0u8; TOKEN_BYTES];

@@ -11,6 +11,8 @@ use crate::crd::{NasVolume, Protocol};
 pub const NFS_PORT: i32 = 2049;
 /// HTTP file API port.
 pub const HTTP_PORT: i32 = 8080;
+/// SFTP port.
+pub const SFTP_PORT: i32 = 2222;
 /// Metrics and probes port.
 pub const METRICS_PORT: i32 = 9090;
 
@@ -24,8 +26,8 @@ fn port(name: &str, number: i32) -> ServicePort {
     }
 }
 
-/// The ClusterIP Service with ports nfs 2049 and http 8080 (each only when the share is
-/// served over that protocol) and metrics 9090.
+/// The ClusterIP Service with ports nfs 2049, http 8080 and sftp 2222 (each only when the
+/// share is served over that protocol) and metrics 9090.
 pub fn service(nv: &NasVolume) -> Result<Service, BuildError> {
     let (_, name, names) = identity(nv)?;
     let mut ports = Vec::new();
@@ -34,6 +36,9 @@ pub fn service(nv: &NasVolume) -> Result<Service, BuildError> {
     }
     if nv.spec.protocols.contains(&Protocol::Http) {
         ports.push(port("http", HTTP_PORT));
+    }
+    if nv.spec.protocols.contains(&Protocol::Sftp) {
+        ports.push(port("sftp", SFTP_PORT));
     }
     ports.push(port("metrics", METRICS_PORT));
     Ok(Service {

@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::service::HTTP_PORT;
+use super::service::{HTTP_PORT, SFTP_PORT};
 use crate::crd::{DataPathStatus, Endpoints, NasVolume, NasVolumeStatus, Phase, Protocol, Rdma};
 use crate::names::OwnedNames;
 
@@ -37,6 +37,8 @@ pub struct Observed {
     /// The HTTP token Secret exists and is this NasVolume's (only then does the status name
     /// it, so a later reconcile may trust the name instead of reading the Secret again).
     pub token_secret: bool,
+    /// The SFTP host key Secret exists and is this NasVolume's.
+    pub sftp_host_key: bool,
     /// Set when something keeps the share from being Ready although its parts may work
     /// (`NameConflict`, `ExpansionNotSupported`): the reason and message of `Ready=False`.
     pub blocked: Option<(String, String)>,
@@ -263,6 +265,9 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
         http: protocols
             .contains(&Protocol::Http)
             .then(|| format!("http://{ip}:{HTTP_PORT}/v1/shares/{name}")),
+        sftp: protocols
+            .contains(&Protocol::Sftp)
+            .then(|| format!("sftp://{ip}:{SFTP_PORT}/")),
     });
     let mut conditions = vec![ready_condition, storage, dataplane, share];
     if let Some(message) = observed.in_use.as_ref().filter(|_| observed.deleting) {
@@ -282,11 +287,18 @@ pub fn compute(nv: &NasVolume, observed: &Observed, now: Time) -> NasVolumeStatu
         .as_deref()
         .filter(|_| observed.token_secret)
         .map(|uid| OwnedNames::for_volume(&name, uid).token_secret);
+    let sftp_host_key_secret = nv
+        .metadata
+        .uid
+        .as_deref()
+        .filter(|_| observed.sftp_host_key)
+        .map(|uid| OwnedNames::for_volume(&name, uid).sftp_host_key_secret);
     NasVolumeStatus {
         phase: Some(phase),
         observed_generation: generation,
         conditions,
         http_token_secret,
+        sftp_host_key_secret,
         claim_name: nv.spec.consumer_claim.then_some(name),
         endpoints,
         data_path: Some(DataPathStatus {

@@ -1,0 +1,215 @@
+//! The SFTP export on the real control plane: a NasVolume with `sftp` in `protocols` and an
+//! authorized keys Secret gets the host key Secret, the Service port, the NetworkPolicy rule
+//! and the `SFTP` column; OpenSSH's `sftp` moves a file through the pod IP as the key's uid;
+//! and the host key survives the dataplane pod being replaced.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams};
+
+use super::{NAMESPACE, Step, Suite, eventually, secs};
+
+const NAME: &str = "files";
+
+/// Runs a program, failing with its stderr.
+async fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new("timeout")
+        .arg("60")
+        .arg(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The host key the server at `addr` presents (`ssh-keyscan`), without the address.
+async fn host_key(addr: std::net::SocketAddr) -> Result<String, String> {
+    let port = addr.port().to_string();
+    let ip = addr.ip().to_string();
+    let out = run("ssh-keyscan", &["-t", "ed25519", "-p", &port, &ip]).await?;
+    out.lines()
+        .find(|l| l.contains("ssh-ed25519"))
+        .and_then(|l| l.split_once(' ').map(|(_, key)| key.to_owned()))
+        .ok_or_else(|| format!("no ed25519 host key from {addr}: {out:?}"))
+}
+
+async fn dataplane_pod(s: &Suite) -> Result<Pod, String> {
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), NAMESPACE);
+    pods.list(&ListParams::default().labels(&format!("zeronas.io/volume={NAME}")))
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no SFTP dataplane pod".to_owned())
+}
+
+pub async fn sftp_volume(s: &mut Suite) -> Step {
+    let keys = s.run_dir.join("sftp-keys");
+    std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
+    let user = keys.join("user");
+    let _ = std::fs::remove_file(&user);
+    let _ = std::fs::remove_file(keys.join("user.pub"));
+    run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            user.to_str().unwrap_or_default(),
+        ],
+    )
+    .await?;
+    let public = std::fs::read_to_string(keys.join("user.pub")).map_err(|e| e.to_string())?;
+    let line = format!("authorized_keys=uid=1000,gid=1000 {}", public.trim());
+    s.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "files-sftp-users",
+        "--from-literal",
+        &line,
+    ])
+    .await?;
+    let ready = s
+        .apply_volume(
+            NAME,
+            "capacity: 1Gi\n  protocols: [nfs, sftp]\n  sftp: { authorizedKeysSecret: files-sftp-users }",
+        )
+        .await?;
+    s.measure("time-to-Ready of an SFTP NasVolume", secs(ready));
+    let listed = s.kubectl(&["get", "nasvol", NAME]).await?;
+    if !listed.contains("SFTP") || !listed.contains("sftp://") || !listed.contains(":2222/") {
+        return Err(format!("kubectl get shows no SFTP endpoint:\n{listed}"));
+    }
+    let addr = s.endpoint_of(NAME, "sftp").await?;
+    let first_key = host_key(addr).await?;
+
+    // A put and a get through the pod IP, as the key's uid.
+    let local = keys.join("local");
+    std::fs::create_dir_all(&local).map_err(|e| e.to_string())?;
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(local.join("up.bin"), &data).map_err(|e| e.to_string())?;
+    let batch = local.join("batch");
+    std::fs::write(
+        &batch,
+        "put up.bin\nget up.bin down.bin\nmkdir d\nrename up.bin d/up.bin\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let port = addr.port().to_string();
+    let ip = addr.ip().to_string();
+    let sftp = |batch: PathBuf| {
+        let (user, port, ip, local) = (user.clone(), port.clone(), ip.clone(), local.clone());
+        async move {
+            let out = tokio::process::Command::new("timeout")
+                .args(["60", "sftp", "-b"])
+                .arg(&batch)
+                .args(["-P", &port, "-i"])
+                .arg(&user)
+                .args([
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "IdentityAgent=none",
+                    "-o",
+                    "LogLevel=ERROR",
+                ])
+                .arg(format!("me@{ip}"))
+                .current_dir(&local)
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("sftp: {}", String::from_utf8_lossy(&out.stderr)))
+            }
+        }
+    };
+    sftp(batch.clone()).await?;
+    if std::fs::read(local.join("down.bin")).map_err(|e| e.to_string())? != data {
+        return Err("the file came back changed".into());
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let pv_name = claims
+        .get(&format!("{NAME}-data"))
+        .await
+        .map_err(|e| e.to_string())?
+        .spec
+        .and_then(|sp| sp.volume_name)
+        .ok_or("the backing claim has no volume")?;
+    let folder = Api::<PersistentVolume>::all(s.client.clone())
+        .get(&pv_name)
+        .await
+        .map_err(|e| e.to_string())?
+        .spec
+        .and_then(|sp| sp.local)
+        .map(|l| PathBuf::from(l.path))
+        .ok_or("the backing PV is not a local volume")?;
+    let on_disk = folder.join("d/up.bin");
+    let meta = std::fs::metadata(&on_disk).map_err(|e| format!("{}: {e}", on_disk.display()))?;
+    if (meta.uid(), meta.len()) != (1000, data.len() as u64) {
+        return Err(format!(
+            "on the volume: uid {} and {} bytes, not uid 1000 and {}",
+            meta.uid(),
+            meta.len(),
+            data.len()
+        ));
+    }
+
+    // The pod replaced: the same host key, so clients' known_hosts stay valid.
+    let old = dataplane_pod(s).await?;
+    let old_name = old.metadata.name.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), NAMESPACE);
+    pods.delete(&old_name, &DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let replaced = eventually(
+        "a new SFTP dataplane pod to serve",
+        Duration::from_secs(120),
+        || async {
+            let pod = dataplane_pod(s).await.ok()?;
+            let ready = pod
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let ip: std::net::IpAddr = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            (pod.metadata.name.as_deref() != Some(old_name.as_str()) && ready).then_some(ip)
+        },
+    )
+    .await?;
+    let second_key = host_key(std::net::SocketAddr::new(replaced, 2222)).await?;
+    if first_key != second_key {
+        return Err(format!(
+            "the host key changed with the pod: {first_key} then {second_key}"
+        ));
+    }
+    s.measure("SFTP host key kept across a new pod", "yes");
+    s.delete_volume_and_pods(NAME).await?;
+    s.kubectl(&["delete", "secret", "files-sftp-users"])
+        .await
+        .map(drop)
+}
