@@ -269,6 +269,14 @@ pub fn spec_for(
                         why: "at least one of nfs, http".into(),
                     });
                 }
+                // A provisioned share has no authorized keys Secret to name: SFTP is for
+                // NasVolumes written by hand.
+                if spec.protocols.contains(&Protocol::Sftp) {
+                    return Err(RequestError::Parameter {
+                        key: key.clone(),
+                        why: "sftp is not available to provisioned volumes (it needs a NasVolume with sftp.authorizedKeysSecret); use nfs, http".into(),
+                    });
+                }
             }
             "clients" => spec.clients = parameter::<Vec<ClientRule>>(key, value)?,
             "identity" => spec.identity = parameter::<Identity>(key, value)?,
@@ -586,6 +594,7 @@ mod tests {
             ("colour", "blue"),
             ("protocols", "nfs,smb"),
             ("protocols", "http"),
+            ("protocols", "nfs,sftp"),
             ("identity", "Root"),
             ("readOnly", "yes"),
             ("clients", "10.0.0.0/8"),

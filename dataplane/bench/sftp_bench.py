@@ -6,8 +6,10 @@ The client is OpenSSH's `sftp` in batch mode with its defaults (chacha20-poly130
 servers choose first; 64 requests in flight; the read and write sizes that each server's
 limits@openssh.com reply allows: 255 KiB from both). sshd runs as root with the sftp
 subsystem /usr/lib/openssh/sftp-server; the dataplane runs as root in posix mode, the key
-mapped to uid 0, so both write as root. Every run goes through the workloads in turn, each
-against zeronas then OpenSSH, so drift hits both alike:
+mapped to uid 0, so both write as root (and zeronas skips its per-request identity switch,
+which a non-root key adds: six system calls a request). Every run goes through the workloads in turn, each
+against both servers, the first of each pair alternating from run to run, so drift and
+order effects hit both alike:
 
 - up-1m / down-1m: 64 files of 1 MiB put (or got) in one batch: MB/s;
 - up-1g / down-1g: one 1 GiB file: MB/s.
@@ -143,8 +145,11 @@ def workload(name, server, key, local, share):
         os.remove(os.path.join(local, "got", "big"))
     elif name == "up-1m":
         for i in range(SMALL_COUNT):
+            assert os.path.getsize(os.path.join(share, f"up-small-{i}")) == SMALL_SIZE
             os.remove(os.path.join(share, f"up-small-{i}"))
     else:
+        for i in range(SMALL_COUNT):
+            assert os.path.getsize(os.path.join(local, "got", str(i))) == SMALL_SIZE
         shutil.rmtree(os.path.join(local, "got"))
         os.mkdir(os.path.join(local, "got"))
     return seconds, moved
@@ -212,8 +217,11 @@ Subsystem sftp /usr/lib/openssh/sftp-server
         names = ["up-1m", "down-1m", "up-1g", "down-1g"]
         results = {n: {s.name: {"mbps": [], "cpu_per_gb": []} for s in servers} for n in names}
         for run in range(args.runs):
+            # Each pair alternates who goes first, so order effects (writeback after a put)
+            # do not always fall on the same server.
+            order = servers if run % 2 == 0 else servers[::-1]
             for name in names:
-                for server in servers:
+                for server in order:
                     before = server.cpu()
                     seconds, moved = workload(name, server, os.path.join(keys, "client"), local, share)
                     cpu = server.cpu() - before

@@ -24,9 +24,15 @@ impl Keys {
     /// (not authorized).
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["host", "writer", "reader", "stranger"] {
+        for (name, kind) in [
+            ("host", "ed25519"),
+            ("writer", "ed25519"),
+            ("reader", "ed25519"),
+            ("stranger", "ed25519"),
+            ("rsa", "rsa"),
+        ] {
             let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .args(["-q", "-t", kind, "-N", "", "-C", name, "-f"])
                 .arg(dir.path().join(name))
                 .output()
                 .expect("ssh-keygen (openssh-client)");
@@ -36,9 +42,10 @@ impl Keys {
             std::fs::read_to_string(dir.path().join(format!("{name}.pub"))).expect("public key")
         };
         let authorized = format!(
-            "# zeronas test keys\nuid=1000,gid=1000 {}uid=1001,gid=1001,read-only {}",
+            "# zeronas test keys\nuid=1000,gid=1000 {}uid=1001,gid=1001,read-only {}uid=1000,gid=1000 {}",
             public("writer"),
-            public("reader")
+            public("reader"),
+            public("rsa")
         );
         std::fs::write(dir.path().join("authorized_keys"), authorized).expect("write keys");
         // Readable by the unprivileged user of the squash-mode test (private keys stay 0600:
@@ -259,6 +266,20 @@ fn openssh_sftp_batch_moves_every_byte_as_the_keys_identity() {
         kept <= (64 << 20) - used_before,
         "the quota held: {kept} bytes kept, {used_before} used before"
     );
+
+    // An RSA key logs in with rsa-sha2 signatures; SHA-1 `ssh-rsa` is not offered in
+    // server-sig-algs, so OpenSSH does not even try it (the server would also refuse it).
+    for (algorithm, works) in [("rsa-sha2-512", true), ("ssh-rsa", false)] {
+        let out = Command::new("timeout")
+            .args(["30", "sftp", "-b", "-", "-P", &port.to_string()])
+            .args(ssh_options(&keys, "rsa"))
+            .args(["-o", &format!("PubkeyAcceptedAlgorithms={algorithm}")])
+            .arg("tester@127.0.0.1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("sftp");
+        assert_eq!(out.status.success(), works, "{algorithm}: {}", text(&out));
+    }
 
     // A key that is not in the file is refused.
     let out = sftp_batch(&keys, "stranger", port, local.path(), "ls\n");

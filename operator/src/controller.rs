@@ -639,11 +639,20 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         ctx.secret_read(&key(nv));
         secret_ownership(ctx, &namespace, &names.token_secret, &name, &uid).await?
     };
-    // The SFTP host key Secret: read (metadata only) on every reconcile of an SFTP share.
-    let host_key_owner = if sftp::serves_sftp(nv) {
-        secret_ownership(ctx, &namespace, &names.sftp_host_key_secret, &name, &uid).await?
-    } else {
+    // The SFTP host key Secret is trusted like the token Secret: once the status names it,
+    // it is read again only when the token Secret is.
+    let host_key_named = nv
+        .status
+        .as_ref()
+        .and_then(|s| s.sftp_host_key_secret.as_deref())
+        == Some(names.sftp_host_key_secret.as_str());
+    let sftp_trusted = host_key_named && secret_trusted;
+    let host_key_owner = if !sftp::serves_sftp(nv) {
         Ownership::Absent
+    } else if sftp_trusted {
+        Ownership::Ours
+    } else {
+        secret_ownership(ctx, &namespace, &names.sftp_host_key_secret, &name, &uid).await?
     };
     let (existing_policy, policy_owner) = ownership_of(
         &caches.policies,
@@ -682,6 +691,27 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         ctx.event(nv, EventType::Warning, "NameConflict", message.clone())
             .await;
         observed.blocked = Some(("NameConflict".into(), message));
+        publish_status(nv, ctx, status::compute(nv, &observed, now())).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+
+    // The user's authorized keys Secret must exist before a pod mounts it: a pod waiting for
+    // a missing Secret would take the share down (Recreate) with no word why.
+    if let Some(keys) = sftp::authorized_keys_secret(nv).filter(|_| !sftp_trusted)
+        && secrets.get_metadata_opt(keys).await?.is_none()
+    {
+        let message = format!(
+            "sftp.authorizedKeysSecret {keys:?} does not exist in namespace {namespace}: create it with the key authorized_keys"
+        );
+        tracing::warn!(volume = %key(nv), %message, "SFTP keys missing; nothing applied");
+        ctx.event(
+            nv,
+            EventType::Warning,
+            "AuthorizedKeysSecretNotFound",
+            message.clone(),
+        )
+        .await;
+        observed.blocked = Some(("AuthorizedKeysSecretNotFound".into(), message));
         publish_status(nv, ctx, status::compute(nv, &observed, now())).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }

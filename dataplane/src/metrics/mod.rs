@@ -335,7 +335,7 @@ impl Metrics {
             Family::<SftpRequestLabels, AtomicHistogram>::new_with_constructor(latency_histogram);
         registry.register(
             "zeronas_sftp_request_duration_seconds",
-            "Time to run an SFTP request and queue its reply on the channel, by operation and status",
+            "Time to run an SFTP request (the reply is queued after), by operation and status",
             sftp_duration.clone(),
         );
         let nfs_duplicates = Family::<DuplicateLabels, Counter>::default();

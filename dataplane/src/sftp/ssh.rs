@@ -279,7 +279,10 @@ impl russh::server::Handler for Connection {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        // Unknown keys are refused before the client signs anything.
+        // Unknown keys, and SHA-1 `ssh-rsa` signatures, are refused before the client signs.
+        if !KEY_ALGORITHMS.contains(offer.algorithm) {
+            return Ok(Auth::reject());
+        }
         Ok(match self.shared.keys.find(offer.public_key.key_data()) {
             Some(_) => Auth::Accept,
             None => Auth::reject(),
@@ -291,6 +294,10 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        if !KEY_ALGORITHMS.contains(key.algorithm) {
+            tracing::info!(peer = %self.peer, user, algorithm = %key.algorithm, "SFTP login refused: signature algorithm not allowed");
+            return Ok(Auth::reject());
+        }
         let Some(principal) = self.shared.keys.find(key.public_key.key_data()) else {
             tracing::info!(peer = %self.peer, user, "SFTP login refused: key not authorized");
             return Ok(Auth::reject());

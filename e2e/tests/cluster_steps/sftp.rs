@@ -1,5 +1,6 @@
-//! The SFTP export on the real control plane: a NasVolume with `sftp` in `protocols` and an
-//! authorized keys Secret gets the host key Secret, the Service port, the NetworkPolicy rule
+//! The SFTP export on the real control plane: a NasVolume naming an authorized keys Secret
+//! that does not exist yet says so (`AuthorizedKeysSecretNotFound`) and becomes Ready once
+//! it does; it gets the host key Secret (owned, named in the status), the NetworkPolicy rule
 //! and the `SFTP` column; OpenSSH's `sftp` moves a file through the pod IP as the key's uid;
 //! and the host key survives the dataplane pod being replaced.
 
@@ -7,8 +8,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams};
+use zeronas_operator::reconcile::network_policy::summary;
 
 use super::{NAMESPACE, Step, Suite, eventually, secs};
 
@@ -51,7 +54,7 @@ async fn dataplane_pod(s: &Suite) -> Result<Pod, String> {
         .map_err(|e| e.to_string())?
         .items
         .into_iter()
-        .next()
+        .find(|p| p.metadata.deletion_timestamp.is_none())
         .ok_or_else(|| "no SFTP dataplane pod".to_owned())
 }
 
@@ -76,6 +79,28 @@ pub async fn sftp_volume(s: &mut Suite) -> Step {
     .await?;
     let public = std::fs::read_to_string(keys.join("user.pub")).map_err(|e| e.to_string())?;
     let line = format!("authorized_keys=uid=1000,gid=1000 {}", public.trim());
+    let spec = "capacity: 1Gi\n  protocols: [nfs, sftp]\n  sftp: { authorizedKeysSecret: files-sftp-users }";
+    // Without the keys Secret: nothing is applied, and the status says why.
+    s.apply_volume_manifest(NAME, spec).await?;
+    let volumes = s.volumes();
+    eventually(
+        "Ready=False AuthorizedKeysSecretNotFound",
+        Duration::from_secs(60),
+        || async {
+            let nv = volumes.get_opt(NAME).await.ok()??;
+            let ready = nv
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.status == "False" && ready.reason == "AuthorizedKeysSecretNotFound")
+                .then_some(())
+        },
+    )
+    .await?;
+    if dataplane_pod(s).await.is_ok() {
+        return Err("a dataplane pod was made without its keys Secret".into());
+    }
     s.kubectl(&[
         "create",
         "secret",
@@ -85,16 +110,46 @@ pub async fn sftp_volume(s: &mut Suite) -> Step {
         &line,
     ])
     .await?;
-    let ready = s
-        .apply_volume(
-            NAME,
-            "capacity: 1Gi\n  protocols: [nfs, sftp]\n  sftp: { authorizedKeysSecret: files-sftp-users }",
-        )
+    // The operator looks again within a minute (its requeue); an annotation makes it now.
+    s.kubectl(&["annotate", "nasvolume", NAME, "e2e/keys=created"])
         .await?;
+    let ready = s.apply_volume(NAME, spec).await?;
     s.measure("time-to-Ready of an SFTP NasVolume", secs(ready));
     let listed = s.kubectl(&["get", "nasvol", NAME]).await?;
     if !listed.contains("SFTP") || !listed.contains("sftp://") || !listed.contains(":2222/") {
         return Err(format!("kubectl get shows no SFTP endpoint:\n{listed}"));
+    }
+    // The host key Secret: owned by the NasVolume, named in its status, mounted.
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let host_secret = secrets
+        .get("files-sftp-host-key")
+        .await
+        .map_err(|e| format!("the host key Secret: {e}"))?;
+    let owned = host_secret
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.kind == "NasVolume" && o.name == NAME && o.controller == Some(true));
+    let named = volumes
+        .get(NAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .status
+        .and_then(|st| st.sftp_host_key_secret);
+    if !owned || named.as_deref() != Some("files-sftp-host-key") {
+        return Err(format!(
+            "host key Secret owned by the NasVolume: {owned}, status names {named:?}"
+        ));
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(s.client.clone(), NAMESPACE);
+    let policy = policies
+        .get(&format!("{NAME}-dataplane"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let rules = summary(&policy);
+    if rules.get(&2222) != Some(&vec![format!("ns:[{NAMESPACE}]")]) {
+        return Err(format!("the NetworkPolicy's SFTP rule: {rules:?}"));
     }
     let addr = s.endpoint_of(NAME, "sftp").await?;
     let first_key = host_key(addr).await?;

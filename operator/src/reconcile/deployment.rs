@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
@@ -300,14 +300,16 @@ pub fn deployment(nv: &NasVolume, settings: &Settings) -> Result<Deployment, Bui
                 "sftp-host-key",
                 HOST_KEY_MOUNT,
                 Some(names.sftp_host_key_secret.clone()),
+                HOST_KEY_KEY,
             ),
             (
                 "sftp-authorized-keys",
                 AUTHORIZED_KEYS_MOUNT,
                 authorized_keys_secret(nv).map(str::to_owned),
+                AUTHORIZED_KEYS_KEY,
             ),
         ];
-        for (volume, mount, secret_name) in secrets {
+        for (volume, mount, secret_name, key) in secrets {
             mounts.push(VolumeMount {
                 name: volume.into(),
                 mount_path: mount.into(),
@@ -320,6 +322,13 @@ pub fn deployment(nv: &NasVolume, settings: &Settings) -> Result<Deployment, Bui
                     secret_name,
                     // As the token Secret: the dataplane's user, or its fsGroup (Squash).
                     default_mode: Some(0o440),
+                    // Only the key the dataplane reads; a Secret without it fails the mount
+                    // with a kubelet event rather than the process at start.
+                    items: Some(vec![KeyToPath {
+                        key: key.to_owned(),
+                        path: key.to_owned(),
+                        mode: None,
+                    }]),
                     ..SecretVolumeSource::default()
                 }),
                 ..Volume::default()
