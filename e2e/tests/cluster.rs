@@ -308,6 +308,26 @@ impl Suite {
             .map(drop)
     }
 
+    /// The local folder behind NasVolume `name`'s backing claim (the test provisioner's).
+    async fn backing_folder(&self, name: &str) -> Result<PathBuf, String> {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let pv_name = claims
+            .get(&format!("{name}-data"))
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|sp| sp.volume_name)
+            .ok_or_else(|| format!("the backing claim of {name} has no volume"))?;
+        Api::<PersistentVolume>::all(self.client.clone())
+            .get(&pv_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|sp| sp.local)
+            .map(|l| PathBuf::from(l.path))
+            .ok_or_else(|| format!("the backing PV of {name} is not a local volume"))
+    }
+
     /// Deletes NasVolume `name` and waits until its dataplane pods are gone.
     async fn delete_volume_and_pods(&self, name: &str) -> Step {
         self.kubectl(&["delete", "nasvolume", name, "--timeout=120s"])
@@ -989,23 +1009,7 @@ async fn squash_volume(s: &mut Suite) -> Step {
         ));
     }
     // On the backing volume itself, too.
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
-    let pv_name = claims
-        .get(&format!("{NAME}-data"))
-        .await
-        .map_err(|e| e.to_string())?
-        .spec
-        .and_then(|sp| sp.volume_name)
-        .ok_or("the Squash backing claim has no volume")?;
-    let pvs: Api<PersistentVolume> = Api::all(s.client.clone());
-    let folder = pvs
-        .get(&pv_name)
-        .await
-        .map_err(|e| e.to_string())?
-        .spec
-        .and_then(|sp| sp.local)
-        .map(|l| PathBuf::from(l.path))
-        .ok_or("the backing PV is not a local volume")?;
+    let folder = s.backing_folder(NAME).await?;
     // The kubelet's fsGroup made the fresh root (root's, 0755) writable for 65532.
     let root = std::fs::metadata(&folder).map_err(|e| e.to_string())?;
     use std::os::unix::fs::MetadataExt;

@@ -486,46 +486,39 @@ fn object_kind<K: Resource<DynamicType = ()>>(_: &K) -> &'static str {
     }
 }
 
-/// Creates the HTTP token Secret with two new random tokens.
-async fn create_token_secret(
-    nv: &NasVolume,
+/// Creates a Secret of ours that is made once and never rewritten (`what` for the log).
+async fn create_once(
     secrets: &Api<Secret>,
-    names: &OwnedNames,
+    object: &Secret,
+    what: &str,
+    nv: &NasVolume,
 ) -> Result<(), Error> {
-    let object = secret::token_secret(nv, &secret::new_token()?, &secret::new_token()?)?;
     secrets
         .create(
             &PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..PostParams::default()
             },
-            &object,
+            object,
         )
         .await?;
-    tracing::info!(volume = %key(nv), secret = %names.token_secret, "created the HTTP token Secret");
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    tracing::info!(volume = %key(nv), secret = %name, "created the {what} Secret");
     Ok(())
 }
 
+/// Creates the HTTP token Secret with two new random tokens.
+async fn create_token_secret(nv: &NasVolume, secrets: &Api<Secret>) -> Result<(), Error> {
+    let object = secret::token_secret(nv, &secret::new_token()?, &secret::new_token()?)?;
+    create_once(secrets, &object, "HTTP token", nv).await
+}
+
 /// Creates the SFTP host key Secret with a new ed25519 key.
-async fn create_host_key_secret(
-    nv: &NasVolume,
-    secrets: &Api<Secret>,
-    names: &OwnedNames,
-) -> Result<(), Error> {
+async fn create_host_key_secret(nv: &NasVolume, secrets: &Api<Secret>) -> Result<(), Error> {
     let (namespace, name, _) = identity(nv)?;
     let host_key = sftp::new_host_key(&format!("zeronas {namespace}/{name}"))?;
     let object = sftp::host_key_secret(nv, &host_key)?;
-    secrets
-        .create(
-            &PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PostParams::default()
-            },
-            &object,
-        )
-        .await?;
-    tracing::info!(volume = %key(nv), secret = %names.sftp_host_key_secret, "created the SFTP host key Secret");
-    Ok(())
+    create_once(secrets, &object, "SFTP host key", nv).await
 }
 
 /// The storage class `name`, from the store or (on a miss) the apiserver.
@@ -772,13 +765,13 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
 
     // The token Secret is created once and never rewritten: handed-out tokens stay valid.
     if secret_owner == Ownership::Absent {
-        create_token_secret(nv, &secrets, &names).await?;
+        create_token_secret(nv, &secrets).await?;
     }
     observed.token_secret = true;
     // The host key likewise: clients' known_hosts stay valid for the NasVolume's life.
     if sftp::serves_sftp(nv) {
         if host_key_owner == Ownership::Absent {
-            create_host_key_secret(nv, &secrets, &names).await?;
+            create_host_key_secret(nv, &secrets).await?;
         }
         observed.sftp_host_key = true;
     }
@@ -874,7 +867,7 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         && secret_ownership(ctx, &namespace, &names.token_secret, &name, &uid).await?
             == Ownership::Absent
     {
-        create_token_secret(nv, &secrets, &names).await?;
+        create_token_secret(nv, &secrets).await?;
     }
     let ready = status.phase == Some(Phase::Ready);
     publish_status(nv, ctx, status).await?;

@@ -11,12 +11,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use crate::reload::{FileVersion, file_version};
+use crate::reload::ChangeCheck;
 
 /// How often the token files are checked for a change.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
@@ -166,22 +166,13 @@ fn read_token(path: &Path) -> Result<Vec<u8>, TokenFileError> {
     Ok(token.to_vec())
 }
 
-/// What identifies one version of a file (through symlinks, as a Secret volume has them).
-type Version = FileVersion;
-
-#[derive(Debug)]
-struct Reload {
-    checked: Instant,
-    versions: [Version; 2],
-}
-
 /// The token files and the tokens last read from them.
 #[derive(Debug)]
 pub struct Tokens {
     paths: [Option<PathBuf>; 2],
     anonymous_read: bool,
     current: RwLock<Arc<TokenSet>>,
-    reload: Mutex<Reload>,
+    reload: Mutex<ChangeCheck<2>>,
 }
 
 impl Tokens {
@@ -193,20 +184,13 @@ impl Tokens {
         anonymous_read: bool,
     ) -> Result<Self, TokenFileError> {
         let paths = [read_write, read_only];
-        // Versions first: a change between them and the read is seen at the next check.
-        let versions = [
-            paths[0].as_deref().and_then(file_version),
-            paths[1].as_deref().and_then(file_version),
-        ];
+        let check = ChangeCheck::new([paths[0].as_deref(), paths[1].as_deref()], RELOAD_CHECK);
         let set = read_set(&paths, false)?;
         Ok(Self {
             paths,
             anonymous_read,
             current: RwLock::new(Arc::new(set)),
-            reload: Mutex::new(Reload {
-                checked: Instant::now(),
-                versions,
-            }),
+            reload: Mutex::new(check),
         })
     }
 
@@ -231,19 +215,9 @@ impl Tokens {
             // Another request is checking right now; the current tokens serve this one.
             return;
         };
-        if reload.checked.elapsed() < RELOAD_CHECK {
+        if !reload.due([self.paths[0].as_deref(), self.paths[1].as_deref()]) {
             return;
         }
-        reload.checked = Instant::now();
-        let versions = [
-            self.paths[0].as_deref().and_then(file_version),
-            self.paths[1].as_deref().and_then(file_version),
-        ];
-        if versions == reload.versions {
-            return;
-        }
-        // Remembered either way, so a bad file is reported once per change, not each second.
-        reload.versions = versions;
         match read_set(&self.paths, true) {
             Ok(set) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);

@@ -15,12 +15,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::public::KeyData;
 
-use crate::reload::{FileVersion, file_version};
+use crate::reload::ChangeCheck;
 
 /// How often the file is checked for a change.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
@@ -185,26 +185,20 @@ fn read(path: &Path, default_id: u32) -> Result<Vec<(KeyData, Principal)>, KeysE
     parse_file(path, &text, default_id)
 }
 
-#[derive(Debug)]
-struct Reload {
-    checked: Instant,
-    version: FileVersion,
-}
-
 /// The authorized keys file and the keys last read from it.
 #[derive(Debug)]
 pub struct AuthorizedKeys {
     path: PathBuf,
     default_id: u32,
     current: RwLock<Arc<Vec<(KeyData, Principal)>>>,
-    reload: Mutex<Reload>,
+    reload: Mutex<ChangeCheck<1>>,
 }
 
 impl AuthorizedKeys {
     /// Reads the file; fails when it cannot be read or a line is not a key, so a bad mount
     /// stops start-up. An empty file is allowed (nobody may log in until a key is added).
     pub fn load(path: PathBuf, default_id: u32) -> Result<Self, KeysError> {
-        let version = file_version(&path);
+        let check = ChangeCheck::new([Some(path.as_path())], RELOAD_CHECK);
         let keys = read(&path, default_id)?;
         if keys.is_empty() {
             tracing::warn!(path = %path.display(), "the SFTP authorized keys file holds no key: every login is refused");
@@ -213,10 +207,7 @@ impl AuthorizedKeys {
             path,
             default_id,
             current: RwLock::new(Arc::new(keys)),
-            reload: Mutex::new(Reload {
-                checked: Instant::now(),
-                version,
-            }),
+            reload: Mutex::new(check),
         })
     }
 
@@ -241,15 +232,9 @@ impl AuthorizedKeys {
         let Ok(mut reload) = self.reload.try_lock() else {
             return;
         };
-        if reload.checked.elapsed() < RELOAD_CHECK {
+        if !reload.due([Some(self.path.as_path())]) {
             return;
         }
-        reload.checked = Instant::now();
-        let version = file_version(&self.path);
-        if version == reload.version {
-            return;
-        }
-        reload.version = version;
         match read(&self.path, self.default_id) {
             Ok(keys) => {
                 let count = keys.len();

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams};
 use zeronas_operator::reconcile::network_policy::summary;
@@ -205,22 +205,7 @@ pub async fn sftp_volume(s: &mut Suite) -> Step {
     if std::fs::read(local.join("down.bin")).map_err(|e| e.to_string())? != data {
         return Err("the file came back changed".into());
     }
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), NAMESPACE);
-    let pv_name = claims
-        .get(&format!("{NAME}-data"))
-        .await
-        .map_err(|e| e.to_string())?
-        .spec
-        .and_then(|sp| sp.volume_name)
-        .ok_or("the backing claim has no volume")?;
-    let folder = Api::<PersistentVolume>::all(s.client.clone())
-        .get(&pv_name)
-        .await
-        .map_err(|e| e.to_string())?
-        .spec
-        .and_then(|sp| sp.local)
-        .map(|l| PathBuf::from(l.path))
-        .ok_or("the backing PV is not a local volume")?;
+    let folder = s.backing_folder(NAME).await?;
     let on_disk = folder.join("d/up.bin");
     let meta = std::fs::metadata(&on_disk).map_err(|e| format!("{}: {e}", on_disk.display()))?;
     if (meta.uid(), meta.len()) != (1000, data.len() as u64) {
