@@ -706,7 +706,8 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         .await;
         observed.blocked = Some(("AuthorizedKeysSecretNotFound".into(), message));
         publish_status(nv, ctx, status::compute(nv, &observed, now())).await?;
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        // The Secret is not watched: look again soon (one metadata read each time).
+        return Ok(Action::requeue(Duration::from_secs(15)));
     }
 
     // The backing claim: created, adopted (retained from a NasVolume of this name), or

@@ -110,11 +110,12 @@ pub async fn sftp_volume(s: &mut Suite) -> Step {
         &line,
     ])
     .await?;
-    // The operator looks again within a minute (its requeue); an annotation makes it now.
-    s.kubectl(&["annotate", "nasvolume", NAME, "e2e/keys=created"])
-        .await?;
+    // The operator looks again every 15 s while the Secret is missing.
     let ready = s.apply_volume(NAME, spec).await?;
-    s.measure("time-to-Ready of an SFTP NasVolume", secs(ready));
+    s.measure(
+        "SFTP NasVolume: keys Secret created → Ready (the operator looks again every 15 s)",
+        secs(ready),
+    );
     let listed = s.kubectl(&["get", "nasvol", NAME]).await?;
     if !listed.contains("SFTP") || !listed.contains("sftp://") || !listed.contains(":2222/") {
         return Err(format!("kubectl get shows no SFTP endpoint:\n{listed}"));
