@@ -688,14 +688,24 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
 
-    // The user's authorized keys Secret must exist before a pod mounts it: a pod waiting for
-    // a missing Secret would take the share down (Recreate) with no word why.
-    if let Some(keys) = sftp::authorized_keys_secret(nv).filter(|_| !sftp_trusted)
-        && secrets.get_metadata_opt(keys).await?.is_none()
-    {
-        let message = format!(
-            "sftp.authorizedKeysSecret {keys:?} does not exist in namespace {namespace}: create it with the key authorized_keys"
-        );
+    // The user's authorized keys Secret must hold its key before a pod mounts it: a pod
+    // waiting for it would take the share down (Recreate) with no word why. Read on every
+    // reconcile of an SFTP share (public keys only; a renamed or emptied Secret is seen).
+    let keys_problem = match sftp::authorized_keys_secret(nv) {
+        Some(keys) => match secrets.get_opt(keys).await? {
+            None => Some(format!(
+                "sftp.authorizedKeysSecret {keys:?} does not exist in namespace {namespace}: create it with the key {}",
+                sftp::AUTHORIZED_KEYS_KEY
+            )),
+            Some(secret) if !sftp::has_authorized_keys(&secret) => Some(format!(
+                "sftp.authorizedKeysSecret {keys:?} has no key {}",
+                sftp::AUTHORIZED_KEYS_KEY
+            )),
+            Some(_) => None,
+        },
+        None => None,
+    };
+    if let Some(message) = keys_problem {
         tracing::warn!(volume = %key(nv), %message, "SFTP keys missing; nothing applied");
         ctx.event(
             nv,
@@ -705,6 +715,9 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
         observed.blocked = Some(("AuthorizedKeysSecretNotFound".into(), message));
+        // What exists keeps its place in the status meanwhile.
+        observed.token_secret = secret_owner == Ownership::Ours;
+        observed.sftp_host_key = host_key_owner == Ownership::Ours;
         publish_status(nv, ctx, status::compute(nv, &observed, now())).await?;
         // The Secret is not watched: look again soon (one metadata read each time).
         return Ok(Action::requeue(Duration::from_secs(15)));
@@ -869,6 +882,13 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
             == Ownership::Absent
     {
         create_token_secret(nv, &secrets).await?;
+    }
+    if sftp_trusted
+        && nv.status.as_ref() != Some(&status)
+        && secret_ownership(ctx, &namespace, &names.sftp_host_key_secret, &name, &uid).await?
+            == Ownership::Absent
+    {
+        create_host_key_secret(nv, &secrets).await?;
     }
     let ready = status.phase == Some(Phase::Ready);
     publish_status(nv, ctx, status).await?;

@@ -433,6 +433,8 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.forget(channel);
+        // The cap is on channels open at once, not over the connection's life.
+        self.opened = self.opened.saturating_sub(1);
         Ok(())
     }
 }
@@ -458,7 +460,11 @@ async fn serve_channel(channel: Channel<Msg>, mut sftp: SftpSession) -> std::io:
         bytes::BytesMut,
         tokio::sync::OwnedSemaphorePermit,
     )>();
+    // Dropped when the sender ends for any reason: the reader then stops too, so a client
+    // whose replies could not be sent gets its channel closed instead of waiting for ever.
+    let (sender_alive, mut sender_gone) = tokio::sync::oneshot::channel::<()>();
     let sender = tokio::spawn(async move {
+        let _alive = sender_alive;
         let mut batch = Vec::with_capacity(COALESCE);
         while let Some((reply, permit)) = queued.recv().await {
             if reply.len() >= COALESCE {
@@ -485,7 +491,11 @@ async fn serve_channel(channel: Channel<Msg>, mut sftp: SftpSession) -> std::io:
     let mut packet = Vec::with_capacity(64 * 1024);
     let read_result = loop {
         let mut len = [0u8; 4];
-        match reader.read_exact(&mut len).await {
+        let read = tokio::select! {
+            read = reader.read_exact(&mut len) => read,
+            _ = &mut sender_gone => break Ok(()),
+        };
+        match read {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(e),

@@ -34,6 +34,18 @@ pub fn authorized_keys_secret(nv: &NasVolume) -> Option<&str> {
         .and_then(|s| s.authorized_keys_secret.as_deref())
 }
 
+/// Whether the user's Secret holds the authorized keys (in `data` or `stringData`).
+pub fn has_authorized_keys(secret: &Secret) -> bool {
+    secret
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key(AUTHORIZED_KEYS_KEY))
+        || secret
+            .string_data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(AUTHORIZED_KEYS_KEY))
+}
+
 /// A new ed25519 host key in OpenSSH's private key format, from the operating system's
 /// CSPRNG.
 pub fn new_host_key(comment: &str) -> Result<String, RandomError> {
@@ -138,6 +150,19 @@ mod tests {
         let plain = volume("capacity: 1Gi\n");
         assert!(!dataplane_args(&plain).unwrap().join(" ").contains("--sftp"));
         assert!(!summary(&network_policy(&plain, "m").unwrap()).contains_key(&2222));
+    }
+
+    #[test]
+    fn a_keys_secret_needs_its_key() {
+        let mut secret = Secret::default();
+        assert!(!has_authorized_keys(&secret));
+        secret.string_data = Some(BTreeMap::from([("other".into(), "x".into())]));
+        assert!(!has_authorized_keys(&secret));
+        secret.data = Some(BTreeMap::from([(
+            AUTHORIZED_KEYS_KEY.into(),
+            k8s_openapi::ByteString(b"ssh-ed25519 AAAA".to_vec()),
+        )]));
+        assert!(has_authorized_keys(&secret));
     }
 
     #[test]
