@@ -221,8 +221,8 @@ TEST_STAGES := fmt lint chart monitoring images-check chaos unit kernel-client e
 test: deps
 	@mkdir -p target; : > target/test-stages.log; \
 	free_gib=$$(df -P -k target | awk 'NR==2 { print int($$4 / 1048576) }'); \
-	echo "== disk: $$free_gib GiB free for target/ (a cold run writes about 8 GiB)"; \
-	if [ "$$free_gib" -lt 9 ]; then echo "== warning: under 9 GiB free; the build may fail with 'No space left on device'"; fi; \
+	echo "== disk: $$free_gib GiB free for target/ (a cold run writes about 9.5 GiB)"; \
+	if [ "$$free_gib" -lt 10 ]; then echo "== warning: under 10 GiB free; the build may fail with 'No space left on device'"; fi; \
 	for stage in $(TEST_STAGES); do \
 		start=$$(date +%s); echo "== make $$stage"; \
 		$(MAKE) --no-print-directory $$stage || { echo "== stage $$stage FAILED after $$(( $$(date +%s) - start )) s"; exit 1; }; \
