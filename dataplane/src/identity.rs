@@ -401,30 +401,37 @@ impl Creds {
 /// the caller checks the mode). These are per-thread system calls: the glibc wrappers of
 /// setgroups would change every thread of the process.
 pub fn assume(creds: &Creds) {
-    // NFS goes on as before when a switch fails (the kernel then checks as the server);
-    // SFTP uses `try_assume` and refuses the request.
-    let _ = try_assume(creds);
+    // NFS goes on as before when a switch fails (the kernel then checks as the server); the
+    // three calls are all its hot path pays. SFTP uses `try_assume` and refuses the request.
+    switch(creds);
+}
+
+/// The three per-thread calls; returns setgroups' result (0 or -1).
+fn switch(creds: &Creds) -> libc::c_long {
+    // SAFETY: plain system calls on this thread's credentials; the group list pointer and
+    // length describe a live slice.
+    unsafe {
+        let groups = libc::syscall(libc::SYS_setgroups, creds.gids.len(), creds.gids.as_ptr());
+        libc::syscall(libc::SYS_setfsgid, creds.gid);
+        libc::syscall(libc::SYS_setfsuid, creds.uid);
+        groups
+    }
 }
 
 /// [`assume`], failing when the kernel did not take the identity (setgroups refused, or
 /// the fsuid/fsgid not changed: no SETUID/SETGID capability).
 pub fn try_assume(creds: &Creds) -> std::io::Result<()> {
-    // SAFETY: plain system calls on this thread's credentials; the group list pointer and
-    // length describe a live slice.
-    let (groups, fsgid, fsuid) = unsafe {
-        let groups = libc::syscall(libc::SYS_setgroups, creds.gids.len(), creds.gids.as_ptr());
-        libc::syscall(libc::SYS_setfsgid, creds.gid);
-        libc::syscall(libc::SYS_setfsuid, creds.uid);
-        // With an invalid id (-1) both calls change nothing and return the current one.
+    if switch(creds) != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // With an invalid id (-1) both calls change nothing and return the current one.
+    // SAFETY: as in `switch`.
+    let (fsgid, fsuid) = unsafe {
         (
-            groups,
             libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
             libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
         )
     };
-    if groups != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     if (fsuid, fsgid) != (creds.uid, creds.gid) {
         return Err(std::io::Error::from_raw_os_error(libc::EPERM));
     }

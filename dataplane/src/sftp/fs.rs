@@ -271,11 +271,6 @@ impl Session {
         Arc::clone(&self.share.metrics)
     }
 
-    /// Open handles.
-    pub fn open_handles(&self) -> usize {
-        self.handles.len()
-    }
-
     /// Answers one packet body. Never panics on client input; every request gets exactly
     /// one reply, except INIT, which gets VERSION.
     pub fn handle(&mut self, packet: &[u8]) -> (&'static str, BytesMut) {
