@@ -5,7 +5,8 @@ ROOT ?= ./share
 HTTP ?= 127.0.0.1:8080
 NFS ?= 127.0.0.1:2049
 APT_PACKAGES := curl ca-certificates python3-seccomp python3-yaml openssl iproute2 libnfs-utils strace \
-	qemu-system-x86 busybox-static cpio kmod umoci openssh-client openssh-server sshfs fuse3
+	qemu-system-x86 busybox-static cpio kmod umoci openssh-client openssh-server sshfs fuse3 \
+	chromium chromium-driver
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # Debian's Python, which the apt packages above (yaml, matplotlib, seccomp) are for.
 PYTHON := /usr/bin/python3

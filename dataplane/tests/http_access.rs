@@ -162,6 +162,151 @@ async fn requests_need_the_right_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_cookie_reads_files_and_nothing_else() {
+    for mode in ["auto", "copy"] {
+        let (_dir, rw, ro) = token_files();
+        let s = TestServer::start(&[
+            "--zero-copy",
+            mode,
+            "--http-token-file",
+            &rw,
+            "--http-read-token-file",
+            &ro,
+        ])
+        .await;
+        s.write("a.txt", b"0123456789");
+        let cookie = format!("theme=dark; zeronas_token={RW}");
+        let with = |extra: &'static [(&'static str, &'static str)]| {
+            let mut h = vec![("cookie", cookie.as_str())];
+            h.extend_from_slice(extra);
+            h
+        };
+        // A plain link's GET, and its Range (resume), are authorized by the cookie.
+        let read = s.send("GET", &url("a.txt"), &with(&[]), b"").await;
+        assert_eq!(
+            (read.status, read.body.as_slice()),
+            (200, &b"0123456789"[..]),
+            "{mode}"
+        );
+        let range = s
+            .send("GET", &url("a.txt"), &with(&[("range", "bytes=4-")]), b"")
+            .await;
+        assert_eq!(
+            (range.status, range.body.as_slice()),
+            (206, &b"456789"[..]),
+            "{mode}"
+        );
+        // Never for a write, nor for anything but files; a bad cookie is an invalid token.
+        let put = s.send("PUT", &url("a.txt"), &with(&[]), b"defaced").await;
+        assert_eq!(
+            (put.status, put.code().as_str()),
+            (401, "unauthorized"),
+            "{mode}"
+        );
+        let delete = s.send("DELETE", &url("a.txt"), &with(&[]), b"").await;
+        assert_eq!(delete.status, 401, "{mode}");
+        assert_eq!(std::fs::read(s.path("a.txt")).unwrap(), b"0123456789");
+        let list = s
+            .send("GET", "/v1/shares/default/list", &with(&[]), b"")
+            .await;
+        assert_eq!(list.status, 401, "{mode}");
+        let stale = s
+            .send(
+                "GET",
+                &url("a.txt"),
+                &[("cookie", "zeronas_token=old-token-0123456789")],
+                b"",
+            )
+            .await;
+        assert_eq!(
+            (stale.status, stale.code().as_str()),
+            (401, "invalid_token"),
+            "{mode}"
+        );
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_share_list_says_who_may_write_and_the_app_needs_no_token() {
+    let (_dir, rw, ro) = token_files();
+    let s = TestServer::start(&["--http-token-file", &rw, "--http-read-token-file", &ro]).await;
+    let shares = |token: &'static str| {
+        let s = &s;
+        async move {
+            let auth = bearer(token);
+            let headers: Vec<(&str, &str)> = if token.is_empty() {
+                vec![]
+            } else {
+                vec![("authorization", auth.as_str())]
+            };
+            s.send("GET", "/v1/shares", &headers, b"").await
+        }
+    };
+    assert_eq!(shares("").await.status, 401);
+    let read_write = shares(RW).await;
+    assert_eq!(read_write.status, 200);
+    assert_eq!(
+        read_write.json(),
+        serde_json::json!({"shares": [{"name": "default", "read_only": false, "can_write": true}]})
+    );
+    assert_eq!(shares(RO).await.json()["shares"][0]["can_write"], false);
+    // The page and its files are served to anyone, with the policy that forbids inline
+    // scripts; they are not files of the share.
+    for (target, kind) in [
+        ("/", "text/html"),
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+    ] {
+        let page = s.send("GET", target, &[], b"").await;
+        assert_eq!(page.status, 200, "{target}");
+        assert!(
+            page.header("content-type").unwrap().starts_with(kind),
+            "{target}"
+        );
+        let policy = page.header("content-security-policy").unwrap();
+        assert!(
+            policy.contains("script-src 'self'") && !policy.contains("unsafe"),
+            "{policy}"
+        );
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    }
+    let missing = s.send("GET", "/ui/secret.txt", &[], b"").await;
+    assert_eq!(missing.status, 404);
+    let put = s
+        .send("PUT", "/ui/app.js", &[("authorization", &bearer(RW))], b"x")
+        .await;
+    assert_eq!(put.status, 405);
+    // Listing entries whose names are not UTF-8 carry the bytes, percent-encoded.
+    s.write("plain", b"p");
+    let latin1 = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9");
+    std::fs::write(s.root.path().join(latin1), b"c").unwrap();
+    let list = s
+        .send(
+            "GET",
+            "/v1/shares/default/list",
+            &[("authorization", &bearer(RO))],
+            b"",
+        )
+        .await
+        .json();
+    assert_eq!(list["entries"][0]["name"], "caf\u{fffd}");
+    assert_eq!(list["entries"][0]["name_encoded"], "caf%E9");
+    assert_eq!(list["entries"][1]["name"], "plain");
+    assert!(list["entries"][1].get("name_encoded").is_none());
+    let file = s
+        .send(
+            "GET",
+            &url("caf%E9"),
+            &[("authorization", &bearer(RO))],
+            b"",
+        )
+        .await;
+    assert_eq!(file.body, b"c");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_read_reads_but_never_writes() {
     let (_dir, rw, _) = token_files();
     let s = TestServer::start(&["--http-token-file", &rw, "--http-anonymous-read"]).await;
@@ -170,6 +315,9 @@ async fn anonymous_read_reads_but_never_writes() {
     assert_eq!((read.status, read.body.as_slice()), (200, &b"public"[..]));
     let write = s.send("PUT", &url("pub.txt"), &[], b"defaced").await;
     assert_eq!(write.status, 401);
+    // The file browser learns it may only read.
+    let shares = s.send("GET", "/v1/shares", &[], b"").await;
+    assert_eq!(shares.json()["shares"][0]["can_write"], false);
     assert_eq!(std::fs::read(s.path("pub.txt")).unwrap(), b"public");
     s.stop().await;
 }

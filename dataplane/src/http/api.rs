@@ -542,6 +542,10 @@ fn decode_cursor(text: &str) -> Option<Vec<u8>> {
 #[derive(Serialize)]
 struct ListEntryJson {
     name: String,
+    /// The name's bytes percent-encoded, for names that are not UTF-8 (`name` then shows
+    /// them with U+FFFD and cannot address the file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_encoded: Option<String>,
     #[serde(rename = "type")]
     kind: &'static str,
     size: u64,
@@ -563,6 +567,10 @@ pub async fn list(share: &Arc<Share>, query: ListQuery) -> Result<Reply, ApiErro
         .entries
         .into_iter()
         .map(|e| ListEntryJson {
+            name_encoded: std::str::from_utf8(&e.name).is_err().then(|| {
+                percent_encoding::percent_encode(&e.name, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            }),
             name: String::from_utf8_lossy(&e.name).into_owned(),
             kind: e.kind,
             size: e.size,
@@ -572,6 +580,18 @@ pub async fn list(share: &Arc<Share>, query: ListQuery) -> Result<Reply, ApiErro
     let body =
         serde_json::json!({ "path": path_display, "entries": entries, "next_cursor": next_cursor });
     Ok(ResponsePlan::json(StatusCode::OK, body.to_string()).into())
+}
+
+/// GET /v1/shares: the share this server exports, and whether the request may change it.
+pub fn shares(app: &App, can_write: bool) -> Reply {
+    let body = serde_json::json!({
+        "shares": [{
+            "name": app.share.name(),
+            "read_only": app.share.read_only(),
+            "can_write": can_write,
+        }],
+    });
+    ResponsePlan::json(StatusCode::OK, body.to_string()).into()
 }
 
 /// GET stats: capacity, usage and counters.

@@ -118,6 +118,28 @@ pub fn decide(
     }
 }
 
+/// The cookie the web file browser sets so that its plain download links (which cannot
+/// carry an `Authorization` header) are authorized. It is honoured for reads of files only,
+/// never for a write: a forged cross-site request can never change the share.
+pub const TOKEN_COOKIE: &str = "zeronas_token";
+
+/// The `Authorization` value that the [`TOKEN_COOKIE`] among `cookie_headers` stands for
+/// (`Bearer ` and the percent-decoded token), if one is there.
+pub fn cookie_authorization<'a>(
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Vec<u8>> {
+    let value = cookie_headers
+        .into_iter()
+        .flat_map(|header| header.split(|b| *b == b';'))
+        .find_map(|pair| {
+            let (name, value) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+            (name.trim_ascii() == TOKEN_COOKIE.as_bytes()).then(|| value[1..].trim_ascii())
+        })?;
+    let mut authorization = b"Bearer ".to_vec();
+    authorization.extend(percent_encoding::percent_decode(value));
+    Some(authorization)
+}
+
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
 fn bearer(value: &[u8]) -> Option<&[u8]> {
     let value = value.trim_ascii();
@@ -253,6 +275,25 @@ fn read_set(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_cookie_stands_for_a_bearer_header() {
+        let rw = b"rw-token-0123456789";
+        let cookie =
+            |headers: &[&'static str]| cookie_authorization(headers.iter().map(|h| h.as_bytes()));
+        assert_eq!(
+            cookie(&["a=1; zeronas_token=rw-token-0123456789; b=2"]).as_deref(),
+            Some([b"Bearer ".as_slice(), rw].concat().as_slice())
+        );
+        assert_eq!(
+            cookie(&["x=y", "zeronas_token=a%3Bb%20c"]).as_deref(),
+            Some(b"Bearer a;b c".as_slice())
+        );
+        assert_eq!(cookie(&["zeronas_tokens=x; other=zeronas_token"]), None);
+        assert_eq!(cookie(&[]), None);
+        let auth = cookie(&["zeronas_token=rw-token-0123456789"]).unwrap();
+        assert_eq!(decide(&set(), false, Some(&auth), Access::Read), Ok(()));
+    }
 
     fn set() -> TokenSet {
         TokenSet {

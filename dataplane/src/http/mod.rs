@@ -10,5 +10,6 @@ pub mod frontend;
 pub mod observe;
 pub mod plan;
 pub mod service;
+pub mod ui;
 
 pub use error::ApiError;

@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::api::{self, ListQuery, Reply, SocketUpload};
 use super::app::{App, Listener};
-use super::auth::Access;
+use super::auth::{self, Access};
 use super::body::{Body, FileBody};
 use super::error::ApiError;
 use super::observe::{Exchange, ObservedBody};
@@ -150,7 +150,7 @@ where
             // On the API port, metrics (share name, usage) are share data: a token is
             // needed there when tokens are on. The metrics port stays open for scrapers.
             if listener != Listener::Admin {
-                authorize(app, req.headers(), Access::Read)?;
+                authorize(app, req.headers(), Access::Read, false)?;
             }
             let text = app.metrics.render(&app.usage, &app.budget);
             Ok(
@@ -163,6 +163,12 @@ where
             Err(ApiError::not_found("no such route on the metrics listener"))
         }
         Route::Unknown => Err(ApiError::not_found("no such route")),
+        Route::Ui { asset } => {
+            reads_only(&method)?;
+            Ok(super::ui::plan_asset(&asset, req.headers())?
+                .head_only(head)
+                .into())
+        }
         // Every share route needs a token (when tokens are configured) before anything
         // about the share, even whether it exists, is revealed.
         _ => {
@@ -171,7 +177,9 @@ where
             } else {
                 Access::Write
             };
-            authorize(app, req.headers(), access)?;
+            // Plain download links of the web file browser carry the token in a cookie.
+            let cookie = access == Access::Read && matches!(route, Route::File { .. });
+            authorize(app, req.headers(), access, cookie)?;
             dispatch_share(app, route, req, socket_upload).await
         }
     }
@@ -191,8 +199,14 @@ where
     let method = req.method().clone();
     let head = method == Method::HEAD;
     match route {
-        Route::Healthz | Route::Readyz | Route::Metrics | Route::Unknown => {
+        Route::Healthz | Route::Readyz | Route::Metrics | Route::Unknown | Route::Ui { .. } => {
             Err(ApiError::not_found("no such route"))
+        }
+        Route::Shares => {
+            reads_only(&method)?;
+            let can_write = !app.share.read_only()
+                && authorize(app, req.headers(), Access::Write, false).is_ok();
+            Ok(with_head(api::shares(app, can_write), head))
         }
         Route::List { share } => {
             check_share(app, &share)?;
@@ -247,11 +261,29 @@ fn check_share(app: &App, share: &str) -> Result<(), ApiError> {
 }
 
 /// The request's bearer token checked for `access` (passes at once without token files).
-fn authorize(app: &App, headers: &http::HeaderMap, access: Access) -> Result<(), ApiError> {
-    let authorization = headers.get(header::AUTHORIZATION);
+/// With `cookie`, a request without an `Authorization` header may bring the token in the
+/// web file browser's cookie instead.
+fn authorize(
+    app: &App,
+    headers: &http::HeaderMap,
+    access: Access,
+    cookie: bool,
+) -> Result<(), ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let from_cookie = match authorization {
+        None if cookie => auth::cookie_authorization(
+            headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        ),
+        _ => None,
+    };
     Ok(app
         .tokens
-        .check(authorization.map(HeaderValue::as_bytes), access)?)
+        .check(authorization.or(from_cookie.as_deref()), access)?)
 }
 
 /// 405 unless `method` is GET or HEAD (the routes that only read).

@@ -195,8 +195,8 @@ struct LatencyCell {
 /// Protocols with transfer metrics.
 pub const PROTOCOLS: [&str; 3] = ["http", "nfs", "sftp"];
 /// Route labels of the HTTP metrics.
-pub const ROUTES: [&str; 8] = [
-    "files", "list", "stats", "metrics", "healthz", "readyz", "invalid", "unknown",
+pub const ROUTES: [&str; 10] = [
+    "files", "list", "stats", "shares", "ui", "metrics", "healthz", "readyz", "invalid", "unknown",
 ];
 
 fn protocol_index(protocol: &str) -> usize {

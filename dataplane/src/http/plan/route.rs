@@ -14,6 +14,11 @@ pub enum Route {
     List { share: String },
     /// `/v1/shares/{share}/stats`
     Stats { share: String },
+    /// `/v1/shares`: the shares this server exports.
+    Shares,
+    /// `/` and `/ui/{asset}`: the web file browser's static files (`asset` is empty for
+    /// the page itself).
+    Ui { asset: String },
     /// `/metrics`
     Metrics,
     /// `/healthz`
@@ -48,7 +53,18 @@ impl Route {
             "/metrics" => return Ok(Route::Metrics),
             "/healthz" => return Ok(Route::Healthz),
             "/readyz" => return Ok(Route::Readyz),
+            "/v1/shares" | "/v1/shares/" => return Ok(Route::Shares),
+            "/" | "/ui" => {
+                return Ok(Route::Ui {
+                    asset: String::new(),
+                });
+            }
             _ => {}
+        }
+        if let Some(asset) = path.strip_prefix("/ui/") {
+            return Ok(Route::Ui {
+                asset: asset.to_owned(),
+            });
         }
         let Some((share, tail)) = split_share(path) else {
             return Ok(Route::Unknown);
@@ -79,6 +95,8 @@ impl Route {
             Route::File { .. } => "files",
             Route::List { .. } => "list",
             Route::Stats { .. } => "stats",
+            Route::Shares => "shares",
+            Route::Ui { .. } => "ui",
             Route::Metrics => "metrics",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
@@ -110,8 +128,16 @@ mod tests {
             Route::Stats { share: "a".into() }
         );
         assert_eq!(Route::parse("/v1/shares/a/nope").unwrap(), Route::Unknown);
-        assert_eq!(Route::parse("/v1/shares/").unwrap(), Route::Unknown);
-        assert_eq!(Route::parse("/").unwrap(), Route::Unknown);
+        assert_eq!(Route::parse("/v1/shares/").unwrap(), Route::Shares);
+        assert_eq!(Route::parse("/v1/shares").unwrap(), Route::Shares);
+        let ui = |asset: &str| Route::Ui {
+            asset: asset.into(),
+        };
+        assert_eq!(Route::parse("/").unwrap(), ui(""));
+        assert_eq!(Route::parse("/ui").unwrap(), ui(""));
+        assert_eq!(Route::parse("/ui/").unwrap(), ui(""));
+        assert_eq!(Route::parse("/ui/app.js").unwrap(), ui("app.js"));
+        assert_eq!(Route::parse("/uix").unwrap(), Route::Unknown);
         assert!(file("").unwrap().is_root());
     }
 
