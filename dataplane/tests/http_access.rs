@@ -176,7 +176,7 @@ async fn the_browser_cookie_reads_files_and_nothing_else() {
         .await;
         s.write("a.txt", b"0123456789");
         let cookie = format!("theme=dark; zeronas_token={RW}");
-        let with = |extra: &'static [(&'static str, &'static str)]| {
+        let with = |extra: &[(&'static str, &'static str)]| {
             let mut h = vec![("cookie", cookie.as_str())];
             h.extend_from_slice(extra);
             h
@@ -222,6 +222,31 @@ async fn the_browser_cookie_reads_files_and_nothing_else() {
             (stale.status, stale.code().as_str()),
             (401, "invalid_token"),
             "{mode}"
+        );
+        // A browser says where a request comes from: another site (another port of the same
+        // host included) or a load as a script gets no help from the cookie.
+        for (name, value) in [
+            ("sec-fetch-site", "same-site"),
+            ("sec-fetch-dest", "script"),
+        ] {
+            let foreign = s
+                .send("GET", &url("a.txt"), &with(&[(name, value)]), b"")
+                .await;
+            assert_eq!(foreign.status, 401, "{mode} {name}: {value}");
+        }
+        let own = [
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-dest", "document"),
+        ];
+        let download = s.send("GET", &url("a.txt"), &with(&own), b"").await;
+        assert_eq!(download.status, 200, "{mode}");
+        // Opened as a page, a file of the share runs sandboxed: no script, no origin.
+        assert!(
+            download
+                .header("content-security-policy")
+                .is_some_and(|p| p.starts_with("sandbox;")),
+            "{mode}: {:?}",
+            download.headers
         );
         s.stop().await;
     }
@@ -318,6 +343,15 @@ async fn anonymous_read_reads_but_never_writes() {
     // The file browser learns it may only read.
     let shares = s.send("GET", "/v1/shares", &[], b"").await;
     assert_eq!(shares.json()["shares"][0]["can_write"], false);
+    // A stale download cookie does not refuse what anonymous read allows, on either path.
+    for range in ["bytes=0-", "bytes=1-"] {
+        let stale = [
+            ("cookie", "zeronas_token=stale-token-0123456789"),
+            ("range", range),
+        ];
+        let read = s.send("GET", &url("pub.txt"), &stale, b"").await;
+        assert!(matches!(read.status, 200 | 206), "{range}: {}", read.status);
+    }
     assert_eq!(std::fs::read(s.path("pub.txt")).unwrap(), b"public");
     s.stop().await;
 }

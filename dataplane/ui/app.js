@@ -10,7 +10,6 @@ const TOKEN_KEY = 'zeronas.token';
 // Plain download links cannot send an Authorization header: the server honours this
 // cookie for file reads only (never for a write), so links keep Range and resume.
 const TOKEN_COOKIE = 'zeronas_token';
-const COOKIE_PATH = '/v1/shares/';
 
 const $ = (id) => document.getElementById(id);
 
@@ -41,15 +40,24 @@ function authorization() {
   return t ? { Authorization: 'Bearer ' + t } : {};
 }
 
+/** The cookie's path: this share's files only. */
+function cookiePath() {
+  return state.share ? shareUrl('files/') : null;
+}
+
+/** Sets this tab's token as the download cookie; called again before each download, since
+ * another tab may have signed out or in with another token meanwhile. */
 function setCookie() {
   const t = token();
-  if (t) {
-    document.cookie = `${TOKEN_COOKIE}=${encodeURIComponent(t)}; Path=${COOKIE_PATH}; SameSite=Strict`;
+  const path = cookiePath();
+  if (t && path) {
+    document.cookie = `${TOKEN_COOKIE}=${encodeURIComponent(t)}; Path=${path}; SameSite=Strict`;
   }
 }
 
 function clearCookie() {
-  document.cookie = `${TOKEN_COOKIE}=; Path=${COOKIE_PATH}; SameSite=Strict; Max-Age=0`;
+  const path = cookiePath();
+  if (path) document.cookie = `${TOKEN_COOKIE}=; Path=${path}; SameSite=Strict; Max-Age=0`;
 }
 
 /** The API's JSON error of `status` from a body text, or a generic one. */
@@ -194,7 +202,8 @@ async function start() {
     return;
   }
   state.share = body.shares[0];
-  setCookie();
+  if (token()) setCookie();
+  else clearCookie(); // a cookie left by another tab must not stand in for no token
   $('login').hidden = true;
   clearMessage();
   $('share-name').textContent = state.share.name;
@@ -212,10 +221,23 @@ async function start() {
 
 // ---- browsing ----
 
+/** A segment of a hand-made URL in the form the API takes: characters that would change
+ * the meaning of a path or query (`&`, `+`, `#`, a stray `%`...) percent-encoded. */
+function normalizeSegment(segment) {
+  return segment.replace(/%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~!$'()*,;:@%]/gu, (c) => {
+    try {
+      return encodeURIComponent(c);
+    } catch (_) {
+      return '%EF%BF%BD'; // a lone surrogate
+    }
+  });
+}
+
 function folderFromHash() {
   return location.hash
     .replace(/^#\/?/, '')
     .split('/')
+    .map(normalizeSegment)
     .filter((segment) => segment !== '' && segment !== '.' && segment !== '..');
 }
 
@@ -291,6 +313,7 @@ function renderEntries(entries) {
       const link = element('a', entry.name);
       link.href = fileUrl(path);
       link.download = entry.name;
+      link.addEventListener('click', setCookie);
       name.append(link);
     } else {
       name.append(element('span', entry.name));

@@ -123,6 +123,25 @@ pub fn decide(
 /// never for a write: a forged cross-site request can never change the share.
 pub const TOKEN_COOKIE: &str = "zeronas_token";
 
+/// Whether a request may be authorized by the [`TOKEN_COOKIE`], from its `Sec-Fetch-Site`
+/// and `Sec-Fetch-Dest` headers (absent from clients that are not browsers): only a
+/// navigation or fetch of this origin's own pages (a download link, the app's `fetch`), never
+/// another site's (another port on the same host is the same *site*, not the same origin),
+/// and never a load as a script, style or worker, which would run a file of the share in a
+/// page.
+pub fn cookie_allowed(fetch_site: Option<&[u8]>, fetch_dest: Option<&[u8]>) -> bool {
+    let site_ok = matches!(fetch_site, None | Some(b"same-origin") | Some(b"none"));
+    let dest_ok = matches!(
+        fetch_dest,
+        None | Some(b"document")
+            | Some(b"empty")
+            | Some(b"image")
+            | Some(b"video")
+            | Some(b"audio")
+    );
+    site_ok && dest_ok
+}
+
 /// The `Authorization` value that the [`TOKEN_COOKIE`] among `cookie_headers` stands for
 /// (`Bearer ` and the percent-decoded token), if one is there.
 pub fn cookie_authorization<'a>(
@@ -293,6 +312,33 @@ mod tests {
         assert_eq!(cookie(&[]), None);
         let auth = cookie(&["zeronas_token=rw-token-0123456789"]).unwrap();
         assert_eq!(decide(&set(), false, Some(&auth), Access::Read), Ok(()));
+    }
+
+    #[test]
+    fn the_cookie_counts_for_this_origin_s_navigations_and_fetches_only() {
+        let allowed = |site: Option<&str>, dest: Option<&str>| {
+            cookie_allowed(site.map(str::as_bytes), dest.map(str::as_bytes))
+        };
+        assert!(allowed(None, None), "curl, wget: no fetch metadata");
+        assert!(allowed(Some("same-origin"), Some("document")));
+        assert!(allowed(Some("same-origin"), Some("empty")));
+        assert!(
+            allowed(Some("none"), Some("document")),
+            "a typed or bookmarked URL"
+        );
+        for site in ["same-site", "cross-site"] {
+            assert!(!allowed(Some(site), Some("document")), "{site}");
+        }
+        for dest in [
+            "script",
+            "style",
+            "worker",
+            "serviceworker",
+            "iframe",
+            "object",
+        ] {
+            assert!(!allowed(Some("same-origin"), Some(dest)), "{dest}");
+        }
     }
 
     fn set() -> TokenSet {

@@ -4,7 +4,9 @@
 //! The page holds no share data: it asks the file API for everything with the user's token,
 //! like any other client, so its files need no token. Every answer carries a strict
 //! `Content-Security-Policy` (scripts and styles from this origin only, nothing inline, no
-//! framing), so a file name that slipped into the page as markup still could not run.
+//! framing, Trusted Types required for every HTML and script sink, which the app never
+//! uses). Files of the share are no way around it: each is served with a sandboxing policy
+//! of its own, and the download cookie is refused to script and style loads.
 
 use std::sync::OnceLock;
 
@@ -17,7 +19,7 @@ use super::plan::{PlanBody, ResponsePlan};
 /// Sent with every file of the app: nothing inline, nothing from elsewhere, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'none'; \
-    frame-ancestors 'none'; base-uri 'none'";
+    frame-ancestors 'none'; base-uri 'none'; require-trusted-types-for 'script'";
 
 /// One embedded file of the app.
 struct Asset {

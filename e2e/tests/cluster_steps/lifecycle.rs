@@ -89,7 +89,57 @@ pub async fn http_tokens(s: &mut Suite) -> Step {
             ));
         }
     }
+    web_file_browser(s, &token, &read_token).await?;
     s.payload_intact().await
+}
+
+/// The dataplane pod serves the web file browser to anyone who reaches the HTTP port, with
+/// its security policy; `/v1/shares` tells each token whether it may write; the browser's
+/// download cookie reads a file.
+async fn web_file_browser(s: &Suite, token: &str, read_token: &str) -> Step {
+    let addr = s.share_address().await?;
+    let get = |path: String, header: Option<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = header
+            .as_ref()
+            .map(|(name, value)| vec![(*name, value.as_str())])
+            .unwrap_or_default();
+        zeronas_e2e::http::request_with(addr, "GET", &path, &headers, &[], Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("GET {path} at {addr}: {e}"))
+    };
+    let page = get("/".into(), None).await?;
+    let head = page.head.to_ascii_lowercase();
+    if page.status != 200
+        || !head.contains("content-security-policy: default-src 'none'")
+        || !String::from_utf8_lossy(&page.body).contains("/ui/app.js")
+    {
+        return Err(format!("GET / answered {}: {}", page.status, page.head));
+    }
+    for (bearer, can_write) in [(token, true), (read_token, false)] {
+        let shares = get(
+            "/v1/shares".into(),
+            Some(("Authorization", format!("Bearer {bearer}"))),
+        )
+        .await?;
+        let body: serde_json::Value = serde_json::from_slice(&shares.body)
+            .map_err(|e| format!("GET /v1/shares: {e}: {}", shares.head))?;
+        let share = &body["shares"][0];
+        if share["name"] != VOLUME || share["can_write"] != can_write {
+            return Err(format!("GET /v1/shares answered {body}"));
+        }
+    }
+    let cookie = get(
+        format!("/v1/shares/{VOLUME}/files/e2e/payload.bin"),
+        Some(("Cookie", format!("zeronas_token={read_token}"))),
+    )
+    .await?;
+    if cookie.status != 200 {
+        return Err(format!(
+            "a download with the cookie answered {}",
+            cookie.status
+        ));
+    }
+    Ok(())
 }
 
 /// The NetworkPolicy selects the dataplane pod and admits NFS from every network (no

@@ -136,6 +136,10 @@ pub struct FileFacts {
     pub content_type: HeaderValue,
 }
 
+/// The `Content-Security-Policy` of every file response: a sandbox without scripts.
+pub const FILE_CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; img-src 'self'; \
+    media-src 'self'; style-src 'unsafe-inline'";
+
 /// Plans the response to a GET or HEAD of a regular file.
 pub fn plan_read(req: &ReadRequest<'_>, file: &FileFacts) -> ResponsePlan {
     let mut headers = HeaderMap::new();
@@ -152,6 +156,13 @@ pub fn plan_read(req: &ReadRequest<'_>, file: &FileFacts) -> ResponsePlan {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    // A file of the share opened as a page (an `.html` or `.svg` anyone with write access
+    // put there) runs sandboxed: no script, an opaque origin, so it can never reach the web
+    // file browser's token or call the API as its user.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(FILE_CONTENT_SECURITY_POLICY),
     );
 
     match conditional::evaluate(&req.preconditions, Some(&file.validators), true) {
