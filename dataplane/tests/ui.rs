@@ -140,19 +140,18 @@ fn upload_status(browser: &Browser) -> String {
     })
 }
 
-/// Fails on any console error but the network's own "Failed to load resource" lines (the
-/// 401s this test asks for on purpose).
+/// Fails on any console error but the network's own lines for the 401s and 412s the tests
+/// ask for on purpose (a missing `app.css`, a 404 or a 500 would still fail it).
 fn assert_no_script_errors(browser: &Browser) {
+    let expected = |message: &str| {
+        message.contains("Failed to load resource")
+            && (message.contains("status of 401") || message.contains("status of 412"))
+    };
     let errors: Vec<_> = browser
         .console()
         .into_iter()
         .filter(|entry| entry["level"] == "SEVERE")
-        .filter(|entry| {
-            !entry["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("Failed to load resource")
-        })
+        .filter(|entry| !expected(entry["message"].as_str().unwrap_or_default()))
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
@@ -213,6 +212,9 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
     );
     browser.wait_text("#share-name", |t| t == "photos");
     browser.wait_text("#file-count", |t| t == "123 files");
+    browser.wait("the focus on the list after sign-in", || {
+        (browser.property(&browser.focused(), "id") == "listing").then_some(())
+    });
     assert!(browser.text_of("#usage-text").ends_with("of 1.0 GiB used"));
     // The token is in this tab's session, and never in a URL.
     let stored = browser.run("return sessionStorage.getItem('zeronas.token')", json!([]));
@@ -227,6 +229,9 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
     let docs = link(&browser, "docs/");
     browser.send_keys(&docs, ENTER);
     wait_listed(&browser, "readme.txt", true);
+    browser.wait("the focus on the list", || {
+        (browser.property(&browser.focused(), "id") == "listing").then_some(())
+    });
     assert_eq!(listed(&browser), ["notes/", "readme.txt"]);
     let crumbs: Vec<String> = browser
         .find_all("#crumbs li")
@@ -250,6 +255,12 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
     assert_eq!(focused, true, "the file picker takes the keyboard focus");
     browser.send_keys(&picker, &upload.display().to_string());
     assert_eq!(upload_status(&browser), "uploaded");
+    let full = browser.run(
+        "const bar = document.querySelector('#uploads li:last-child progress');
+         return bar.max === 1048583 && bar.value === bar.max",
+        json!([]),
+    );
+    assert_eq!(full, true, "the progress bar ends full");
     assert!(std::fs::read(served.path("docs/report 2026.bin")).expect("on disk") == first);
     wait_listed(&browser, "report 2026.bin", true);
 
@@ -286,8 +297,8 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
 
     // Download with the plain link (its cookie carries the token): the bytes match.
     assert_eq!(browser.run(READ_WITHOUT_HEADER, json!([])), 200);
-    wait_listed(&browser, "report 2026.bin", true);
-    browser.click(&link(&browser, "report 2026.bin"));
+    wait_listed(&browser, "dropped.bin", true);
+    browser.click_fresh("the download link", || link(&browser, "report 2026.bin"));
     assert!(
         browser.downloaded("report 2026.bin") == second,
         "downloaded bytes differ"
@@ -295,18 +306,27 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
     browser.wait_text("#file-count", |t| t == "125 files");
     browser.screenshot(&screenshot_path("browser.png"));
 
-    // Delete, confirmed in the dialog; Escape first cancels.
-    let delete = browser.find("button[aria-label='Delete dropped.bin']");
-    browser.click(&delete);
-    browser.wait_text("#confirm-text", |t| t.contains("dropped.bin"));
-    browser.send_keys(&browser.focused(), "\u{E00C}");
-    assert!(served.path("docs/dropped.bin").exists());
-    browser.click(&browser.find("button[aria-label='Delete dropped.bin']"));
-    browser.wait_text("#confirm-text", |t| t.contains("dropped.bin"));
-    browser.click(&browser.find("#confirm-ok"));
-    wait_listed(&browser, "dropped.bin", false);
-    assert!(!served.path("docs/dropped.bin").exists());
-    assert!(served.path("docs/report 2026.bin").exists());
+    // Delete, confirmed in the dialog; Escape (the focus is on Cancel) first cancels.
+    let dialog_open = "return document.getElementById('confirm').open";
+    for name in ["dropped.bin", "report 2026.bin"] {
+        let button = format!("button[aria-label='Delete {name}']");
+        browser.click_fresh(&button, || browser.find(&button));
+        browser.wait_text("#confirm-text", |t| t.contains(name));
+        let focused = browser.focused();
+        assert_eq!(browser.property(&focused, "id"), "confirm-cancel");
+        browser.send_keys(&focused, "\u{E00C}");
+        browser.wait("the dialog to close", || {
+            (browser.run(dialog_open, json!([])) == false).then_some(())
+        });
+        wait_listed(&browser, name, true);
+        assert!(served.path(&format!("docs/{name}")).exists());
+        browser.click_fresh(&button, || browser.find(&button));
+        browser.wait_text("#confirm-text", |t| t.contains(name));
+        browser.click(&browser.find("#confirm-ok"));
+        wait_listed(&browser, name, false);
+        assert!(!served.path(&format!("docs/{name}")).exists(), "{name}");
+    }
+    assert!(served.path("docs/readme.txt").exists());
 
     // Pages follow the list cursor: 50, 50, then 20 of 120 files, and back.
     browser.goto(&format!("{}/ui/#/many", served.base));
@@ -366,6 +386,11 @@ fn hostile_names_render_as_text() {
     ]);
     let raw_name = std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9.bin");
     std::fs::write(share.path().join(raw_name), b"not utf-8").expect("write");
+    let raw_folder = share.path().join(std::ffi::OsStr::from_bytes(b"dir-\xff"));
+    std::fs::create_dir(&raw_folder).expect("mkdir");
+    std::fs::write(raw_folder.join("inner.txt"), b"inner").expect("write");
+    std::fs::create_dir(share.path().join("a&b+c %")).expect("mkdir");
+    std::fs::write(share.path().join("a&b+c %/x.txt"), b"x").expect("write");
     let served = Served::start(share, false, &[]);
     let browser = Browser::start();
     browser.goto(&format!("{}/", served.base));
@@ -381,6 +406,8 @@ fn hostile_names_render_as_text() {
         "<img src=x onerror=alert(2)>",
         "<script>alert(1)<script>.txt",
         "latin1-\u{fffd}t\u{fffd}.bin",
+        "dir-\u{fffd}/",
+        "a&b+c %/",
     ];
     expected.sort();
     assert_eq!(names, expected);
@@ -424,6 +451,31 @@ fn hostile_names_render_as_text() {
     assert!(!served.path("#hash?query=1").exists());
     assert!(served.path("...").exists());
     browser.screenshot(&screenshot_path("hostile-names.png"));
+
+    // A folder whose name is not UTF-8: opened by its link (name_encoded in the fragment),
+    // shown in the breadcrumbs as text, its file read by its link.
+    browser.click_fresh("the folder link", || link(&browser, "dir-\u{fffd}/"));
+    wait_listed(&browser, "inner.txt", true);
+    let crumbs = browser.run(
+        "return [...document.querySelectorAll('#crumbs li')].map(li => li.textContent)",
+        json!([]),
+    );
+    assert_eq!(crumbs, json!(["photos", "dir-\u{fffd}"]));
+    let href = browser.property(&link(&browser, "inner.txt"), "href");
+    assert!(
+        href.as_str()
+            .unwrap_or_default()
+            .ends_with("/files/dir-%FF/inner.txt"),
+        "{href}"
+    );
+    let fetched = browser.run(
+        "return fetch(arguments[0]).then(r => r.text())",
+        json!([href]),
+    );
+    assert_eq!(fetched, "inner");
+    // A hand-made address with characters that mean something in a URL opens that folder.
+    browser.goto(&format!("{}/#/a&b+c %", served.base));
+    wait_listed(&browser, "x.txt", true);
     assert_no_script_errors(&browser);
 }
 

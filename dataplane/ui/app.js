@@ -19,7 +19,11 @@ const state = {
   cursors: [''], // the cursor that fetched each page seen so far
   page: 0,
   nextCursor: null,
-  loading: 0, // bumped per load, so a slow answer for an old folder is dropped
+  loading: 0, // bumped per listing, so a slow answer for an old folder or page is dropped
+  statsLoading: 0, // the same for stats
+  session: 0, // bumped at sign-out, so answers to a signed-out session are dropped
+  anonymous: false, // the server let this page read without a token
+  dialogs: Promise.resolve(), // questions wait for the one on screen
 };
 
 /** An error answered by the API: its HTTP status, `code` and `message`. */
@@ -98,13 +102,14 @@ function fileUrl(segments) {
 function decodeName(segment) {
   const bytes = [];
   const encoder = new TextEncoder();
-  for (let i = 0; i < segment.length; i++) {
-    const hex = segment.slice(i + 1, i + 3);
-    if (segment[i] === '%' && /^[0-9a-fA-F]{2}$/.test(hex)) {
+  const chars = [...segment]; // code points, not UTF-16 units
+  for (let i = 0; i < chars.length; i++) {
+    const hex = chars.slice(i + 1, i + 3).join('');
+    if (chars[i] === '%' && /^[0-9a-fA-F]{2}$/.test(hex)) {
       bytes.push(parseInt(hex, 16));
       i += 2;
     } else {
-      bytes.push(...encoder.encode(segment[i]));
+      bytes.push(...encoder.encode(chars[i]));
     }
   }
   return new TextDecoder().decode(new Uint8Array(bytes));
@@ -151,8 +156,15 @@ function showError(error, what) {
   showMessage(`${prefix}${error.message}${error.code ? ` (${error.code})` : ''}`);
 }
 
-/** A modal yes/no question; resolves true only for the OK button. */
+/** A modal yes/no question; resolves true only for the OK button. Questions asked while
+ * one is on screen (two uploads that both meet an existing name) wait their turn. */
 function confirmDialog(question, okLabel) {
+  const answer = state.dialogs.then(() => askOnce(question, okLabel));
+  state.dialogs = answer.catch(() => false);
+  return answer;
+}
+
+function askOnce(question, okLabel) {
   const dialog = $('confirm');
   $('confirm-text').textContent = question;
   $('confirm-ok').textContent = okLabel;
@@ -176,11 +188,15 @@ function confirmDialog(question, okLabel) {
 
 function askForToken(error) {
   const had = token() !== '';
+  state.session++;
   sessionStorage.removeItem(TOKEN_KEY);
   clearCookie();
   $('browser').hidden = true;
   $('stats').hidden = true;
   $('sign-out').hidden = true;
+  $('entries').replaceChildren();
+  $('uploads').replaceChildren();
+  $('anonymous').hidden = !state.anonymous;
   clearMessage();
   let reason = 'This share needs a token.';
   if (error && (had || error.code === 'invalid_token')) {
@@ -194,14 +210,18 @@ function askForToken(error) {
 }
 
 async function start() {
+  const session = state.session;
   let body;
   try {
     body = await (await api('/v1/shares')).json();
+    if (!body.shares || !body.shares.length) throw new ApiError(0, 'no_share', 'no share here');
   } catch (error) {
     showError(error, 'Cannot open the share');
     return;
   }
+  if (session !== state.session) return;
   state.share = body.shares[0];
+  if (!token()) state.anonymous = true;
   if (token()) setCookie();
   else clearCookie(); // a cookie left by another tab must not stand in for no token
   $('login').hidden = true;
@@ -280,6 +300,10 @@ async function loadPage() {
   const ticket = ++state.loading;
   const limit = $('page-size').value;
   const cursor = state.cursors[state.page];
+  // No Next or Previous until this page is here: a second click would reuse a cursor.
+  state.nextCursor = null;
+  $('prev').disabled = true;
+  $('next').disabled = true;
   // The segments are percent-encoded already: the path parameter takes them as they are.
   let url = shareUrl(`list?path=${state.folder.join('/')}&limit=${limit}`);
   if (cursor) url += `&cursor=${cursor}`;
@@ -289,13 +313,18 @@ async function loadPage() {
   } catch (error) {
     if (ticket === state.loading) {
       $('entries').replaceChildren();
+      $('prev').disabled = state.page === 0;
       showError(error, 'Cannot list this folder');
     }
     return;
   }
-  if (ticket !== state.loading) return;
+  if (ticket !== state.loading || $('browser').hidden) return;
   state.nextCursor = listing.next_cursor;
-  renderEntries(listing.entries);
+  try {
+    renderEntries(listing.entries);
+  } catch (error) {
+    showMessage(`Cannot show this folder: ${error.message}`);
+  }
   $('prev').disabled = state.page === 0;
   $('next').disabled = !state.nextCursor;
   $('page-number').textContent = `Page ${state.page + 1}`;
@@ -325,9 +354,13 @@ function renderEntries(entries) {
     size.title = `${entry.size} bytes`;
     const modified = new Date(entry.mtime * 1000);
     const date = element('td', undefined, 'date');
-    const time = element('time', modified.toLocaleString());
-    time.dateTime = modified.toISOString();
-    date.append(time);
+    if (Number.isFinite(modified.getTime())) {
+      const time = element('time', modified.toLocaleString());
+      time.dateTime = modified.toISOString();
+      date.append(time);
+    } else {
+      date.textContent = `${entry.mtime} s`; // beyond what a Date can hold
+    }
     row.append(name, size, date);
     if (state.share.can_write) {
       const actions = element('td');
@@ -345,13 +378,17 @@ function renderEntries(entries) {
 }
 
 async function loadStats() {
+  const ticket = ++state.statsLoading;
   let stats;
   try {
     stats = await (await api(shareUrl('stats'))).json();
   } catch (error) {
+    if (ticket !== state.statsLoading) return;
     if (error.status === 401) showError(error);
-    return; // the listing reports other errors
+    else $('usage-text').textContent = `usage unknown (${error.code})`;
+    return;
   }
+  if (ticket !== state.statsLoading || $('browser').hidden) return;
   const capacity = stats.capacity_bytes ?? (stats.filesystem && stats.filesystem.size_bytes);
   const meter = $('usage-meter');
   meter.max = capacity || 1;
@@ -381,7 +418,10 @@ async function deleteEntry(entry, path) {
     showMessage(`Deleted “${entry.name}”.`, true);
   } catch (error) {
     showError(error, `Cannot delete “${entry.name}”`);
+    if (error.status === 401) return;
   }
+  // The focused button goes with its row: keep the keyboard in the list.
+  $('listing').focus();
   refresh();
 }
 
@@ -402,6 +442,8 @@ function put(url, file, replace, progress) {
     };
     request.onload = () => resolve(request);
     request.onerror = () => reject(new ApiError(0, 'network', 'the connection was lost'));
+    request.onabort = () => reject(new ApiError(0, 'aborted', 'the upload was stopped'));
+    request.ontimeout = () => reject(new ApiError(0, 'timeout', 'the upload timed out'));
     request.send(file);
   });
 }
@@ -415,11 +457,12 @@ async function uploadOne(file, folder) {
   const status = element('span', 'uploading…');
   item.append(element('span', file.name), progress, status);
   $('uploads').append(item);
-  const url = fileUrl([...folder, encodeURIComponent(file.name)]);
   try {
+    const url = fileUrl([...folder, encodeURIComponent(file.name)]);
     let request = await put(url, file, false, progress);
     if (request.status === 412) {
-      const replace = await confirmDialog(`“${file.name}” already exists here. Replace it?`, 'Replace');
+      const where = folder.length ? `“${decodeName(folder[folder.length - 1])}”` : 'the top folder';
+      const replace = await confirmDialog(`“${file.name}” already exists in ${where}. Replace it?`, 'Replace');
       if (!replace) {
         status.textContent = 'skipped: a file of this name exists';
         return;
@@ -448,8 +491,13 @@ async function upload(files) {
     if (!item.querySelector('span:last-child').textContent.startsWith('uploading')) item.remove();
   }
   const folder = state.folder;
-  for (const file of files) await uploadOne(file, folder);
-  refresh();
+  const session = state.session;
+  for (const file of files) {
+    // Signed out meanwhile (a 401, say): the rest is not sent without a token.
+    if (session !== state.session) return;
+    await uploadOne(file, folder);
+  }
+  if (session === state.session) refresh();
 }
 
 // ---- wiring ----
@@ -461,14 +509,18 @@ document.addEventListener('DOMContentLoaded', () => {
     $('token').value = '';
     if (value) {
       sessionStorage.setItem(TOKEN_KEY, value);
-      start();
+      start().then(() => {
+        if (!$('browser').hidden) $('listing').focus();
+      });
     }
   });
   $('sign-out').addEventListener('click', () => {
     const signingOut = token() !== '';
-    sessionStorage.removeItem(TOKEN_KEY);
-    clearCookie();
     askForToken(signingOut ? null : new ApiError(401, 'unauthorized', ''));
+  });
+  $('anonymous').addEventListener('click', () => {
+    $('login').hidden = true;
+    start();
   });
   $('picker').addEventListener('change', () => {
     const files = [...$('picker').files];
@@ -493,15 +545,23 @@ document.addEventListener('DOMContentLoaded', () => {
     state.page = 0;
     loadPage();
   });
-  window.addEventListener('hashchange', openFolderFromHash);
+  window.addEventListener('hashchange', () => {
+    openFolderFromHash();
+    // The link that had the focus is gone with the old rows: keep the keyboard in the list.
+    $('listing').focus();
+  });
 
   // Files dropped anywhere on the page upload into the open folder; without this the
   // browser would navigate away to show the dropped file.
   const zone = $('drop-zone');
   const carriesFiles = (event) => event.dataTransfer && [...event.dataTransfer.types].includes('Files');
+  const writable = () => state.share && state.share.can_write && !$('browser').hidden;
   document.addEventListener('dragover', (event) => {
-    if (!carriesFiles(event)) return;
-    event.preventDefault();
+    event.preventDefault(); // never let a drop navigate away from uploads in flight
+    if (!carriesFiles(event) || !writable() || $('confirm').open) {
+      event.dataTransfer.dropEffect = 'none';
+      return;
+    }
     zone.classList.add('dragging');
     $('drop-hint').hidden = false;
   });
@@ -512,8 +572,8 @@ document.addEventListener('DOMContentLoaded', () => {
     }
   });
   document.addEventListener('drop', (event) => {
-    if (!carriesFiles(event)) return;
     event.preventDefault();
+    if (!carriesFiles(event) || $('confirm').open) return;
     zone.classList.remove('dragging');
     $('drop-hint').hidden = true;
     const files = [];

@@ -539,6 +539,13 @@ fn decode_cursor(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// What `name_encoded` escapes: every byte but RFC 3986's unreserved characters.
+const NAME_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 #[derive(Serialize)]
 struct ListEntryJson {
     name: String,
@@ -567,10 +574,9 @@ pub async fn list(share: &Arc<Share>, query: ListQuery) -> Result<Reply, ApiErro
         .entries
         .into_iter()
         .map(|e| ListEntryJson {
-            name_encoded: std::str::from_utf8(&e.name).is_err().then(|| {
-                percent_encoding::percent_encode(&e.name, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
-            }),
+            name_encoded: std::str::from_utf8(&e.name)
+                .is_err()
+                .then(|| percent_encoding::percent_encode(&e.name, NAME_ENCODED).to_string()),
             name: String::from_utf8_lossy(&e.name).into_owned(),
             kind: e.kind,
             size: e.size,

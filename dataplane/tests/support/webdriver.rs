@@ -22,9 +22,29 @@ pub const ENTER: &str = "\u{E007}";
 #[derive(Debug, Clone)]
 pub struct Element(String);
 
+/// How long a wait for the page lasts (the suite runs on a loaded 2-core machine).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// chromedriver and what it started (its process group), ended when dropped: by SIGTERM to
+/// the group, then SIGKILL if it is still there after 5 s.
+struct DriverProcess(Child);
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}
+
 /// A headless chromium session driven through chromedriver.
 pub struct Browser {
-    driver: Child,
+    _driver: DriverProcess,
     port: u16,
     session: String,
     /// Where downloads land.
@@ -34,17 +54,26 @@ pub struct Browser {
 
 /// One HTTP exchange with chromedriver: the status and the JSON body.
 fn exchange(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to chromedriver");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
+    try_exchange(port, method, path, body)
+        .unwrap_or_else(|e| panic!("{method} {path} to chromedriver: {e}"))
+}
+
+/// [`exchange`], with I/O errors returned instead of a panic (for `Drop`).
+fn try_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let body = body.map(Value::to_string).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).expect("send");
+    stream.write_all(request.as_bytes())?;
     // chromedriver keeps the connection open whatever the request says: read the head, then
     // the body its Content-Length (or its chunks) announces.
     let mut raw = Vec::new();
@@ -53,8 +82,10 @@ fn exchange(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, 
         if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break at;
         }
-        let n = stream.read(&mut buf).expect("read a response head");
-        assert!(n > 0, "chromedriver closed the connection");
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         raw.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
@@ -62,7 +93,7 @@ fn exchange(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, 
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("a status");
+        .ok_or(std::io::ErrorKind::InvalidData)?;
     let length = head.lines().find_map(|line| {
         line.strip_prefix("content-length:")
             .and_then(|v| v.trim().parse::<usize>().ok())
@@ -78,7 +109,7 @@ fn exchange(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, 
         if complete {
             break;
         }
-        let n = stream.read(&mut buf).expect("read a response body");
+        let n = stream.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -88,7 +119,7 @@ fn exchange(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, 
         payload = dechunk(&payload);
     }
     let value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-    (status, value)
+    Ok((status, value))
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
@@ -125,11 +156,18 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let driver = command
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; `make deps` installs it)");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Guarded from here on: a failed assertion below still ends it.
+        let mut driver = DriverProcess(
+            command
+                .spawn()
+                .expect("chromedriver (Debian's chromium-driver; `make deps` installs it)"),
+        );
+        let deadline = Instant::now() + WAIT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                matches!(driver.0.try_wait(), Ok(None)),
+                "chromedriver exited"
+            );
             assert!(Instant::now() < deadline, "chromedriver did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -158,7 +196,7 @@ impl Browser {
             .expect("session id")
             .to_owned();
         let browser = Browser {
-            driver,
+            _driver: driver,
             port,
             session,
             downloads,
@@ -207,15 +245,17 @@ impl Browser {
         value[ELEMENT].as_str().map(|id| Element(id.to_owned()))
     }
 
-    /// The first element that matches `css`, if any.
+    /// The first element that matches `css`, if any (any other error fails the test).
     pub fn try_find(&self, css: &str) -> Option<Element> {
-        self.try_command(
+        match self.try_command(
             "POST",
             "element",
             json!({"using": "css selector", "value": css}),
-        )
-        .ok()
-        .and_then(|v| v[ELEMENT].as_str().map(|id| Element(id.to_owned())))
+        ) {
+            Ok(v) => v[ELEMENT].as_str().map(|id| Element(id.to_owned())),
+            Err(e) if e["error"] == "no such element" => None,
+            Err(e) => panic!("find {css}: {e}"),
+        }
     }
 
     /// The first element that matches `css`, waiting up to 10 s for it.
@@ -240,6 +280,18 @@ impl Browser {
     /// Clicks `element`, as a user would (WebDriver checks that it is visible).
     pub fn click(&self, element: &Element) {
         self.command("POST", &format!("element/{}/click", element.0), json!({}));
+    }
+
+    /// Clicks what `find` gives, again if the page replaced it before the click landed.
+    pub fn click_fresh(&self, what: &str, find: impl Fn() -> Element) {
+        self.wait(what, || {
+            let element = find();
+            match self.try_command("POST", &format!("element/{}/click", element.0), json!({})) {
+                Ok(_) => Some(()),
+                Err(e) if e["error"] == "stale element reference" => None,
+                Err(e) => panic!("click {what}: {e}"),
+            }
+        })
     }
 
     /// Types `text` into `element`; for a file input, `text` is a file's path.
@@ -295,9 +347,9 @@ impl Browser {
         self.text(&self.find(css))
     }
 
-    /// Polls `probe` every 50 ms for up to 10 s until it gives a value.
+    /// Polls `probe` every 50 ms for up to [`WAIT`] until it gives a value.
     pub fn wait<T>(&self, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         loop {
             if let Some(value) = probe() {
                 return value;
@@ -307,11 +359,18 @@ impl Browser {
         }
     }
 
-    /// Waits up to 10 s until the text of `css` satisfies `ok`, and returns it.
+    /// Waits up to [`WAIT`] until the rendered text of `css` satisfies `ok`, and returns
+    /// it (read in the page in one step, so a re-rendered element is never stale).
     pub fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         loop {
-            let text = self.try_find(css).map(|e| self.text(&e));
+            let text = self
+                .run(
+                    "const e = document.querySelector(arguments[0]); return e ? e.innerText : null",
+                    json!([css]),
+                )
+                .as_str()
+                .map(str::to_owned);
             match text {
                 Some(text) if ok(&text) => return text,
                 last => assert!(
@@ -361,16 +420,12 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = exchange(
+        // Closes chromium; the driver's group is ended next, when `_driver` drops.
+        let _ = try_exchange(
             self.port,
             "DELETE",
             &format!("/session/{}", self.session),
             None,
         );
-        // chromedriver leads its own process group; anything of it still running ends here.
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.driver.id())])
-            .status();
-        let _ = self.driver.wait();
     }
 }
