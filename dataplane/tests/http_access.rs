@@ -30,6 +30,21 @@ fn token_files() -> (tempfile::TempDir, String, String) {
     (dir, s(rw), s(ro))
 }
 
+/// A server on `--zero-copy mode` with both token files, and the files.
+async fn start_with_tokens(mode: &str) -> (TestServer, tempfile::TempDir, String, String) {
+    let (dir, rw, ro) = token_files();
+    let s = TestServer::start(&[
+        "--zero-copy",
+        mode,
+        "--http-token-file",
+        &rw,
+        "--http-read-token-file",
+        &ro,
+    ])
+    .await;
+    (s, dir, rw, ro)
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -37,16 +52,7 @@ fn bearer(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_need_the_right_token() {
     for mode in ["auto", "copy"] {
-        let (dir, rw, ro) = token_files();
-        let s = TestServer::start(&[
-            "--zero-copy",
-            mode,
-            "--http-token-file",
-            &rw,
-            "--http-read-token-file",
-            &ro,
-        ])
-        .await;
+        let (s, dir, rw, _) = start_with_tokens(mode).await;
         s.write("a.txt", b"<html>hello</html>");
         let (rw_h, ro_h) = (bearer(RW), bearer(RO));
 
@@ -164,16 +170,7 @@ async fn requests_need_the_right_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_cookie_reads_files_and_nothing_else() {
     for mode in ["auto", "copy"] {
-        let (_dir, rw, ro) = token_files();
-        let s = TestServer::start(&[
-            "--zero-copy",
-            mode,
-            "--http-token-file",
-            &rw,
-            "--http-read-token-file",
-            &ro,
-        ])
-        .await;
+        let (s, _dir, _, _) = start_with_tokens(mode).await;
         s.write("a.txt", b"0123456789");
         let cookie = format!("theme=dark; zeronas_token={RW}");
         let with = |extra: &[(&'static str, &'static str)]| {

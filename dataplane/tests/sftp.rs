@@ -479,17 +479,12 @@ fn squash_mode_as_the_operator_runs_it() {
     // The host key belongs to the server's user, as a Secret mounted with its fsGroup.
     std::os::unix::fs::chown(keys.path("host"), Some(65532), Some(65532)).expect("chown");
     let local = tempfile::tempdir().expect("local");
-    let wrapper = [
-        "setpriv",
-        "--reuid=65532",
-        "--regid=65532",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--no-new-privs",
-        "--",
-    ];
-    let (child, port) = serve(share.path(), &keys, &wrapper, &["--identity", "squash"]);
+    let (child, port) = serve(
+        share.path(),
+        &keys,
+        &common::AS_OPERATOR_USER,
+        &["--identity", "squash"],
+    );
     assert_eq!(child.1["identity"], "squash");
     std::fs::write(local.path().join("f"), pattern(300_000, 9)).expect("local");
     let out = sftp_batch(

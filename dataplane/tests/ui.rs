@@ -71,17 +71,7 @@ impl Served {
         }
         flags.extend(extra.iter().map(|f| (*f).to_owned()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let wrapper = [
-            "setpriv",
-            "--reuid=65532",
-            "--regid=65532",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--no-new-privs",
-            "--",
-        ];
-        let (child, addr) = spawn_dataplane(&wrapper, share.path(), &flags);
+        let (child, addr) = spawn_dataplane(&common::AS_OPERATOR_USER, share.path(), &flags);
         Served {
             share,
             _tokens: token_dir,

@@ -221,6 +221,19 @@ pub fn stop_child(child: DataplaneChild) {
     drop(child);
 }
 
+/// Runs a command as the operator's non-root user 65532 with no capabilities, as the
+/// dataplane pod of a `squash` share runs (a wrapper for [`spawn_dataplane`]).
+pub const AS_OPERATOR_USER: [&str; 8] = [
+    "setpriv",
+    "--reuid=65532",
+    "--regid=65532",
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--no-new-privs",
+    "--",
+];
+
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
