@@ -146,6 +146,30 @@ fn assert_no_script_errors(browser: &Browser) {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
+/// Dispatches the drag events of a drop of one file (bytes `arguments[0]`, name
+/// `arguments[1]`) on the list, as the browser delivers them.
+const DROP: &str = "const data = new DataTransfer();
+    data.items.add(new File([new Uint8Array(arguments[0])], arguments[1]));
+    const zone = document.getElementById('drop-zone');
+    for (const type of ['dragenter', 'dragover', 'drop']) {
+      zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: data}));
+    }";
+
+/// Waits until the dialog is open with a question containing `text`, and returns it.
+fn wait_question(browser: &Browser, text: &str) -> String {
+    browser.wait(&format!("a question about {text:?}"), || {
+        let question = browser.run(
+            "const dialog = document.getElementById('confirm');
+             return dialog.open ? document.getElementById('confirm-text').textContent : null",
+            json!([]),
+        );
+        question
+            .as_str()
+            .filter(|q| q.contains(text))
+            .map(str::to_owned)
+    })
+}
+
 /// A file read from the page with no Authorization header: the cookie decides.
 const READ_WITHOUT_HEADER: &str =
     "return fetch('/v1/shares/photos/files/docs/readme.txt').then(r => r.status)";
@@ -245,12 +269,6 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
     assert_eq!(focused, true, "the file picker takes the keyboard focus");
     browser.send_keys(&picker, &upload.display().to_string());
     assert_eq!(upload_status(&browser), "uploaded");
-    let full = browser.run(
-        "const bar = document.querySelector('#uploads li:last-child progress');
-         return bar.max === 1048583 && bar.value === bar.max",
-        json!([]),
-    );
-    assert_eq!(full, true, "the progress bar ends full");
     assert!(std::fs::read(served.path("docs/report 2026.bin")).expect("on disk") == first);
     wait_listed(&browser, "report 2026.bin", true);
 
@@ -258,7 +276,7 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
     let second = pattern(70_000, 3);
     std::fs::write(&upload, &second).expect("local file");
     browser.send_keys(&browser.find("#picker"), &upload.display().to_string());
-    browser.wait_text("#confirm-text", |t| t.contains("already exists"));
+    wait_question(&browser, "already exists");
     browser.click(&browser.find("#confirm-cancel"));
     assert_eq!(
         upload_status(&browser),
@@ -266,24 +284,45 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
     );
     assert!(std::fs::read(served.path("docs/report 2026.bin")).expect("on disk") == first);
     browser.send_keys(&browser.find("#picker"), &upload.display().to_string());
-    browser.wait_text("#confirm-text", |t| t.contains("already exists"));
+    wait_question(&browser, "already exists");
     browser.click(&browser.find("#confirm-ok"));
     assert_eq!(upload_status(&browser), "replaced");
     assert!(std::fs::read(served.path("docs/report 2026.bin")).expect("on disk") == second);
 
     // Drag and drop: a drop event carrying a file, as the browser delivers one.
-    browser.run(
-        "const bytes = new Uint8Array(arguments[0]);
-         const data = new DataTransfer();
-         data.items.add(new File([bytes], 'dropped.bin'));
-         const zone = document.getElementById('drop-zone');
-         for (const type of ['dragenter', 'dragover', 'drop']) {
-           zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: data}));
-         }",
-        json!([pattern(5000, 4)]),
-    );
+    browser.run(DROP, json!([pattern(5000, 4), "dropped.bin"]));
     assert_eq!(upload_status(&browser), "uploaded");
     assert!(std::fs::read(served.path("docs/dropped.bin")).expect("on disk") == pattern(5000, 4));
+
+    // Two uploads at once that both meet an existing name: one question at a time, each
+    // answered by its own click.
+    wait_listed(&browser, "dropped.bin", true);
+    browser.run(DROP, json!([[1, 2, 3], "dropped.bin"]));
+    browser.send_keys(&browser.find("#picker"), &upload.display().to_string());
+    let mut asked = Vec::new();
+    for _ in 0..2 {
+        let question = wait_question(&browser, "already exists");
+        let name = ["dropped.bin", "report 2026.bin"]
+            .into_iter()
+            .find(|n| question.contains(n) && !asked.contains(n))
+            .unwrap_or_else(|| panic!("an unexpected question: {question}"));
+        asked.push(name);
+        browser.click(&browser.find("#confirm-cancel"));
+    }
+    browser.wait("both uploads skipped", || {
+        let statuses = browser.run(
+            "return [...document.querySelectorAll('#uploads li span:last-child')].map(s => s.textContent)",
+            json!([]),
+        );
+        let skipped = statuses
+            .as_array()?
+            .iter()
+            .filter(|s| s.as_str().is_some_and(|s| s.starts_with("skipped")))
+            .count();
+        (skipped == 2).then_some(())
+    });
+    assert!(std::fs::read(served.path("docs/dropped.bin")).expect("on disk") == pattern(5000, 4));
+    assert!(std::fs::read(served.path("docs/report 2026.bin")).expect("on disk") == second);
 
     // Download with the plain link (its cookie carries the token): the bytes match.
     assert_eq!(browser.run(READ_WITHOUT_HEADER, json!([])), 200);
@@ -301,7 +340,7 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
     for name in ["dropped.bin", "report 2026.bin"] {
         let button = format!("button[aria-label='Delete {name}']");
         browser.click_fresh(&button, || browser.find(&button));
-        browser.wait_text("#confirm-text", |t| t.contains(name));
+        wait_question(&browser, name);
         let focused = browser.focused();
         assert_eq!(browser.property(&focused, "id"), "confirm-cancel");
         browser.send_keys(&focused, "\u{E00C}");
@@ -311,7 +350,7 @@ fn sign_in_browse_upload_download_delete_in_chromium() {
         wait_listed(&browser, name, true);
         assert!(served.path(&format!("docs/{name}")).exists());
         browser.click_fresh(&button, || browser.find(&button));
-        browser.wait_text("#confirm-text", |t| t.contains(name));
+        wait_question(&browser, name);
         browser.click(&browser.find("#confirm-ok"));
         wait_listed(&browser, name, false);
         assert!(!served.path(&format!("docs/{name}")).exists(), "{name}");
@@ -466,6 +505,38 @@ fn hostile_names_render_as_text() {
     // A hand-made address with characters that mean something in a URL opens that folder.
     browser.goto(&format!("{}/#/a&b+c %", served.base));
     wait_listed(&browser, "x.txt", true);
+    assert_no_script_errors(&browser);
+}
+
+#[test]
+fn anonymous_read_browses_and_offers_a_sign_in() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let share = share_with(&[("open.txt", b"o")]);
+    let served = Served::start(share, true, &["--http-anonymous-read"]);
+    let browser = Browser::start();
+    browser.goto(&format!("{}/", served.base));
+    wait_listed(&browser, "open.txt", true);
+    assert!(!browser.displayed(&browser.find("#tools")));
+    assert!(browser.find_all("#entries button").is_empty());
+    let sign_in = browser.find("#sign-out");
+    assert_eq!(browser.text(&sign_in), "Sign in");
+    browser.click(&sign_in);
+    browser.wait_text("#login-reason", |t| t == "This share needs a token.");
+    let without = browser.find("#anonymous");
+    assert!(browser.displayed(&without));
+    browser.click(&without);
+    wait_listed(&browser, "open.txt", true);
+    browser.wait("the focus on the list", || {
+        (browser.property(&browser.focused(), "id") == "listing").then_some(())
+    });
+    // A wrong token on this server: refused, and the way back without one is offered.
+    browser.click(&browser.find("#sign-out"));
+    browser.send_keys(
+        &browser.find("#token"),
+        &format!("not-a-token-0123456789{ENTER}"),
+    );
+    browser.wait_text("#login-reason", |t| t.contains("not accepted"));
+    assert!(browser.displayed(&browser.find("#anonymous")));
     assert_no_script_errors(&browser);
 }
 

@@ -44,9 +44,14 @@ function authorization() {
   return t ? { Authorization: 'Bearer ' + t } : {};
 }
 
+// The share's name (not a secret), kept so that a cookie left from an earlier visit can be
+// cleared before the server has told this page the name again.
+const SHARE_KEY = 'zeronas.share';
+
 /** The cookie's path: this share's files only. */
 function cookiePath() {
-  return state.share ? shareUrl('files/') : null;
+  const name = state.share ? state.share.name : localStorage.getItem(SHARE_KEY);
+  return name === null ? null : `/v1/shares/${encodeURIComponent(name)}/files/`;
 }
 
 /** Sets this tab's token as the download cookie; called again before each download, since
@@ -174,11 +179,16 @@ function askOnce(question, okLabel) {
       $('confirm-cancel').onclick = null;
       dialog.onclose = null;
       if (dialog.open) dialog.close();
+      $('confirm-text').textContent = '';
       resolve(answer);
     };
     $('confirm-ok').onclick = () => done(true);
     $('confirm-cancel').onclick = () => done(false);
-    dialog.onclose = () => done(false); // Escape
+    // Escape, or sign-out closing it. A close event queued by the previous question's
+    // close() can arrive after this one opened: it is not this question's answer.
+    dialog.onclose = () => {
+      if (!dialog.open) done(false);
+    };
     dialog.showModal();
     $('confirm-cancel').focus();
   });
@@ -195,7 +205,7 @@ function askForToken(error) {
   $('stats').hidden = true;
   $('sign-out').hidden = true;
   $('entries').replaceChildren();
-  $('uploads').replaceChildren();
+  if ($('confirm').open) $('confirm').close(); // its question belongs to the old session
   $('anonymous').hidden = !state.anonymous;
   clearMessage();
   let reason = 'This share needs a token.';
@@ -216,11 +226,17 @@ async function start() {
     body = await (await api('/v1/shares')).json();
     if (!body.shares || !body.shares.length) throw new ApiError(0, 'no_share', 'no share here');
   } catch (error) {
+    if (error.status === 401 && token()) {
+      // Would this server let the page read without a token? Then the prompt offers it.
+      const anonymous = await fetch('/v1/shares', { cache: 'no-store' }).catch(() => null);
+      state.anonymous = Boolean(anonymous && anonymous.ok);
+    }
     showError(error, 'Cannot open the share');
     return;
   }
   if (session !== state.session) return;
   state.share = body.shares[0];
+  localStorage.setItem(SHARE_KEY, state.share.name);
   if (!token()) state.anonymous = true;
   if (token()) setCookie();
   else clearCookie(); // a cookie left by another tab must not stand in for no token
@@ -410,9 +426,9 @@ function refresh() {
 
 async function deleteEntry(entry, path) {
   const kind = entry.type === 'dir' ? 'folder' : 'file';
-  if (!(await confirmDialog(`Delete the ${kind} “${entry.name}”? This cannot be undone.`, 'Delete'))) {
-    return;
-  }
+  const session = state.session;
+  const confirmed = await confirmDialog(`Delete the ${kind} “${entry.name}”? This cannot be undone.`, 'Delete');
+  if (!confirmed || session !== state.session) return;
   try {
     await api(fileUrl(path), { method: 'DELETE' });
     showMessage(`Deleted “${entry.name}”.`, true);
@@ -462,8 +478,9 @@ async function uploadOne(file, folder) {
     let request = await put(url, file, false, progress);
     if (request.status === 412) {
       const where = folder.length ? `“${decodeName(folder[folder.length - 1])}”` : 'the top folder';
+      const session = state.session;
       const replace = await confirmDialog(`“${file.name}” already exists in ${where}. Replace it?`, 'Replace');
-      if (!replace) {
+      if (!replace || session !== state.session) {
         status.textContent = 'skipped: a file of this name exists';
         return;
       }
@@ -520,24 +537,29 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('anonymous').addEventListener('click', () => {
     $('login').hidden = true;
-    start();
+    start().then(() => {
+      if (!$('browser').hidden) $('listing').focus();
+    });
   });
   $('picker').addEventListener('change', () => {
     const files = [...$('picker').files];
     $('picker').value = '';
     upload(files);
   });
+  // The pressed button is disabled while its page loads, which drops the keyboard focus:
+  // give it back once the page is here (or to the list when that button is now disabled).
+  const refocus = (button) => () => (button.disabled ? $('listing') : button).focus();
   $('prev').addEventListener('click', () => {
     if (state.page > 0) {
       state.page--;
-      loadPage();
+      loadPage().then(refocus($('prev')));
     }
   });
   $('next').addEventListener('click', () => {
     if (state.nextCursor) {
       state.cursors[state.page + 1] = state.nextCursor;
       state.page++;
-      loadPage();
+      loadPage().then(refocus($('next')));
     }
   });
   $('page-size').addEventListener('change', () => {

@@ -136,9 +136,23 @@ pub struct FileFacts {
     pub content_type: HeaderValue,
 }
 
-/// The `Content-Security-Policy` of every file response: a sandbox without scripts.
+/// The `Content-Security-Policy` of a file that could run script opened as a page: a
+/// sandbox without scripts and with an opaque origin.
 pub const FILE_CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; img-src 'self'; \
     media-src 'self'; style-src 'unsafe-inline'";
+
+/// Whether a file of `content_type` needs [`FILE_CONTENT_SECURITY_POLICY`]: every type but
+/// those that cannot run script in a page (raster images, audio, video, PDF, whose viewers
+/// a sandbox would break: Chromium's media viewer fetches the file again, and its PDF
+/// viewer refuses a sandboxed document). `nosniff` holds a browser to the announced type.
+pub fn needs_sandbox(content_type: &HeaderValue) -> bool {
+    let kind = content_type.as_bytes();
+    let passive = (kind.starts_with(b"image/") && !kind.starts_with(b"image/svg"))
+        || kind.starts_with(b"audio/")
+        || kind.starts_with(b"video/")
+        || kind == b"application/pdf";
+    !passive
+}
 
 /// Plans the response to a GET or HEAD of a regular file.
 pub fn plan_read(req: &ReadRequest<'_>, file: &FileFacts) -> ResponsePlan {
@@ -160,10 +174,12 @@ pub fn plan_read(req: &ReadRequest<'_>, file: &FileFacts) -> ResponsePlan {
     // A file of the share opened as a page (an `.html` or `.svg` anyone with write access
     // put there) runs sandboxed: no script, an opaque origin, so it can never reach the web
     // file browser's token or call the API as its user.
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(FILE_CONTENT_SECURITY_POLICY),
-    );
+    if needs_sandbox(&file.content_type) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(FILE_CONTENT_SECURITY_POLICY),
+        );
+    }
 
     match conditional::evaluate(&req.preconditions, Some(&file.validators), true) {
         Outcome::Proceed => {}
@@ -290,6 +306,37 @@ mod tests {
             },
             content_type: HeaderValue::from_static("text/plain"),
         }
+    }
+
+    #[test]
+    fn files_that_could_run_script_are_sandboxed() {
+        for active in [
+            "text/html",
+            "image/svg+xml",
+            "text/plain",
+            "application/xml",
+            "text/javascript",
+            "application/octet-stream",
+        ] {
+            assert!(needs_sandbox(&HeaderValue::from_static(active)), "{active}");
+        }
+        for passive in [
+            "image/png",
+            "image/jpeg",
+            "video/mp4",
+            "audio/mpeg",
+            "application/pdf",
+        ] {
+            assert!(
+                !needs_sandbox(&HeaderValue::from_static(passive)),
+                "{passive}"
+            );
+        }
+        let plan = plan_read(&ReadRequest::default(), &facts(3));
+        assert_eq!(
+            header(&plan, header::CONTENT_SECURITY_POLICY),
+            FILE_CONTENT_SECURITY_POLICY
+        );
     }
 
     fn header(plan: &ResponsePlan, name: header::HeaderName) -> &str {
