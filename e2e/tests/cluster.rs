@@ -1320,7 +1320,7 @@ async fn zeronas_on_a_real_control_plane() {
     );
     scenario!(
         suite,
-        "HTTP token Secret: 401 without a token, 403 writing with the read-only one",
+        "HTTP token Secret: 401 without a token, 403 writing with the read-only one; the file browser page, /v1/shares and the download cookie",
         http_tokens
     );
     scenario!(
