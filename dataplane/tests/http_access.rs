@@ -519,8 +519,16 @@ async fn connections_past_the_cap_are_refused_and_counted() {
             TcpStream::connect(s.addr).await.unwrap(),
             TcpStream::connect(s.addr).await.unwrap(),
         ];
-        // Let the server accept both before the third arrives.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Let the server accept both before the third arrives (a fixed sleep was not always
+        // enough on a loaded machine).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.app.limits.connections.active() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: the two connections were not accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let mut third = TcpStream::connect(s.addr).await.unwrap();
         let _ = third
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
