@@ -237,15 +237,18 @@ async function start() {
   if (session !== state.session) return;
   state.share = body.shares[0];
   localStorage.setItem(SHARE_KEY, state.share.name);
-  if (!token()) state.anonymous = true;
-  if (token()) setCookie();
-  else clearCookie(); // a cookie left by another tab must not stand in for no token
+  const signedIn = token() !== '';
+  if (signedIn) {
+    setCookie();
+  } else {
+    state.anonymous = true;
+    clearCookie(); // a cookie left by another tab must not stand in for no token
+  }
   $('login').hidden = true;
   clearMessage();
   $('share-name').textContent = state.share.name;
   $('read-only-badge').hidden = state.share.can_write;
   $('read-only-badge').textContent = state.share.read_only ? 'read-only share' : 'read-only';
-  const signedIn = token() !== '';
   $('sign-out').textContent = signedIn ? 'Sign out' : 'Sign in';
   $('sign-out').hidden = !signedIn && (state.share.can_write || state.share.read_only);
   for (const control of document.querySelectorAll('.write')) {
@@ -446,8 +449,9 @@ function put(url, file, replace, progress) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
     request.open('PUT', url);
-    const t = token();
-    if (t) request.setRequestHeader('Authorization', 'Bearer ' + t);
+    for (const [name, value] of Object.entries(authorization())) {
+      request.setRequestHeader(name, value);
+    }
     // Never replace a file by accident: the server refuses with 412 when the name exists.
     if (!replace) request.setRequestHeader('If-None-Match', '*');
     request.upload.onprogress = (event) => {
@@ -473,6 +477,16 @@ async function uploadOne(file, folder) {
   const status = element('span', 'uploading…');
   item.append(element('span', file.name), progress, status);
   $('uploads').append(item);
+  try {
+    await send(file, folder, progress, status);
+  } finally {
+    item.classList.add('done');
+  }
+}
+
+/** The PUT (and, when the user agrees, the replacing PUT) of one file, its outcome shown
+ * in `status`. */
+async function send(file, folder, progress, status) {
   try {
     const url = fileUrl([...folder, encodeURIComponent(file.name)]);
     let request = await put(url, file, false, progress);
@@ -504,9 +518,7 @@ async function upload(files) {
     return;
   }
   // Finished uploads of an earlier batch make room.
-  for (const item of [...$('uploads').children]) {
-    if (!item.querySelector('span:last-child').textContent.startsWith('uploading')) item.remove();
-  }
+  for (const item of $('uploads').querySelectorAll('li.done')) item.remove();
   const folder = state.folder;
   const session = state.session;
   for (const file of files) {
@@ -520,15 +532,18 @@ async function upload(files) {
 // ---- wiring ----
 
 document.addEventListener('DOMContentLoaded', () => {
+  // Opens the share and puts the keyboard in the list (after the prompt had it).
+  const open = () =>
+    start().then(() => {
+      if (!$('browser').hidden) $('listing').focus();
+    });
   $('login').addEventListener('submit', (event) => {
     event.preventDefault();
     const value = $('token').value.trim();
     $('token').value = '';
     if (value) {
       sessionStorage.setItem(TOKEN_KEY, value);
-      start().then(() => {
-        if (!$('browser').hidden) $('listing').focus();
-      });
+      open();
     }
   });
   $('sign-out').addEventListener('click', () => {
@@ -537,9 +552,7 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('anonymous').addEventListener('click', () => {
     $('login').hidden = true;
-    start().then(() => {
-      if (!$('browser').hidden) $('listing').focus();
-    });
+    open();
   });
   $('picker').addEventListener('change', () => {
     const files = [...$('picker').files];

@@ -719,7 +719,7 @@ async fn apply(nv: &NasVolume, ctx: &Context) -> Result<Action, Error> {
         observed.token_secret = secret_owner == Ownership::Ours;
         observed.sftp_host_key = host_key_owner == Ownership::Ours;
         publish_status(nv, ctx, status::compute(nv, &observed, now())).await?;
-        // The Secret is not watched: look again soon (one metadata read each time).
+        // The Secret is not watched: look again soon (one read of it each time).
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
 

@@ -14,7 +14,8 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use super::error::ApiError;
-use super::plan::{PlanBody, ResponsePlan};
+use super::plan::{Outcome, PlanBody, Preconditions, ResponsePlan, conditional};
+use crate::share::Validators;
 
 /// Sent with every file of the app: nothing inline, nothing from elsewhere, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -59,15 +60,19 @@ const ASSETS: [Asset; 5] = [
     },
 ];
 
-/// Strong ETags of the assets: FNV-1a of their bytes, computed once.
-fn etags() -> &'static [String; ASSETS.len()] {
-    static ETAGS: OnceLock<[String; ASSETS.len()]> = OnceLock::new();
-    ETAGS.get_or_init(|| {
+/// The assets' validators: a strong ETag from the FNV-1a of their bytes (no date: they
+/// change with the binary), computed once.
+fn validators() -> &'static [Validators; ASSETS.len()] {
+    static VALIDATORS: OnceLock<[Validators; ASSETS.len()]> = OnceLock::new();
+    VALIDATORS.get_or_init(|| {
         ASSETS.each_ref().map(|asset| {
             let hash = asset.bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                 (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
             });
-            format!("\"ui-{hash:016x}\"")
+            Validators {
+                etag: format!("\"ui-{hash:016x}\""),
+                last_modified_secs: 0,
+            }
         })
     })
 }
@@ -79,19 +84,23 @@ pub fn plan_asset(asset: &str, headers: &HeaderMap) -> Result<ResponsePlan, ApiE
         .iter()
         .position(|a| a.name == asset)
         .ok_or_else(|| ApiError::not_found("no such file in the web app"))?;
-    let (file, etag) = (&ASSETS[index], &etags()[index]);
-    let unchanged = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|tag| tag.trim_ascii() == etag.as_bytes() || tag.trim_ascii() == b"*");
+    let (file, current) = (&ASSETS[index], &validators()[index]);
+    // The file API's rules for If-None-Match (the only condition an asset answers).
+    let preconditions = Preconditions {
+        if_none_match: headers
+            .get(header::IF_NONE_MATCH)
+            .map(HeaderValue::as_bytes),
+        ..Preconditions::default()
+    };
+    let unchanged =
+        conditional::evaluate(&preconditions, Some(current), true) == Outcome::NotModified;
     let mut plan = if unchanged {
         ResponsePlan::new(StatusCode::NOT_MODIFIED, PlanBody::Empty)
     } else {
         ResponsePlan::text(StatusCode::OK, file.content_type, file.bytes)
     };
     let headers = &mut plan.headers;
-    if let Ok(value) = HeaderValue::from_str(etag) {
+    if let Ok(value) = HeaderValue::from_str(&current.etag) {
         headers.insert(header::ETAG, value);
     }
     // Revalidated on every load, so a new binary's app is used at once.
