@@ -515,6 +515,16 @@ async fn connections_past_the_cap_are_refused_and_counted() {
         ])
         .await;
         let metrics = s.metrics_addr.expect("metrics listener");
+        // The io_uring start-up probe's connection may still hold a slot: wait for none, so
+        // that the two counted below are the two held here.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.app.limits.connections.active() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: a connection was never released"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let held = [
             TcpStream::connect(s.addr).await.unwrap(),
             TcpStream::connect(s.addr).await.unwrap(),
